@@ -1,1 +1,31 @@
-//! domain
+//! The pure domain model: names, durations, schedules, versions, the
+//! pipeline definition (with its YAML form) and the deployment/build state
+//! machines. No I/O, no database, no HTTP; every rule here is unit tested.
+//!
+//! Everything public is re-exported from this module, so callers write
+//! `use crate::domain::{PipelineDefinition, StageName, DeploymentState};`.
+
+pub mod definition;
+pub mod deployment;
+pub mod duration;
+pub mod error;
+pub mod names;
+pub mod schedule;
+mod text;
+pub mod version;
+
+pub use definition::yaml::{
+    DefinitionError, DefinitionErrors, EXAMPLE_YAML, parse_definition, to_canonical_yaml,
+};
+pub use definition::{
+    App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Build,
+    CheckKind, CompareOp, Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy,
+    PipelineDefinition, QueueMode, QueuePolicy, SecretRef, Setting, Source, Stage, TaskKind,
+    TaskSpec, Threshold, Trigger, Upstream,
+};
+pub use deployment::{BuildEvent, BuildState, DeploymentEvent, DeploymentState, Role};
+pub use duration::Duration;
+pub use error::DomainError;
+pub use names::{AppName, PipelineName, SlotName, StageName};
+pub use schedule::{Cron, Schedule, parse_timezone};
+pub use version::{Version, VersionContext, VersionTemplate};

@@ -1,1 +1,167 @@
-//! web
+//! The web layer: the single route table, extractors, errors, pages and the
+//! JSON API. Handlers are thin: extract, call one engine/storage function,
+//! render or serialize.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod pages;
+pub mod urls;
+pub mod views;
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use crate::storage::{Db, DbConn};
+pub use error::{ApiError, WebError};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: Db,
+    pub settings: Settings,
+    pub metrics: metrics::Metrics,
+}
+
+pub type State = web::Data<AppState>;
+
+impl AppState {
+    pub fn new(db: Db, settings: Settings) -> web::Data<AppState> {
+        web::Data::new(AppState {
+            db,
+            settings,
+            metrics: metrics::Metrics::default(),
+        })
+    }
+
+    /// Runs synchronous database work on the blocking pool, never on the executor.
+    pub async fn with_conn<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<WebError> + From<crate::storage::StorageError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        web::block(move || {
+            let mut conn = db.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(WebError::from(e)))?
+    }
+}
+
+/// The route table: pages, API, health and static files.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(pages::board::index))
+        .route("/healthz", web::get().to(pages::ops::healthz))
+        .route("/readyz", web::get().to(pages::ops::readyz))
+        .route("/metrics", web::get().to(pages::ops::metrics))
+        .route("/static/{file}", web::get().to(assets::stylesheet))
+        .route(
+            "/pipelines/{pipeline}",
+            web::get().to(pages::pipelines::overview),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases",
+            web::get().to(pages::releases::history),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases/{version}",
+            web::get().to(pages::releases::detail),
+        )
+        .route(
+            "/pipelines/{pipeline}/stages/{stage}",
+            web::get().to(pages::stages::config),
+        )
+        .service(web::scope("/api/v1").configure(api::routes));
+}
+
+/// Starts the HTTP server on an already bound listener (port 0 in tests).
+pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, req| bad_input(req, err.to_string())),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, req| bad_input(req, err.to_string())),
+            )
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(1 << 20)
+                    .error_handler(|err, req| bad_input(req, err.to_string())),
+            )
+            .app_data(web::PayloadConfig::default().limit(1 << 20))
+            .configure(routes)
+            .default_service(web::to(not_found))
+            .wrap(from_fn(auth::authenticate))
+            .wrap(from_fn(track))
+            .wrap(TracingLogger::default())
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}
+
+pub(crate) fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+fn bad_input(req: &HttpRequest, message: String) -> actix_web::Error {
+    let e = WebError::BadRequest(message);
+    if is_api(req.path()) {
+        ApiError(e).into()
+    } else {
+        e.into()
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    let e = WebError::NotFound(format!("There is no page at {}.", req.path()));
+    Err(if is_api(req.path()) {
+        ApiError(e).into()
+    } else {
+        e.into()
+    })
+}
+
+/// Records every request in the metrics, by route pattern and status.
+async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let state = req.app_data::<State>().cloned();
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if let Some(state) = state {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
+        state
+            .metrics
+            .record(&route, &method, res.status().as_u16(), start.elapsed());
+    }
+    Ok(res)
+}
+
+/// A plain-text answer, for the health endpoints.
+pub fn text(status: actix_web::http::StatusCode, body: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body.into())
+}

@@ -1,0 +1,133 @@
+//! `serve --demo`: the sample app `space-game-web` as a real local git
+//! repository under the data dir, and its pipeline, created once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{EngineError, pipelines};
+use crate::storage::{self, DbConn};
+
+/// The demo pipeline's name.
+pub const DEMO_PIPELINE: &str = "space-game-web";
+
+/// The files of the sample app: path in the repository, contents, executable.
+const FILES: &[(&str, &str, bool)] = &[
+    ("slipway.yaml", include_str!("demo_app/slipway.yaml"), false),
+    ("build.sh", include_str!("demo_app/build.sh"), true),
+    ("run.sh", include_str!("demo_app/run.sh"), true),
+    (
+        "src/index.html",
+        include_str!("demo_app/src/index.html"),
+        false,
+    ),
+    ("src/app.js", include_str!("demo_app/src/app.js"), false),
+    (
+        "src/style.css",
+        include_str!("demo_app/src/style.css"),
+        false,
+    ),
+];
+
+/// What `ensure_demo` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DemoOutcome {
+    /// The pipeline was there already; nothing was touched.
+    AlreadyThere,
+    /// Created the repository (when missing) and imported the pipeline.
+    Created { repo: PathBuf },
+}
+
+/// Creates the sample repository (if missing) and imports its pipeline,
+/// unless the pipeline exists already.
+pub fn ensure_demo(conn: &mut DbConn, data_dir: &Path) -> Result<DemoOutcome, EngineError> {
+    if storage::find_pipeline(conn, DEMO_PIPELINE)?.is_some() {
+        return Ok(DemoOutcome::AlreadyThere);
+    }
+    let repo = std::path::absolute(data_dir.join("demo").join(DEMO_PIPELINE)).map_err(|e| {
+        EngineError::Io {
+            context: "cannot resolve the data directory".into(),
+            source: e,
+        }
+    })?;
+    if !repo.join(".git").exists() {
+        create_repository(&repo)?;
+    }
+    let file = repo.join("slipway.yaml");
+    let yaml = std::fs::read_to_string(&file).map_err(|source| EngineError::Io {
+        context: format!("cannot read {}", file.display()),
+        source,
+    })?;
+    let definition = pipelines::parse(&yaml, &file.display().to_string())?;
+    pipelines::import(
+        conn,
+        definition,
+        Some(&repo),
+        "demo",
+        Some("sample pipeline created by serve --demo"),
+    )?;
+    Ok(DemoOutcome::Created { repo })
+}
+
+fn create_repository(repo: &Path) -> Result<(), EngineError> {
+    for (path, contents, executable) in FILES {
+        let target = repo.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+                context: format!("cannot create {}", parent.display()),
+                source,
+            })?;
+        }
+        std::fs::write(&target, contents).map_err(|source| EngineError::Io {
+            context: format!("cannot write {}", target.display()),
+            source,
+        })?;
+        #[cfg(unix)]
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(
+                |source| EngineError::Io {
+                    context: format!("cannot make {} executable", target.display()),
+                    source,
+                },
+            )?;
+        }
+    }
+    git(repo, &["init", "--quiet", "--initial-branch=main"])?;
+    git(repo, &["add", "--all"])?;
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=Slipway demo",
+            "-c",
+            "user.email=demo@slipway.localhost",
+            "commit",
+            "--quiet",
+            "--message",
+            "Space Game website: first version",
+        ],
+    )?;
+    Ok(())
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<(), EngineError> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(|source| EngineError::Io {
+            context: "cannot run `git` (is git installed?)".into(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "git {} failed in {}: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}

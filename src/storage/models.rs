@@ -1,0 +1,291 @@
+//! Row types: what a query returns, one struct per table (or per query
+//! shape). They belong to storage; pages and API responses are built from
+//! them, never serialized from them.
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::*;
+use crate::domain::{BuildState, DeploymentState, Role};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = pipelines, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct PipelineRow {
+    pub id: i64,
+    pub name: String,
+    /// The revision number in force (see [`DefinitionRevisionRow::revision`]).
+    pub current_revision: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = definition_revisions, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct DefinitionRevisionRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub revision: i32,
+    /// The canonical YAML of the definition.
+    pub yaml: String,
+    pub created_by: String,
+    pub comment: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = stages, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct StageRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub position: i32,
+    pub trigger_kind: String,
+    pub trigger_spec: String,
+    pub next_fire_at: Option<NaiveDateTime>,
+    pub last_fired_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = builds, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct BuildRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub number: i64,
+    pub state: BuildState,
+    pub branch: Option<String>,
+    pub commit_sha: Option<String>,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    pub requested_by: String,
+    pub trigger: String,
+    pub error: Option<String>,
+    pub runner: Option<String>,
+    pub heartbeat_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = releases, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ReleaseRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub version: String,
+    pub build_id: Option<i64>,
+    pub revision_id: i64,
+    pub commit_sha: String,
+    pub branch: String,
+    pub message: String,
+    pub author: String,
+    pub fixes_release_id: Option<i64>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = artifacts, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ArtifactRow {
+    pub id: i64,
+    pub release_id: i64,
+    pub path: String,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = deployments, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub release_id: i64,
+    pub stage: String,
+    pub attempt: i32,
+    pub state: DeploymentState,
+    pub trigger: String,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    /// The release that superseded this deployment.
+    pub superseded_by: Option<i64>,
+    pub runner: Option<String>,
+    pub heartbeat_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = task_runs, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct TaskRunRow {
+    pub id: i64,
+    pub deployment_id: Option<i64>,
+    pub build_id: Option<i64>,
+    pub position: i32,
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = log_chunks, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct LogChunkRow {
+    pub id: i64,
+    pub task_run_id: i64,
+    pub seq: i64,
+    pub stream: String,
+    pub text: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = approvals, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ApprovalRow {
+    pub id: i64,
+    pub deployment_id: i64,
+    pub phase: String,
+    pub approver: String,
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub comment: Option<String>,
+    pub defer_until: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub decided_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = gate_samples, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct GateSampleRow {
+    pub id: i64,
+    pub deployment_id: i64,
+    pub phase: String,
+    pub round: i32,
+    pub check_name: String,
+    pub sampled_at: NaiveDateTime,
+    pub duration_ms: i64,
+    pub request: String,
+    pub value: String,
+    pub verdict: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = apps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct AppRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = slots, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SlotRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub name: String,
+    pub release_id: Option<i64>,
+    pub process_state: String,
+    pub port: Option<i32>,
+    pub workdir: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: Role,
+    /// Argon2 PHC string; `None` for SSO-only users.
+    pub password_hash: Option<String>,
+    pub sso_subject: Option<String>,
+    pub disabled: bool,
+    pub created_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("display_name", &self.display_name)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("sso_subject", &self.sso_subject)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = groups, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct GroupRow {
+    pub id: i64,
+    pub name: String,
+    /// `local` or `sso`.
+    pub source: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    /// sha256 hex of the token; the token itself is never stored.
+    pub token_hash: String,
+    pub created_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+#[derive(Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = secrets, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SecretRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("id", &self.id)
+            .field("pipeline_id", &self.pipeline_id)
+            .field("name", &self.name)
+            .field(
+                "ciphertext",
+                &format_args!("<{} bytes>", self.ciphertext.len()),
+            )
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct AuditEventRow {
+    pub id: i64,
+    pub at: NaiveDateTime,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}

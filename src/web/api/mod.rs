@@ -1,0 +1,64 @@
+//! The JSON API under `/api/v1`, described by `/api/v1/openapi.json`.
+
+pub mod dto;
+pub mod pipelines;
+pub mod releases;
+
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Slipway API",
+        description = "Release management: pipelines, releases, deployments. Authenticate with `Authorization: Bearer TOKEN`. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        pipelines::list,
+        pipelines::get,
+        pipelines::import,
+        pipelines::export,
+        releases::list,
+        releases::get,
+    ),
+    components(schemas(crate::web::error::ErrorBody, crate::web::error::ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// Routes below `/api/v1`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(openapi_json))
+        .route("/pipelines", web::get().to(pipelines::list))
+        .route("/pipelines", web::post().to(pipelines::import))
+        .route("/pipelines/{pipeline}", web::get().to(pipelines::get))
+        .route(
+            "/pipelines/{pipeline}/export",
+            web::get().to(pipelines::export),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases",
+            web::get().to(releases::list),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases/{version}",
+            web::get().to(releases::get),
+        );
+}

@@ -1,0 +1,173 @@
+//! One error type for handlers: an HTML error page for pages, the JSON
+//! error shape of SPEC §3 for the API (`ApiError`). 5xx are logged with
+//! their whole cause chain; their text never reaches the client.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+use serde::Serialize;
+
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl WebError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        WebError::Internal(e.into())
+    }
+
+    /// A short machine-readable code for the JSON error shape.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebError::NotFound(_) => "not_found",
+            WebError::BadRequest(_) => "bad_request",
+            WebError::Unprocessable(_) => "invalid",
+            WebError::Conflict(_) => "conflict",
+            WebError::Unauthorized(_) => "unauthorized",
+            WebError::Forbidden(_) => "forbidden",
+            WebError::PayloadTooLarge(_) => "payload_too_large",
+            WebError::Internal(_) => "internal",
+        }
+    }
+
+    /// What a client may read: the message, except for internal errors.
+    pub fn public_message(&self) -> String {
+        match self {
+            WebError::Internal(_) => {
+                "Something went wrong inside Slipway; the error is in the server log.".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn log(&self) {
+        if let WebError::Internal(e) = self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+    }
+}
+
+impl From<StorageError> for WebError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => WebError::NotFound("Not found.".into()),
+            StorageError::Conflict(m) => WebError::Conflict(m),
+            other => WebError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<actix_web::error::BlockingError> for WebError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        WebError::Internal(anyhow::anyhow!("blocking task failed: {e}"))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "errors/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    status: u16,
+    message: &'a str,
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let status = self.status_code();
+        let title = match self {
+            WebError::NotFound(_) => "Not found",
+            WebError::Unauthorized(_) => "Sign-in required",
+            WebError::Forbidden(_) => "Not allowed",
+            WebError::Internal(_) => "Server error",
+            _ => "Cannot do that",
+        };
+        let message = self.public_message();
+        let page = ErrorPage {
+            title,
+            status: status.as_u16(),
+            message: &message,
+        };
+        let body = page
+            .render()
+            .unwrap_or_else(|_| format!("{} {}", status.as_u16(), title));
+        HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(body)
+    }
+}
+
+/// The API's face of [`WebError`]: `{"error": {"code", "message"}}`.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] pub WebError);
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError(e.into())
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.log();
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code().into(),
+                message: self.0.public_message(),
+            },
+        })
+    }
+}

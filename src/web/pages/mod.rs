@@ -1,0 +1,21 @@
+//! Server-rendered pages: one module per area, each with its view structs
+//! and thin handlers.
+
+pub mod board;
+pub mod ops;
+pub mod pipelines;
+pub mod releases;
+pub mod stages;
+
+use actix_web::HttpResponse;
+use askama::Template;
+
+use super::WebError;
+
+/// Renders a page template into a 200 response.
+pub fn render<T: Template>(page: &T) -> Result<HttpResponse, WebError> {
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}

@@ -1,0 +1,311 @@
+//! `/pipelines/{p}/releases` (history, keyset-paginated, filterable) and
+//! `/pipelines/{p}/releases/{version}` (one release).
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::board::{Row, latest_by_release_and_stage, release_row};
+use super::render;
+use crate::domain::DeploymentState;
+use crate::engine::pipelines;
+use crate::storage::{self, ReleaseFilter, StageRow};
+use crate::web::views::{StateBadge, sha7, size, time};
+use crate::web::{State, WebError, urls};
+
+/// Releases per history page.
+pub const PAGE_SIZE: i64 = 25;
+
+/// The history page's query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Show releases older than this one (its id, from the "Older" link).
+    pub before: Option<i64>,
+    pub branch: Option<String>,
+    /// A deployment state: releases with a deployment in that state.
+    pub state: Option<String>,
+    /// With `state`: only deployments to this stage.
+    pub stage: Option<String>,
+}
+
+/// A validated history filter; shared with the API.
+pub fn release_filter(
+    query: &HistoryQuery,
+    stages: &[StageRow],
+    limit: i64,
+) -> Result<ReleaseFilter, WebError> {
+    let clean = |v: &Option<String>| {
+        v.as_ref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let state = match clean(&query.state) {
+        None => None,
+        Some(s) => Some(s.parse::<DeploymentState>().map_err(|_| {
+            WebError::BadRequest(format!(
+                "`{s}` is not a deployment state; use one of {}",
+                DeploymentState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
+    let stage = clean(&query.stage);
+    if let Some(name) = &stage
+        && !stages.iter().any(|s| &s.name == name)
+    {
+        return Err(WebError::BadRequest(format!(
+            "this pipeline has no stage `{name}`"
+        )));
+    }
+    if query.before.is_some_and(|before| before < 1) {
+        return Err(WebError::BadRequest(
+            "`before` must be a positive release id".into(),
+        ));
+    }
+    Ok(ReleaseFilter {
+        before: query.before,
+        branch: clean(&query.branch),
+        state,
+        stage,
+        limit,
+    })
+}
+
+pub struct StateOption {
+    pub value: &'static str,
+    pub label: &'static str,
+    pub selected: bool,
+}
+
+pub struct StageOption {
+    pub name: String,
+    pub url: String,
+    pub selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "pages/releases.html")]
+pub struct HistoryPage {
+    pub pipeline: String,
+    pub pipeline_url: String,
+    pub stages: Vec<StageOption>,
+    pub rows: Vec<Row>,
+    pub branch: String,
+    pub states: Vec<StateOption>,
+    pub filtered: bool,
+    pub first_url: Option<String>,
+    pub older_url: Option<String>,
+}
+
+pub async fn history(
+    state: State,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, WebError> {
+    let name = path.into_inner();
+    let query = query.into_inner();
+    let page = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
+                WebError::NotFound(format!("There is no pipeline named `{name}`."))
+            })?;
+            let stages = storage::stages_of_pipelines(conn, &[pipeline.id])?;
+            let mut filter = release_filter(&query, &stages, PAGE_SIZE + 1)?;
+            let mut releases = storage::list_releases(conn, pipeline.id, &filter)?;
+            let more = releases.len() as i64 > PAGE_SIZE;
+            releases.truncate(PAGE_SIZE as usize);
+            filter.limit = PAGE_SIZE;
+            let ids: Vec<i64> = releases.iter().map(|r| r.id).collect();
+            let deployments = storage::deployments_for_releases(conn, &ids)?;
+            let latest = latest_by_release_and_stage(&deployments);
+            let stage_refs: Vec<&StageRow> = stages.iter().collect();
+            let rows = releases
+                .iter()
+                .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest))
+                .collect();
+            let branch = filter.branch.clone().unwrap_or_default();
+            let state_value = filter.state.map(|s| s.as_str()).unwrap_or_default();
+            let stage_value = filter.stage.clone().unwrap_or_default();
+            let base = urls::releases(&pipeline.name);
+            let older_url = if more {
+                releases.last().map(|r| {
+                    let before = r.id.to_string();
+                    format!(
+                        "{base}{}",
+                        urls::query(&[
+                            ("before", &before),
+                            ("branch", &branch),
+                            ("state", state_value),
+                            ("stage", &stage_value),
+                        ])
+                    )
+                })
+            } else {
+                None
+            };
+            let first_url = filter.before.map(|_| {
+                format!(
+                    "{base}{}",
+                    urls::query(&[
+                        ("branch", &branch),
+                        ("state", state_value),
+                        ("stage", &stage_value)
+                    ])
+                )
+            });
+            Ok(HistoryPage {
+                pipeline_url: urls::pipeline(&pipeline.name),
+                stages: stages
+                    .iter()
+                    .map(|s| StageOption {
+                        name: s.name.clone(),
+                        url: urls::stage(&pipeline.name, &s.name),
+                        selected: s.name == stage_value,
+                    })
+                    .collect(),
+                rows,
+                filtered: filter.branch.is_some() || filter.state.is_some(),
+                branch,
+                states: DeploymentState::ALL
+                    .iter()
+                    .map(|s| StateOption {
+                        value: s.as_str(),
+                        label: s.label(),
+                        selected: s.as_str() == state_value,
+                    })
+                    .collect(),
+                first_url,
+                older_url,
+                pipeline: pipeline.name,
+            })
+        })
+        .await?;
+    render(&page)
+}
+
+pub struct ArtifactView {
+    pub path: String,
+    pub sha256: String,
+    pub size: String,
+}
+
+pub struct DeploymentView {
+    pub id: i64,
+    pub url: String,
+    pub attempt: i32,
+    pub badge: StateBadge,
+    pub trigger: String,
+    pub requested_by: String,
+    pub created: String,
+    pub finished: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub struct StageView {
+    pub name: String,
+    pub url: String,
+    pub deployments: Vec<DeploymentView>,
+}
+
+pub struct Lineage {
+    pub version: String,
+    pub url: String,
+}
+
+#[derive(Template)]
+#[template(path = "pages/release.html")]
+pub struct ReleasePage {
+    pub pipeline: String,
+    pub pipeline_url: String,
+    pub releases_url: String,
+    pub version: String,
+    pub commit: String,
+    pub sha7: String,
+    pub branch: String,
+    pub message: String,
+    pub author: String,
+    pub created: String,
+    pub revision: i32,
+    pub fixes: Option<Lineage>,
+    pub artifacts: Vec<ArtifactView>,
+    pub stages: Vec<StageView>,
+}
+
+pub async fn detail(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, WebError> {
+    let (name, version) = path.into_inner();
+    let page = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
+                WebError::NotFound(format!("There is no pipeline named `{name}`."))
+            })?;
+            let release = storage::find_release(conn, pipeline.id, &version)?
+                .ok_or_else(|| WebError::NotFound(format!("{name} has no release `{version}`.")))?;
+            let revision = storage::revision_by_id(conn, release.revision_id)?;
+            let definition =
+                pipelines::parse_stored(&revision.yaml, &pipeline.name, revision.revision)?;
+            let artifacts = storage::list_artifacts(conn, release.id)?;
+            let deployments = storage::deployments_of_release(conn, release.id)?;
+            let fixes = match release.fixes_release_id {
+                Some(id) => storage::find_release_by_id(conn, id)?.map(|r| Lineage {
+                    url: urls::release(&pipeline.name, &r.version),
+                    version: r.version,
+                }),
+                None => None,
+            };
+            let stages = definition
+                .stages
+                .iter()
+                .map(|s| StageView {
+                    name: s.name.as_str().to_string(),
+                    url: urls::stage(&pipeline.name, s.name.as_str()),
+                    deployments: deployments
+                        .iter()
+                        .filter(|d| d.stage == s.name.as_str())
+                        .map(|d| DeploymentView {
+                            id: d.id,
+                            url: urls::deployment(&pipeline.name, &release.version, d.id),
+                            attempt: d.attempt,
+                            badge: StateBadge::of(d.state),
+                            trigger: d.trigger.clone(),
+                            requested_by: d.requested_by.clone(),
+                            created: time(&d.created_at),
+                            finished: d.finished_at.as_ref().map(time),
+                            reason: d.reason.clone(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            Ok(ReleasePage {
+                pipeline_url: urls::pipeline(&pipeline.name),
+                releases_url: urls::releases(&pipeline.name),
+                version: release.version.clone(),
+                sha7: sha7(&release.commit_sha),
+                commit: release.commit_sha.clone(),
+                branch: release.branch.clone(),
+                message: release.message.clone(),
+                author: release.author.clone(),
+                created: time(&release.created_at),
+                revision: revision.revision,
+                fixes,
+                artifacts: artifacts
+                    .into_iter()
+                    .map(|a| ArtifactView {
+                        path: a.path,
+                        sha256: a.sha256,
+                        size: size(a.size),
+                    })
+                    .collect(),
+                stages,
+                pipeline: pipeline.name,
+            })
+        })
+        .await?;
+    render(&page)
+}

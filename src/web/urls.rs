@@ -1,0 +1,64 @@
+//! Every URL of the pages has one builder here, so links never drift from
+//! the route table in `web::routes`.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Characters left as they are in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+pub fn board() -> String {
+    "/".to_string()
+}
+
+pub fn pipeline(pipeline: &str) -> String {
+    format!("/pipelines/{}", seg(pipeline))
+}
+
+pub fn releases(pipeline: &str) -> String {
+    format!("/pipelines/{}/releases", seg(pipeline))
+}
+
+pub fn release(pipeline: &str, version: &str) -> String {
+    format!("/pipelines/{}/releases/{}", seg(pipeline), seg(version))
+}
+
+pub fn deployment(pipeline: &str, version: &str, id: i64) -> String {
+    format!("{}/deployments/{id}", release(pipeline, version))
+}
+
+pub fn stage(pipeline: &str, stage: &str) -> String {
+    format!("/pipelines/{}/stages/{}", seg(pipeline), seg(stage))
+}
+
+/// A query string from pairs, leaving out empty values; "" when none is left.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", seg(v)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(
+            release("space-game-web", "1.0.7+build/2"),
+            "/pipelines/space-game-web/releases/1.0.7%2Bbuild%2F2"
+        );
+        assert_eq!(query(&[("branch", "main"), ("state", "")]), "?branch=main");
+        assert_eq!(query(&[("state", "")]), "");
+    }
+}

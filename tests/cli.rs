@@ -1,0 +1,292 @@
+//! The `slipway` binary, run as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GOOD: &str = r#"pipeline: hello-web
+source: { repo: ./hello-web, branch: main }
+version: "{date}.{build}"
+stages:
+  - name: dev
+    trigger: { after: build }
+  - name: test
+    trigger: { schedule: { cron: "0 0 3 * * *", timezone: "Europe/Berlin" } }
+"#;
+
+fn slipway(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd.env_remove("SLIPWAY_DATABASE_URL")
+        .env_remove("SLIPWAY_LISTEN")
+        .env_remove("SLIPWAY_CONFIG");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run slipway");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_export_round_trip_and_broken_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("hello.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+
+    let (code, out, err) = run(slipway(&data).args(["pipeline", "import"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "created pipeline hello-web (revision 1)");
+
+    let (code, exported, err) = run(slipway(&data).args(["pipeline", "export", "hello-web"]));
+    assert_eq!(code, 0, "{err}");
+    // The relative repository path was resolved against the file's directory.
+    let repo = std::path::absolute(dir.path().join("hello-web")).unwrap();
+    assert!(exported.contains(&repo.display().to_string()), "{exported}");
+
+    let file2 = dir.path().join("exported.yaml");
+    std::fs::write(&file2, &exported).unwrap();
+    let (code, out, _) = run(slipway(&data).args(["pipeline", "import"]).arg(&file2));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "pipeline hello-web is unchanged (revision 1)");
+    let (_, again, _) = run(slipway(&data).args(["pipeline", "export", "hello-web"]));
+    assert_eq!(
+        exported, again,
+        "export → import → export is byte-identical"
+    );
+
+    // A broken file names file, line, column and field, and changes nothing.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        GOOD.replace("0 0 3 * * *", "0 0 25 * * *")
+            .replace("{date}", "{nope}"),
+    )
+    .unwrap();
+    let (code, out, err) = run(slipway(&data).args(["pipeline", "import"]).arg(&broken));
+    assert_eq!(code, 1, "{out}");
+    let expected_prefix = format!("error: {}:", broken.display());
+    assert!(err.starts_with(&expected_prefix), "{err}");
+    let (_, after, _) = run(slipway(&data).args(["pipeline", "export", "hello-web"]));
+    assert_eq!(after, exported);
+
+    let (code, _, err) = run(slipway(&data)
+        .args(["pipeline", "import"])
+        .arg(dir.path().join("missing.yaml")));
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.yaml: cannot read the file"), "{err}");
+
+    let (code, _, err) = run(slipway(&data).args(["pipeline", "export", "nope"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("there is no pipeline `nope`"), "{err}");
+}
+
+#[test]
+fn unknown_flags_and_bad_config_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(slipway(dir.path()).args(["serve", "--bogus"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--bogus"), "{err}");
+    let config = dir.path().join("slipway.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:0\nlisten_on: 1\n").unwrap();
+    let (code, _, err) = run(slipway(dir.path())
+        .arg("migrate")
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:2:", config.display())), "{err}");
+    let (code, _, err) = run(slipway(dir.path()).args(["serve", "--listen", "nowhere"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("`nowhere`"), "{err}");
+}
+
+#[test]
+fn users_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = slipway(dir.path());
+    cmd.args([
+        "user",
+        "add",
+        "mara",
+        "--role",
+        "release_manager",
+        "--group",
+        "qa",
+        "--password-stdin",
+    ]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a very long password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "added user mara (release_manager)"
+    );
+
+    let (code, _, err) = run(slipway(dir.path()).args(["user", "add", "mara"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run(slipway(dir.path()).args(["user", "add", "x", "--role", "boss"]));
+    assert_eq!(code, 2, "{err}");
+
+    let (code, token, err) =
+        run(slipway(dir.path()).args(["token", "create", "mara", "--name", "laptop"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        token.trim().starts_with("slw_") && token.trim().len() > 30,
+        "{token}"
+    );
+    let (code, _, err) = run(slipway(dir.path()).args(["token", "create", "nobody"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("no user `nobody`"), "{err}");
+}
+
+/// A `slipway serve` child, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` on a free port and waits for its `listening on` line.
+fn serve(data: &std::path::Path, extra: &[&str]) -> (Server, String) {
+    let mut server = Server(
+        slipway(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = String::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                return (server, rest.trim().to_string());
+            }
+        }
+    }
+    panic!("serve did not start: {log}");
+}
+
+#[test]
+fn serve_starts_creates_the_first_admin_and_the_demo_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, addr) = serve(&data, &["--demo"]);
+    let password_file = data.join("initial-admin-password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(password.trim().len() >= 20);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let board = reqwest::blocking::get(format!("http://{addr}/"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(board.contains("space-game-web"), "{board}");
+    let drawing =
+        reqwest::blocking::get(format!("http://{addr}/pipelines/space-game-web")).unwrap();
+    assert_eq!(drawing.status(), 200);
+    let drawing = drawing.text().unwrap();
+    for stage in ["dev", "test", "preprod", "production"] {
+        assert!(
+            drawing.contains(&format!("class=\"node-title\">{stage}<")),
+            "{stage}"
+        );
+    }
+    // The demo repository is a real git repository with the sample app.
+    let repo = data.join("demo/space-game-web");
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["log", "--oneline"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&log.stdout).contains("Space Game website"));
+    assert!(repo.join("build.sh").exists() && repo.join("run.sh").exists());
+
+    // SIGTERM stops it cleanly.
+    #[cfg(unix)]
+    {
+        let pid = server.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut server = server;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = server.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
+    }
+
+    // A second start keeps the admin password and does not repeat the demo.
+    let (_server, addr) = serve(&data, &["--demo"]);
+    assert_eq!(std::fs::read_to_string(&password_file).unwrap(), password);
+    let api: serde_json::Value =
+        reqwest::blocking::get(format!("http://{addr}/api/v1/pipelines/space-game-web"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(api["revision"], 1);
+}
+
+#[test]
+fn migrate_reports_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(slipway(dir.path()).arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied"), "{out}");
+    let (code, out, _) = run(slipway(dir.path()).arg("migrate"));
+    assert_eq!(code, 0);
+    assert!(out.contains("applied 0 migration(s)"), "{out}");
+    assert!(dir.path().join("slipway.db").exists());
+}

@@ -1,0 +1,299 @@
+//! Test harness: the real application on 127.0.0.1:0 with a fresh database
+//! (SQLite in a temp dir, and a fresh PostgreSQL database), a client that
+//! knows the routes, and HTML helpers.
+
+use std::net::TcpListener;
+
+use std::sync::mpsc;
+
+use reqwest::blocking::{Client, Response};
+use scraper::{Html, Selector};
+use slipway::config::Settings;
+use slipway::domain::Role;
+use slipway::engine::users;
+use slipway::storage::testing::{TestDb, test_databases};
+use slipway::storage::{Db, DbConn};
+use slipway::web::{self, AppState};
+
+/// A running Slipway.
+pub struct TestApp {
+    pub backend: String,
+    pub base: String,
+    pub client: Client,
+    pub db: Db,
+    handle: Option<actix_web::dev::ServerHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _data: tempfile::TempDir,
+    _db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(handle.stop(false));
+                let _ = tx.send(());
+            });
+            let _ = rx.recv();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` once per backend: SQLite always, PostgreSQL when reachable
+/// (mandatory under CI=true; otherwise skipped with a printed reason).
+pub fn each_backend(f: impl Fn(&TestApp)) {
+    for (label, db) in test_databases() {
+        let app = spawn_app(label, db);
+        f(&app);
+    }
+}
+
+pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
+    let data = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let settings = Settings {
+        listen: addr,
+        data_dir: data.path().to_path_buf(),
+        database_url: test_db.url.clone(),
+        public_url: format!("http://{addr}"),
+    };
+    let db = Db::connect(&settings.database_url, 8).expect("connect");
+    db.run_migrations().expect("migrations");
+    {
+        let mut conn = db.get().expect("conn");
+        users::ensure_initial_admin(&mut conn, &settings.data_dir).expect("admin");
+    }
+    let (tx, rx) = mpsc::channel();
+    let server_db = db.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let state = AppState::new(server_db, settings);
+            let server = web::server(state, listener).expect("server");
+            tx.send(server.handle()).expect("send handle");
+            let _ = server.await;
+        });
+    });
+    let handle = rx.recv().expect("server handle");
+    TestApp {
+        backend,
+        base: format!("http://{addr}"),
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        db,
+        handle: Some(handle),
+        thread: Some(thread),
+        _data: data,
+        _db: test_db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().expect("GET")
+    }
+
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .expect("GET")
+    }
+
+    /// GET a page that must answer 200 and parse its HTML.
+    pub fn page(&self, path: &str) -> Html {
+        let res = self.get(path);
+        let status = res.status();
+        let body = res.text().expect("body");
+        assert_eq!(status, 200, "[{}] GET {path}: {body}", self.backend);
+        Html::parse_document(&body)
+    }
+
+    pub fn conn(&self) -> impl std::ops::DerefMut<Target = DbConn> {
+        self.db.get().expect("conn")
+    }
+
+    /// A user with this role and an API token for them.
+    pub fn token(&self, username: &str, role: Role) -> String {
+        let mut conn = self.conn();
+        users::create_user(
+            &mut conn,
+            users::NewLocalUser {
+                username,
+                role,
+                groups: &[],
+                password: "a long test password",
+            },
+            "test",
+        )
+        .expect("user");
+        users::create_token(&mut conn, username, "test", "test").expect("token")
+    }
+
+    /// Imports YAML through the API as a release manager.
+    pub fn import(&self, yaml: &str) -> Response {
+        let token = self.manager_token();
+        self.client
+            .post(self.url("/api/v1/pipelines"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .expect("POST")
+    }
+
+    fn manager_token(&self) -> String {
+        let mut conn = self.conn();
+        if slipway::storage::find_user_by_name(&mut conn, "manager")
+            .expect("lookup")
+            .is_none()
+        {
+            drop(conn);
+            return self.token("manager", Role::ReleaseManager);
+        }
+        users::create_token(&mut conn, "manager", "again", "test").expect("token")
+    }
+}
+
+/// The texts of every element matching `selector`, whitespace folded.
+pub fn texts(html: &Html, selector: &str) -> Vec<String> {
+    let sel = Selector::parse(selector).expect("selector");
+    html.select(&sel)
+        .map(|e| {
+            e.text()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// The `attr` of every element matching `selector`.
+pub fn attrs(html: &Html, selector: &str, attr: &str) -> Vec<String> {
+    let sel = Selector::parse(selector).expect("selector");
+    html.select(&sel)
+        .filter_map(|e| e.value().attr(attr).map(str::to_string))
+        .collect()
+}
+
+/// The pipeline of SPEC §3, with a local repository path.
+pub const SPEC_PIPELINE: &str = r#"pipeline: space-game-web
+source: { repo: /srv/git/space-game-web, branch: main }
+version: "1.0.{build}"
+apps:
+  - name: space-game
+    start: "./run.sh"
+    health: /health
+    slots: [dev, test, staging, production]
+build:
+  tasks: [ { shell: "./build.sh" } ]
+  artifacts: [ "dist/**" ]
+stages:
+  - name: dev
+    trigger: { after: build }
+    environment: { slot: { app: space-game, name: dev } }
+    tasks: [ { deploy_slot: { app: space-game, slot: dev } } ]
+  - name: test
+    trigger: { schedule: { cron: "0 0 3 * * *", timezone: "America/Los_Angeles" } }
+    tasks: [ { deploy_slot: { app: space-game, slot: test } } ]
+  - name: preprod
+    trigger: manual
+    approvals:
+      before: { approvers: ["group:qa"], policy: any }
+    tasks: [ { deploy_slot: { app: space-game, slot: staging } } ]
+  - name: production
+    trigger: { after: preprod }
+    approvals:
+      before: { approvers: ["group:management"], policy: any, timeout: 7d, fresh_sign_in: 15m }
+    gates:
+      before:
+        delay: 5m
+        interval: 5m
+        timeout: 1h
+        steady: 10m
+        checks:
+          - http: { url: "https://status.example.com/health", success: "status == 200 && body.status == 'healthy'" }
+    tasks: [ { swap_slots: { app: space-game, from: staging, to: production } } ]
+    queue: { parallel: 1, policy: latest_only }
+"#;
+
+/// Stores `count` releases of `pipeline` (built on `branch`, versions
+/// `1.0.1`, `1.0.2`, …) with one artifact each; release `n` is deployed to
+/// the stages in `deployed(n)` with the given state. Returns the versions.
+pub fn seed_releases(
+    app: &TestApp,
+    pipeline: &str,
+    count: usize,
+    branch: impl Fn(usize) -> String,
+    deployed: impl Fn(usize) -> Vec<(&'static str, slipway::domain::DeploymentState)>,
+) -> Vec<String> {
+    use slipway::storage::{self, NewArtifact, NewDeployment, NewRelease};
+    let mut conn = app.conn();
+    let p = storage::find_pipeline(&mut conn, pipeline)
+        .expect("lookup")
+        .expect("pipeline exists");
+    let revision = storage::current_revision(&mut conn, p.id).expect("revision");
+    let mut versions = Vec::new();
+    for n in 1..=count {
+        let version = format!("1.0.{n}");
+        let release = storage::insert_release(
+            &mut conn,
+            &NewRelease {
+                pipeline_id: p.id,
+                version: version.clone(),
+                build_id: None,
+                revision_id: revision.id,
+                commit_sha: format!("{n:040x}"),
+                branch: branch(n),
+                message: format!("change number {n}"),
+                author: "Mara <mara@tailspin.example>".into(),
+                fixes_release_id: None,
+            },
+            &[NewArtifact {
+                path: "dist/app.js".into(),
+                sha256: format!("{:064x}", n),
+                size: 1000 + n as i64,
+            }],
+        )
+        .expect("release");
+        for (stage, state) in deployed(n) {
+            storage::insert_deployment(
+                &mut conn,
+                &NewDeployment {
+                    pipeline_id: p.id,
+                    release_id: release.id,
+                    stage: stage.into(),
+                    state,
+                    trigger: "manual".into(),
+                    requested_by: "mara".into(),
+                    reason: None,
+                },
+            )
+            .expect("deployment");
+        }
+        versions.push(version);
+    }
+    versions
+}
