@@ -65,13 +65,13 @@ impl StateBadge {
         use DeploymentState::*;
         let (class, symbol) = match state {
             Queued => ("queued", "◷"),
-            WaitingForApproval => ("waiting", "✋"),
-            EvaluatingGates => ("waiting", "⧗"),
+            WaitingForApproval => ("waiting", "⚑"),
+            EvaluatingGates => ("waiting", "◐"),
             Running => ("running", "▶"),
             Succeeded => ("ok", "✔"),
             Failed => ("bad", "✖"),
             Canceled => ("muted", "⊘"),
-            Rejected => ("bad", "⛔"),
+            Rejected => ("bad", "✗"),
             Superseded => ("muted", "⤼"),
             Interrupted => ("bad", "⚡"),
         };

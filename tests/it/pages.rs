@@ -76,7 +76,7 @@ fn pipeline_page_draws_stages_and_triggers() {
             labels,
             vec![
                 "continuous",
-                "daily 03:00 (America/Los_Angeles)",
+                "daily 03:00",
                 "manual",
                 "continuous"
             ]
@@ -93,11 +93,12 @@ fn pipeline_page_draws_stages_and_triggers() {
             ]
         );
         let details = texts(&html, "svg.drawing .edge-detail").join(" | ");
-        assert!(details.contains("next "), "{details}");
+        assert!(details.contains("America/Los_Angeles | next "), "{details}");
+        assert!(details.contains("after build"), "{details}");
         // Approvals and gates are marked on their stage.
         let lines = texts(&html, "svg.drawing .node-line").join(" | ");
-        assert!(lines.contains("✋ approval before"), "{lines}");
-        assert!(lines.contains("⧗ gate before (1 check)"), "{lines}");
+        assert!(lines.contains("⚑ approval before"), "{lines}");
+        assert!(lines.contains("◐ gate before (1 check)"), "{lines}");
         // The drawing has a text alternative and links to the stages.
         let desc = texts(&html, "svg.drawing desc").join("");
         assert!(desc.contains("then production"), "{desc}");

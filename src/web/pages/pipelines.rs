@@ -13,9 +13,9 @@ use crate::web::views::{sha7, time};
 use crate::web::{State, WebError, urls};
 
 /// Geometry of the drawing, in SVG user units.
-const BOX_W: i64 = 160;
+const BOX_W: i64 = 154;
 const BOX_H: i64 = 96;
-const GAP: i64 = 110;
+const GAP: i64 = 124;
 const MARGIN: i64 = 16;
 
 /// One box of the drawing.
@@ -35,7 +35,8 @@ pub struct Edge {
     /// `continuous`, `scheduled` or `manual`: the line style (and words).
     pub kind: &'static str,
     pub label: String,
-    pub detail: String,
+    /// Up to two short lines under the arrow.
+    pub details: Vec<String>,
 }
 
 pub struct Drawing {
@@ -56,10 +57,15 @@ pub fn schedule_words(trigger: &Trigger) -> Option<String> {
     let Trigger::Schedule(s) = trigger else {
         return None;
     };
+    Some(format!("{} ({})", schedule_when(s), s.timezone.name()))
+}
+
+/// "daily 03:00" for a plain daily time, else "cron <expression>".
+fn schedule_when(s: &crate::domain::Schedule) -> String {
     let cron = s.cron.as_str();
     let f: Vec<&str> = cron.split_whitespace().collect();
     let numeric = |t: &str| t.chars().all(|c| c.is_ascii_digit());
-    let text = if f.len() == 6
+    if f.len() == 6
         && numeric(f[0])
         && numeric(f[1])
         && numeric(f[2])
@@ -72,13 +78,13 @@ pub fn schedule_words(trigger: &Trigger) -> Option<String> {
         format!("daily {h:02}:{m:02}")
     } else {
         format!("cron {cron}")
-    };
-    Some(format!("{text} ({})", s.timezone.name()))
+    }
 }
 
-fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, String) {
+/// The arrow into a stage: line style, label, and lines under it.
+fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, Vec<String>) {
     match &stage.trigger {
-        Trigger::Manual => ("manual", "manual".into(), "a person deploys".into()),
+        Trigger::Manual => ("manual", "manual".into(), vec!["a person deploys".into()]),
         Trigger::After { upstream, .. } => {
             let from = match upstream {
                 Upstream::Build => "build".to_string(),
@@ -89,41 +95,40 @@ fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, String)
             } else {
                 format!("after {from}")
             };
-            ("continuous", label, format!("when {from} succeeds"))
+            ("continuous", label, vec![format!("after {from}")])
         }
         Trigger::Schedule(s) => {
-            let words = schedule_words(&stage.trigger).unwrap_or_default();
             let next = s
                 .next_fires(Utc::now(), 1)
                 .first()
-                .map(|t| {
-                    format!(
-                        "next {}",
-                        t.with_timezone(&s.timezone).format("%a %d %b %H:%M %Z")
-                    )
-                })
+                .map(|t| format!("next {}", t.with_timezone(&s.timezone).format("%a %H:%M %Z")))
                 .unwrap_or_else(|| "never fires".into());
-            ("scheduled", words, next)
+            (
+                "scheduled",
+                schedule_when(s),
+                vec![s.timezone.name().to_string(), next],
+            )
         }
     }
 }
 
-fn environment_words(env: &Option<Environment>) -> Option<String> {
+fn environment_words(env: &Option<Environment>, one_app: bool) -> Option<String> {
     match env {
         None => None,
-        Some(Environment::Host) => Some("on the Slipway host".into()),
+        Some(Environment::Host) => Some("Slipway host".into()),
         Some(Environment::Agent { name }) => Some(format!("agent {name}")),
-        Some(Environment::Slot { app, name }) => Some(format!("slot {}/{}", app, name)),
+        Some(Environment::Slot { name, .. }) if one_app => Some(format!("slot {name}")),
+        Some(Environment::Slot { app, name }) => Some(format!("{app}/{name}")),
     }
 }
 
 fn approval_words(approvals: &Approvals) -> Vec<String> {
     let mut out = Vec::new();
     if approvals.before.is_some() {
-        out.push("✋ approval before".to_string());
+        out.push("⚑ approval before".to_string());
     }
     if approvals.after.is_some() {
-        out.push("✋ approval after".to_string());
+        out.push("⚑ approval after".to_string());
     }
     out
 }
@@ -132,14 +137,14 @@ fn gate_words(gates: &Gates) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(g) = &gates.before {
         out.push(format!(
-            "⧗ gate before ({} check{})",
+            "◐ gate before ({} check{})",
             g.checks.len(),
             if g.checks.len() == 1 { "" } else { "s" }
         ));
     }
     if let Some(g) = &gates.after {
         out.push(format!(
-            "⧗ gate after ({} check{})",
+            "◐ gate after ({} check{})",
             g.checks.len(),
             if g.checks.len() == 1 { "" } else { "s" }
         ));
@@ -169,17 +174,16 @@ pub fn drawing(pipeline: &str, def: &PipelineDefinition) -> Drawing {
     for (i, stage) in def.stages.iter().enumerate() {
         let x = MARGIN + (i as i64 + 1) * (BOX_W + GAP);
         let mut lines = Vec::new();
-        if let Some(env) = environment_words(&stage.environment) {
+        if let Some(env) = environment_words(&stage.environment, def.apps.len() == 1) {
             lines.push(env);
         }
         lines.extend(approval_words(&stage.approvals));
         lines.extend(gate_words(&stage.gates));
-        let (kind, label, detail) = trigger_edge(stage, &previous);
+        let (kind, label, details) = trigger_edge(stage, &previous);
         description.push_str(&format!(
-            ", then {} ({label}{}{})",
+            ", then {} ({label}, {})",
             stage.name,
-            if detail.is_empty() { "" } else { ", " },
-            detail
+            details.join(", ")
         ));
         edges.push(Edge {
             x1: x - GAP,
@@ -187,7 +191,7 @@ pub fn drawing(pipeline: &str, def: &PipelineDefinition) -> Drawing {
             mid: x - GAP / 2,
             kind,
             label,
-            detail,
+            details,
         });
         nodes.push(Node {
             x,
