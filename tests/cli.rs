@@ -290,3 +290,93 @@ fn migrate_reports_and_is_idempotent() {
     assert!(out.contains("applied 0 migration(s)"), "{out}");
     assert!(dir.path().join("slipway.db").exists());
 }
+
+#[test]
+fn secret_set_reads_stdin_and_never_prints_the_value() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("hello.yaml");
+    std::fs::write(
+        &file,
+        GOOD.replace(
+            "branch: main }",
+            "branch: main, webhook_secret: \"${{ secrets.HOOK }}\" }",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(slipway(&data).args(["pipeline", "import"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+
+    let secret = |args: &[&str], stdin: &str, env_key: Option<&str>| {
+        let mut cmd = slipway(&data);
+        cmd.arg("secret")
+            .args(args)
+            .env_remove("SLIPWAY_SECRET_KEY");
+        if let Some(k) = env_key {
+            cmd.env("SLIPWAY_SECRET_KEY", k);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A command that fails before reading may have closed its stdin.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let value = "v4lue-only-on-stdin";
+    let (code, out, err) = secret(&["set", "hello-web", "HOOK"], &format!("{value}\n"), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "set secret HOOK of hello-web\n");
+    assert!(!err.contains(value), "{err}");
+
+    // The key file was generated, private to its owner.
+    let key_file = data.join("secret.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The database holds no plaintext.
+    let db = std::fs::read(data.join("slipway.db")).unwrap();
+    assert!(!db.windows(value.len()).any(|w| w == value.as_bytes()));
+
+    let (code, out, _) = secret(&["list", "hello-web"], "", None);
+    assert_eq!(code, 0);
+    assert_eq!(out, "HOOK\n");
+
+    let (_, exported, _) = run(slipway(&data).args(["pipeline", "export", "hello-web"]));
+    assert!(exported.contains("${{ secrets.HOOK }}"), "{exported}");
+    assert!(!exported.contains(value));
+
+    // Bad input exits 1 with a message, and never echoes the value.
+    let (code, _, err) = secret(&["set", "hello-web", "EMPTY"], "\n", None);
+    assert_eq!(code, 1);
+    assert!(err.contains("empty"), "{err}");
+    let (code, _, err) = secret(&["set", "hello-web", "bad-name"], value, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad-name") && !err.contains(value), "{err}");
+    let (code, _, err) = secret(&["set", "nope", "HOOK"], value, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope") && !err.contains(value), "{err}");
+    let (code, _, err) = secret(&["set", "hello-web", "HOOK"], value, Some("short"));
+    assert_eq!(code, 1);
+    assert!(err.contains("SLIPWAY_SECRET_KEY"), "{err}");
+
+    let (code, out, err) = secret(&["delete", "hello-web", "HOOK"], "", None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted secret HOOK of hello-web\n");
+    let (_, out, _) = secret(&["list", "hello-web"], "", None);
+    assert_eq!(out, "");
+}

@@ -189,13 +189,16 @@ fn main() -> anyhow::Result<()> {
         public_url: format!("http://{addr}"),
     };
     let server_db = db.clone();
+    let secret_key = std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate()?);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build();
         if let Ok(rt) = rt {
             rt.block_on(async move {
-                if let Ok(server) = web::server(AppState::new(server_db, settings), listener) {
+                if let Ok(server) =
+                    web::server(AppState::new(server_db, settings, secret_key), listener)
+                {
                     let _ = server.await;
                 }
             });

@@ -5,6 +5,7 @@
 
 mod migrate;
 mod pipeline;
+mod secret;
 mod serve;
 mod token;
 mod user;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Set, list and delete pipeline secrets (values on stdin, never printed).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
 }
 
 impl Common {
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Pipeline(cmd) => pipeline::run(cmd, &common),
         Command::User(cmd) => user::run(cmd, &common),
         Command::Token(cmd) => token::run(cmd, &common),
+        Command::Secret(cmd) => secret::run(cmd, &common),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +102,7 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -23,6 +23,9 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
     init_tracing();
     let settings = common.settings(args.listen.clone())?;
     let db = open_db(&settings)?;
+    let secret_key = std::sync::Arc::new(crate::engine::secrets::SecretKey::load_or_create(
+        &settings.data_dir,
+    )?);
     {
         let mut conn = db.get()?;
         if let Some(path) = users::ensure_initial_admin(&mut conn, &settings.data_dir)? {
@@ -53,11 +56,19 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let state = AppState::new(db, settings);
+        let state = AppState::new(db, settings, secret_key);
+        let engine = state.engine.clone();
+        engine
+            .start()
+            .await
+            .context("cannot start the build engine")?;
         let server = web::server(state, listener)?;
         tracing::info!("listening on http://{addr}");
-        // actix-web stops gracefully on SIGTERM and Ctrl-C.
-        server.await?;
+        // actix-web stops gracefully on SIGTERM and Ctrl-C; then the engine
+        // stops its builds (they are recorded as interrupted).
+        let served = server.await;
+        engine.shutdown().await;
+        served?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -5,15 +5,19 @@
 //! Everything public is re-exported from this module, so callers write
 //! `use crate::domain::{PipelineDefinition, StageName, DeploymentState};`.
 
+pub mod build;
 pub mod definition;
 pub mod deployment;
 pub mod duration;
 pub mod error;
 pub mod names;
 pub mod schedule;
+pub mod secrets;
 mod text;
 pub mod version;
+pub mod webhook;
 
+pub use build::{PastDeployment, TaskRunState, branch_may_build, release_to_fix};
 pub use definition::yaml::{
     DefinitionError, DefinitionErrors, EXAMPLE_YAML, parse_definition, to_canonical_yaml,
 };

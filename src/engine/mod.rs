@@ -4,9 +4,17 @@
 //! record). Builds, deployments, triggers, gates and slots arrive with
 //! their issues.
 
+pub mod artifacts;
+pub mod builds;
 pub mod demo;
+pub mod git;
 pub mod pipelines;
+pub mod runner;
+mod runtime;
+pub mod secrets;
 pub mod users;
+
+pub use runtime::{Engine, EngineConfig};
 
 use crate::domain::DefinitionErrors;
 use crate::storage::StorageError;

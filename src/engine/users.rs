@@ -163,7 +163,7 @@ pub fn ensure_initial_admin(
     }
     let password = generate_password();
     let path = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
-    write_private(&path, &format!("{password}\n"))?;
+    write_private_file(&path, &format!("{password}\n"))?;
     let created = create_user(
         conn,
         NewLocalUser {
@@ -183,7 +183,7 @@ pub fn ensure_initial_admin(
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> Result<(), EngineError> {
+pub fn write_private_file(path: &Path, contents: &str) -> Result<(), EngineError> {
     use std::io::Write;
     let io = |source| EngineError::Io {
         context: format!("cannot write {}", path.display()),
@@ -234,6 +234,65 @@ pub fn create_token(
         )?;
         Ok(token)
     })
+}
+
+/// An argon2id hash checked when the user does not exist, so that a wrong
+/// user name takes as long as a wrong password.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password(&generate_password()).unwrap_or_default());
+
+/// Checks a local sign-in. Success and failure are both audited (never the
+/// password); a disabled or SSO-only account cannot sign in with a password.
+pub fn verify_login(
+    conn: &mut DbConn,
+    username: &str,
+    password: &str,
+    from: &str,
+) -> Result<Option<User>, EngineError> {
+    let user = storage::find_user_by_name(conn, username)?;
+    let ok = match &user {
+        Some(u) if !u.disabled => u
+            .password_hash
+            .as_deref()
+            .is_some_and(|h| verify_password(h, password)),
+        _ => {
+            verify_password(&DUMMY_HASH, password);
+            false
+        }
+    };
+    let (action, actor) = if ok {
+        ("auth.sign_in", username)
+    } else {
+        ("auth.sign_in_failed", "anonymous")
+    };
+    storage::write_transaction(conn, |conn| {
+        storage::append_audit(
+            conn,
+            actor,
+            action,
+            &format!("user:{username}"),
+            &format!("method=password from={from}"),
+        )
+    })?;
+    Ok(match user {
+        Some(u) if ok => Some(User {
+            id: u.id,
+            username: u.username,
+            role: u.role,
+        }),
+        _ => None,
+    })
+}
+
+/// A user by id, unless disabled (for sessions).
+pub fn active_user(conn: &mut DbConn, id: i64) -> Result<Option<User>, StorageError> {
+    Ok(storage::find_user(conn, id)?
+        .filter(|u| !u.disabled)
+        .map(|u| User {
+            id: u.id,
+            username: u.username,
+            role: u.role,
+        }))
 }
 
 /// The user a token belongs to, unless it is unknown, revoked or disabled.

@@ -17,18 +17,27 @@ pub mod builds;
 pub mod conn;
 pub mod deployments;
 mod error;
+pub mod logs;
 pub mod models;
 pub mod pipelines;
 pub mod releases;
 pub mod schema;
+pub mod secrets;
+pub mod sources;
 mod states;
+pub mod tasks;
 pub mod testing;
 pub mod users;
+pub mod webhooks;
 
 pub use audit::{
     AuditVerifyError, BrokenLink, append_audit, audit_hash, list_audit, verify_audit_chain,
 };
-pub use builds::{NewBuild, find_build, find_build_by_number, insert_build, next_build_number};
+pub use builds::{
+    BuildCommit, NewBuild, build_states, claim_build, count_running_builds, find_build,
+    find_build_by_number, heartbeat_builds, insert_build, list_builds, next_build_number,
+    orphaned_builds, queued_builds, release_versions_of_builds, set_build_commit, transition_build,
+};
 pub use conn::{
     Backend, Db, DbConn, MultiBackend, PooledConn, now, pending_migrations, run_migrations,
     write_transaction,
@@ -38,6 +47,7 @@ pub use deployments::{
     latest_deployment_per_stage,
 };
 pub use error::StorageError;
+pub use logs::{NewLogChunk, append_log_chunk, log_chunks_after, log_chunks_of_build_after};
 pub use models::*;
 pub use pipelines::{
     NewStage, SavedRevision, current_revision, find_pipeline, list_apps, list_pipelines,
@@ -48,6 +58,13 @@ pub use releases::{
     NewArtifact, NewRelease, ReleaseFilter, artifacts_for_releases, board_releases,
     deployments_for_releases, find_release, find_release_by_id, insert_release, list_artifacts,
     list_releases,
+};
+pub use sources::{
+    advance_source_head, find_source_head, record_source_check, source_heads_of_pipeline,
+};
+pub use tasks::{
+    NewTaskRun, close_task_runs_of_build, find_task_run, finish_task_run, insert_task_run,
+    start_task_run, task_runs_of_build, task_runs_of_builds,
 };
 pub use testing::{TestDb, test_databases};
 pub use users::{

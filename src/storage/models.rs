@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::*;
-use crate::domain::{BuildState, DeploymentState, Role};
+use crate::domain::{BuildState, DeploymentState, Role, TaskRunState};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = pipelines, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -124,7 +124,7 @@ pub struct TaskRunRow {
     pub position: i32,
     pub name: String,
     pub kind: String,
-    pub state: String,
+    pub state: TaskRunState,
     pub exit_code: Option<i32>,
     pub created_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
@@ -288,4 +288,20 @@ pub struct AuditEventRow {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// What polling last saw of a branch of a pipeline's repository.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = source_heads, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SourceHeadRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub branch: String,
+    /// The head commit last seen (`None` until a look succeeded).
+    pub commit_sha: Option<String>,
+    /// Why the last look failed, if it did.
+    pub error: Option<String>,
+    pub checked_at: NaiveDateTime,
+    /// When `commit_sha` last changed.
+    pub changed_at: NaiveDateTime,
 }

@@ -308,6 +308,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    source_heads (id) {
+        id -> BigInt,
+        pipeline_id -> BigInt,
+        branch -> Text,
+        commit_sha -> Nullable<Text>,
+        error -> Nullable<Text>,
+        checked_at -> Timestamp,
+        changed_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(definition_revisions -> pipelines (pipeline_id));
 diesel::joinable!(stages -> pipelines (pipeline_id));
 diesel::joinable!(builds -> pipelines (pipeline_id));
@@ -331,6 +343,7 @@ diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(secrets -> pipelines (pipeline_id));
 diesel::joinable!(webhook_deliveries -> pipelines (pipeline_id));
 diesel::joinable!(freezes -> pipelines (pipeline_id));
+diesel::joinable!(source_heads -> pipelines (pipeline_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     pipelines,
@@ -356,4 +369,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     freezes,
     settings,
     agents,
+    source_heads,
 );

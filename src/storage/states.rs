@@ -5,7 +5,7 @@ use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, Queryable};
 use diesel::sql_types::Text;
 
-use crate::domain::{BuildState, DeploymentState, Role};
+use crate::domain::{BuildState, DeploymentState, Role, TaskRunState};
 
 macro_rules! text_enum {
     ($($ty:ty),* $(,)?) => {$(
@@ -34,4 +34,4 @@ macro_rules! text_enum {
     )*};
 }
 
-text_enum!(DeploymentState, BuildState, Role);
+text_enum!(DeploymentState, BuildState, Role, TaskRunState);

@@ -93,6 +93,30 @@ pub async fn authenticate(
                 .map_into_right_body());
         }
     };
+    if token.is_none() {
+        // A browser session: the user id stored at sign-in.
+        let session = actix_session::SessionExt::get_session(&req);
+        if let Some(id) = super::session::session_user_id(&session) {
+            let Some(state) = req.app_data::<State>().cloned() else {
+                return Err(WebError::internal(anyhow::anyhow!("no app state")).into());
+            };
+            match state
+                .with_conn::<_, WebError, _>(move |conn| Ok(users::active_user(conn, id)?))
+                .await
+            {
+                Ok(Some(user)) => {
+                    req.extensions_mut().insert(AuthUser {
+                        id: user.id,
+                        username: user.username,
+                        role: user.role,
+                    });
+                }
+                // Deleted or disabled since: the session no longer counts.
+                Ok(None) => session.purge(),
+                Err(e) => return Ok(req.error_response(e).map_into_right_body()),
+            }
+        }
+    }
     if let Some(token) = token {
         let Some(state) = req.app_data::<State>().cloned() else {
             return Err(WebError::internal(anyhow::anyhow!("no app state")).into());

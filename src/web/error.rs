@@ -84,6 +84,7 @@ impl From<actix_web::error::BlockingError> for WebError {
 #[derive(Template)]
 #[template(path = "errors/error.html")]
 struct ErrorPage<'a> {
+    nav: super::session::Nav,
     title: &'a str,
     status: u16,
     message: &'a str,
@@ -115,6 +116,7 @@ impl ResponseError for WebError {
         };
         let message = self.public_message();
         let page = ErrorPage {
+            nav: super::session::Nav::anonymous(),
             title,
             status: status.as_u16(),
             message: &message,

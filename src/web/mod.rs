@@ -6,8 +6,10 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod hooks;
 pub mod metrics;
 pub mod pages;
+pub mod session;
 pub mod urls;
 pub mod views;
 
@@ -29,16 +31,35 @@ pub struct AppState {
     pub db: Db,
     pub settings: Settings,
     pub metrics: metrics::Metrics,
+    /// Encrypts and decrypts secret values (`engine::secrets`).
+    pub secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
+    pub login_throttle: session::LoginThrottle,
+    /// The build engine: call `engine.notify()` after queuing a build and
+    /// `engine.signal_cancel(id)` after canceling one. Started by `serve`.
+    pub engine: crate::engine::Engine,
 }
 
 pub type State = web::Data<AppState>;
 
 impl AppState {
-    pub fn new(db: Db, settings: Settings) -> web::Data<AppState> {
+    pub fn new(
+        db: Db,
+        settings: Settings,
+        secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
+    ) -> web::Data<AppState> {
+        let engine = crate::engine::Engine::new(
+            db.clone(),
+            settings.data_dir.clone(),
+            secret_key.clone(),
+            crate::engine::EngineConfig::default(),
+        );
         web::Data::new(AppState {
+            engine,
             db,
             settings,
             metrics: metrics::Metrics::default(),
+            secret_key,
+            login_throttle: session::LoginThrottle::default(),
         })
     }
 
@@ -62,10 +83,17 @@ impl AppState {
 /// The route table: pages, API, health and static files.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(pages::board::index))
+        .route("/login", web::get().to(session::login_form))
+        .route("/login", web::post().to(session::login))
+        .route("/logout", web::post().to(session::logout))
+        .route(
+            "/hooks/{provider}/{pipeline}",
+            web::post().to(hooks::receive),
+        )
         .route("/healthz", web::get().to(pages::ops::healthz))
         .route("/readyz", web::get().to(pages::ops::readyz))
         .route("/metrics", web::get().to(pages::ops::metrics))
-        .route("/static/{file}", web::get().to(assets::stylesheet))
+        .route("/static/{file}", web::get().to(assets::file))
         .route(
             "/pipelines/{pipeline}",
             web::get().to(pages::pipelines::overview),
@@ -79,14 +107,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(pages::releases::detail),
         )
         .route(
+            "/pipelines/{pipeline}/releases/{version}/artifacts/{path:.+}",
+            web::get().to(pages::releases::artifact),
+        )
+        .route(
             "/pipelines/{pipeline}/stages/{stage}",
             web::get().to(pages::stages::config),
+        )
+        .route(
+            "/pipelines/{pipeline}/builds",
+            web::get().to(pages::builds::list),
+        )
+        .route(
+            "/pipelines/{pipeline}/builds/{number}",
+            web::get().to(pages::builds::detail),
+        )
+        .route(
+            "/pipelines/{pipeline}/builds",
+            web::post().to(pages::actions::build_now),
+        )
+        .route(
+            "/pipelines/{pipeline}/builds/{number}/cancel",
+            web::post().to(pages::actions::cancel_build),
+        )
+        .route(
+            "/pipelines/{pipeline}/secrets",
+            web::post().to(pages::actions::set_secret),
         )
         .service(web::scope("/api/v1").configure(api::routes));
 }
 
 /// Starts the HTTP server on an already bound listener (port 0 in tests).
 pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let session_key = session::load_or_create_key(&state.settings.data_dir)
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let secure_cookies = state.settings.public_url.starts_with("https://");
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -107,6 +162,7 @@ pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Res
             .configure(routes)
             .default_service(web::to(not_found))
             .wrap(from_fn(auth::authenticate))
+            .wrap(session::middleware(session_key.clone(), secure_cookies))
             .wrap(from_fn(track))
             .wrap(TracingLogger::default())
     })

@@ -30,6 +30,25 @@ pub fn deployment(pipeline: &str, version: &str, id: i64) -> String {
     format!("{}/deployments/{id}", release(pipeline, version))
 }
 
+pub fn builds(pipeline: &str) -> String {
+    format!("/pipelines/{}/builds", seg(pipeline))
+}
+
+pub fn build(pipeline: &str, number: i64) -> String {
+    format!("/pipelines/{}/builds/{number}", seg(pipeline))
+}
+
+/// An artifact's download URL: the release, then its workspace-relative
+/// path with each segment encoded.
+pub fn artifact(pipeline: &str, version: &str, path: &str) -> String {
+    let path: Vec<String> = path.split('/').map(seg).collect();
+    format!(
+        "{}/artifacts/{}",
+        release(pipeline, version),
+        path.join("/")
+    )
+}
+
 pub fn stage(pipeline: &str, stage: &str) -> String {
     format!("/pipelines/{}/stages/{}", seg(pipeline), seg(stage))
 }

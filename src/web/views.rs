@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::domain::DeploymentState;
+use crate::domain::{BuildState, DeploymentState, TaskRunState};
 
 /// "2026-11-26 05:45 UTC"
 pub fn time(t: &NaiveDateTime) -> String {
@@ -74,6 +74,41 @@ impl StateBadge {
             Rejected => ("bad", "✗"),
             Superseded => ("muted", "⤼"),
             Interrupted => ("bad", "⚡"),
+        };
+        StateBadge {
+            class,
+            symbol,
+            label: state.label(),
+        }
+    }
+}
+
+impl StateBadge {
+    pub fn build(state: BuildState) -> StateBadge {
+        let (class, symbol) = match state {
+            BuildState::Queued => ("queued", "◷"),
+            BuildState::Running => ("running", "▶"),
+            BuildState::Succeeded => ("ok", "✔"),
+            BuildState::Failed => ("bad", "✖"),
+            BuildState::Canceled => ("muted", "⊘"),
+            BuildState::Interrupted => ("bad", "⚡"),
+        };
+        StateBadge {
+            class,
+            symbol,
+            label: state.label(),
+        }
+    }
+
+    pub fn task(state: TaskRunState) -> StateBadge {
+        let (class, symbol) = match state {
+            TaskRunState::Pending => ("queued", "◷"),
+            TaskRunState::Running => ("running", "▶"),
+            TaskRunState::Succeeded => ("ok", "✔"),
+            TaskRunState::Failed => ("bad", "✖"),
+            TaskRunState::Canceled => ("muted", "⊘"),
+            TaskRunState::Skipped => ("muted", "↷"),
+            TaskRunState::Interrupted => ("bad", "⚡"),
         };
         StateBadge {
             class,

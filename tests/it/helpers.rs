@@ -21,6 +21,8 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub db: Db,
+    /// The key the server encrypts secrets with.
+    pub secret_key: std::sync::Arc<slipway::engine::secrets::SecretKey>,
     handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data: tempfile::TempDir,
@@ -74,6 +76,9 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
     }
     let (tx, rx) = mpsc::channel();
     let server_db = db.clone();
+    let secret_key =
+        std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate().expect("secret key"));
+    let server_key = secret_key.clone();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -81,10 +86,13 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let state = AppState::new(server_db, settings);
+            let state = AppState::new(server_db, settings, server_key);
+            let engine = state.engine.clone();
+            engine.start().await.expect("engine");
             let server = web::server(state, listener).expect("server");
             tx.send(server.handle()).expect("send handle");
             let _ = server.await;
+            engine.shutdown().await;
         });
     });
     let handle = rx.recv().expect("server handle");
@@ -96,6 +104,7 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
             .build()
             .expect("client"),
         db,
+        secret_key,
         handle: Some(handle),
         thread: Some(thread),
         _data: data,
@@ -104,6 +113,11 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
 }
 
 impl TestApp {
+    /// The server's data directory (mirrors, workspaces, artifacts).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -296,4 +310,60 @@ pub fn seed_releases(
         versions.push(version);
     }
     versions
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+pub fn browser() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The value of the first hidden `csrf` input of a page.
+pub fn csrf_of(html: &Html) -> String {
+    attrs(html, "input[name=csrf]", "value")
+        .into_iter()
+        .next()
+        .expect("a csrf field")
+}
+
+impl TestApp {
+    /// Signs `client` in through the login form; returns the answer.
+    pub fn sign_in(&self, client: &Client, username: &str, password: &str, next: &str) -> Response {
+        let page = client
+            .get(self.url(&format!("/login?next={next}")))
+            .send()
+            .expect("GET /login")
+            .text()
+            .expect("body");
+        let csrf = csrf_of(&Html::parse_document(&page));
+        client
+            .post(self.url("/login"))
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("csrf", csrf.as_str()),
+                ("next", next),
+            ])
+            .send()
+            .expect("POST /login")
+    }
+
+    /// A local user with a password.
+    pub fn user(&self, username: &str, role: Role, password: &str) {
+        let mut conn = self.conn();
+        users::create_user(
+            &mut conn,
+            users::NewLocalUser {
+                username,
+                role,
+                groups: &[],
+                password,
+            },
+            "test",
+        )
+        .expect("user");
+    }
 }

@@ -74,12 +74,7 @@ fn pipeline_page_draws_stages_and_triggers() {
         let labels = texts(&html, "svg.drawing .edge-label");
         assert_eq!(
             labels,
-            vec![
-                "continuous",
-                "daily 03:00",
-                "manual",
-                "continuous"
-            ]
+            vec!["continuous", "daily 03:00", "manual", "continuous"]
         );
         // Line style follows the trigger kind, and a legend says so in words.
         let kinds = attrs(&html, "svg.drawing g.edge", "class");

@@ -1,8 +1,10 @@
 //! The JSON API under `/api/v1`, described by `/api/v1/openapi.json`.
 
+pub mod builds;
 pub mod dto;
 pub mod pipelines;
 pub mod releases;
+pub mod secrets;
 
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
@@ -20,6 +22,8 @@ use utoipa::OpenApi;
         pipelines::export,
         releases::list,
         releases::get,
+        builds::queue, builds::list, builds::get, builds::log, builds::cancel,
+        secrets::list, secrets::set, secrets::delete,
     ),
     components(schemas(crate::web::error::ErrorBody, crate::web::error::ErrorDetail)),
     modifiers(&BearerAuth)
@@ -46,6 +50,8 @@ async fn openapi_json() -> HttpResponse {
 /// Routes below `/api/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
+        .configure(builds::routes)
+        .configure(secrets::routes)
         .route("/pipelines", web::get().to(pipelines::list))
         .route("/pipelines", web::post().to(pipelines::import))
         .route("/pipelines/{pipeline}", web::get().to(pipelines::get))

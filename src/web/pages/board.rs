@@ -8,6 +8,7 @@ use askama::Template;
 
 use super::render;
 use crate::storage::{self, DbConn, DeploymentRow, ReleaseRow, StageRow};
+use crate::web::session::Nav;
 use crate::web::views::{StateBadge, sha7, time};
 use crate::web::{State, WebError, urls};
 
@@ -46,6 +47,7 @@ pub struct BoardPipeline {
 #[derive(Template)]
 #[template(path = "pages/board.html")]
 pub struct BoardPage {
+    pub nav: crate::web::session::Nav,
     pub pipelines: Vec<BoardPipeline>,
 }
 
@@ -144,7 +146,7 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
         .collect())
 }
 
-pub async fn index(state: State) -> Result<HttpResponse, WebError> {
+pub async fn index(state: State, nav: Nav) -> Result<HttpResponse, WebError> {
     let pipelines = state.with_conn(load).await?;
-    render(&BoardPage { pipelines })
+    render(&BoardPage { nav, pipelines })
 }

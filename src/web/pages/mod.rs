@@ -1,7 +1,9 @@
 //! Server-rendered pages: one module per area, each with its view structs
 //! and thin handlers.
 
+pub mod actions;
 pub mod board;
+pub mod builds;
 pub mod ops;
 pub mod pipelines;
 pub mod releases;

@@ -9,6 +9,7 @@ use super::render;
 use crate::domain::{Approvals, Environment, Gates, PipelineDefinition, Stage, Trigger, Upstream};
 use crate::engine::pipelines::{self, LoadedPipeline};
 use crate::storage::{self, ReleaseRow};
+use crate::web::session::Nav;
 use crate::web::views::{sha7, time};
 use crate::web::{State, WebError, urls};
 
@@ -101,7 +102,12 @@ fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, Vec<Str
             let next = s
                 .next_fires(Utc::now(), 1)
                 .first()
-                .map(|t| format!("next {}", t.with_timezone(&s.timezone).format("%a %H:%M %Z")))
+                .map(|t| {
+                    format!(
+                        "next {}",
+                        t.with_timezone(&s.timezone).format("%a %H:%M %Z")
+                    )
+                })
                 .unwrap_or_else(|| "never fires".into());
             (
                 "scheduled",
@@ -238,6 +244,7 @@ pub struct RecentRelease {
 #[derive(Template)]
 #[template(path = "pages/pipeline.html")]
 pub struct PipelinePage {
+    pub nav: crate::web::session::Nav,
     pub name: String,
     pub description: Option<String>,
     pub repo: String,
@@ -252,6 +259,12 @@ pub struct PipelinePage {
     pub recent: Vec<RecentRelease>,
     pub releases_url: String,
     pub export_url: String,
+    pub builds: Vec<super::builds::BuildSummary>,
+    pub builds_url: String,
+    pub builds_live: bool,
+    pub build_url: String,
+    pub secrets: Vec<(String, String)>,
+    pub secrets_url: String,
 }
 
 pub fn trigger_text(trigger: &Trigger) -> String {
@@ -267,9 +280,28 @@ pub fn trigger_text(trigger: &Trigger) -> String {
     }
 }
 
-fn page(loaded: LoadedPipeline, recent: Vec<ReleaseRow>) -> PipelinePage {
+/// What the pipeline page shows besides the definition.
+pub struct Extras {
+    pub recent: Vec<ReleaseRow>,
+    pub builds: Vec<crate::engine::builds::BuildDetail>,
+    pub secrets: Vec<crate::storage::secrets::SecretName>,
+}
+
+fn page(nav: Nav, loaded: LoadedPipeline, extras: Extras) -> PipelinePage {
     let def = &loaded.definition;
+    let recent = extras.recent;
     PipelinePage {
+        nav,
+        builds_live: extras.builds.iter().any(|b| !b.build.state.is_terminal()),
+        builds: extras.builds.iter().map(super::builds::summary).collect(),
+        builds_url: urls::builds(&loaded.name),
+        build_url: urls::builds(&loaded.name),
+        secrets: extras
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), time(&s.updated_at)))
+            .collect(),
+        secrets_url: format!("{}/secrets", urls::pipeline(&loaded.name)),
         drawing: drawing(&loaded.name, def),
         description: def.description.clone(),
         repo: def.source.repo.clone(),
@@ -318,14 +350,27 @@ fn page(loaded: LoadedPipeline, recent: Vec<ReleaseRow>) -> PipelinePage {
     }
 }
 
-pub async fn overview(state: State, path: web::Path<String>) -> Result<HttpResponse, WebError> {
+pub async fn overview(
+    state: State,
+    nav: Nav,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
     let name = path.into_inner();
-    let (loaded, recent) = state
+    let (loaded, extras) = state
         .with_conn::<_, WebError, _>(move |conn| {
             let loaded = pipelines::load(conn, &name)?;
             let recent = storage::board_releases(conn, loaded.id, 5)?;
-            Ok((loaded, recent))
+            let builds = crate::engine::builds::list_builds(conn, &name, None, 5)?;
+            let secrets = crate::engine::secrets::list_secret_names(conn, loaded.id)?;
+            Ok((
+                loaded,
+                Extras {
+                    recent,
+                    builds,
+                    secrets,
+                },
+            ))
         })
         .await?;
-    render(&page(loaded, recent))
+    render(&page(nav, loaded, extras))
 }

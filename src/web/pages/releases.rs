@@ -10,6 +10,7 @@ use super::render;
 use crate::domain::DeploymentState;
 use crate::engine::pipelines;
 use crate::storage::{self, ReleaseFilter, StageRow};
+use crate::web::session::Nav;
 use crate::web::views::{StateBadge, sha7, size, time};
 use crate::web::{State, WebError, urls};
 
@@ -90,6 +91,7 @@ pub struct StageOption {
 #[derive(Template)]
 #[template(path = "pages/releases.html")]
 pub struct HistoryPage {
+    pub nav: crate::web::session::Nav,
     pub pipeline: String,
     pub pipeline_url: String,
     pub stages: Vec<StageOption>,
@@ -103,6 +105,7 @@ pub struct HistoryPage {
 
 pub async fn history(
     state: State,
+    nav: Nav,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, WebError> {
@@ -158,6 +161,7 @@ pub async fn history(
                 )
             });
             Ok(HistoryPage {
+                nav,
                 pipeline_url: urls::pipeline(&pipeline.name),
                 stages: stages
                     .iter()
@@ -188,6 +192,7 @@ pub async fn history(
 }
 
 pub struct ArtifactView {
+    pub url: String,
     pub path: String,
     pub sha256: String,
     pub size: String,
@@ -219,6 +224,7 @@ pub struct Lineage {
 #[derive(Template)]
 #[template(path = "pages/release.html")]
 pub struct ReleasePage {
+    pub nav: crate::web::session::Nav,
     pub pipeline: String,
     pub pipeline_url: String,
     pub releases_url: String,
@@ -230,6 +236,7 @@ pub struct ReleasePage {
     pub author: String,
     pub created: String,
     pub revision: i32,
+    pub build: Option<Lineage>,
     pub fixes: Option<Lineage>,
     pub artifacts: Vec<ArtifactView>,
     pub stages: Vec<StageView>,
@@ -237,6 +244,7 @@ pub struct ReleasePage {
 
 pub async fn detail(
     state: State,
+    nav: Nav,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, WebError> {
     let (name, version) = path.into_inner();
@@ -256,6 +264,13 @@ pub async fn detail(
                 Some(id) => storage::find_release_by_id(conn, id)?.map(|r| Lineage {
                     url: urls::release(&pipeline.name, &r.version),
                     version: r.version,
+                }),
+                None => None,
+            };
+            let build = match release.build_id {
+                Some(id) => storage::find_build(conn, id)?.map(|b| Lineage {
+                    url: urls::build(&pipeline.name, b.number),
+                    version: format!("#{}", b.number),
                 }),
                 None => None,
             };
@@ -283,6 +298,7 @@ pub async fn detail(
                 })
                 .collect();
             Ok(ReleasePage {
+                nav,
                 pipeline_url: urls::pipeline(&pipeline.name),
                 releases_url: urls::releases(&pipeline.name),
                 version: release.version.clone(),
@@ -293,10 +309,12 @@ pub async fn detail(
                 author: release.author.clone(),
                 created: time(&release.created_at),
                 revision: revision.revision,
+                build,
                 fixes,
                 artifacts: artifacts
                     .into_iter()
                     .map(|a| ArtifactView {
+                        url: urls::artifact(&pipeline.name, &release.version, &a.path),
                         path: a.path,
                         sha256: a.sha256,
                         size: size(a.size),
@@ -308,4 +326,100 @@ pub async fn detail(
         })
         .await?;
     render(&page)
+}
+
+/// `Content-Disposition` for a download: the file's base name with anything
+/// outside a safe set replaced, plus the exact name in RFC 5987 form.
+pub fn content_disposition(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or("artifact");
+    let ascii: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ascii = if ascii.trim_matches('.').is_empty() {
+        "artifact".to_string()
+    } else {
+        ascii
+    };
+    let encoded = percent_encoding::utf8_percent_encode(base, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// `/pipelines/{p}/releases/{v}/artifacts/{path}`: the artifact's bytes,
+/// with `ETag` = its sha256 (a matching `If-None-Match` answers 304).
+pub async fn artifact(
+    state: State,
+    req: actix_web::HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, WebError> {
+    let (name, version, file) = path.into_inner();
+    let data_dir = state.settings.data_dir.clone();
+    let (row, store_path) = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
+                WebError::NotFound(format!("There is no pipeline named `{name}`."))
+            })?;
+            let release = storage::find_release(conn, pipeline.id, &version)?
+                .ok_or_else(|| WebError::NotFound(format!("{name} has no release `{version}`.")))?;
+            let row = storage::list_artifacts(conn, release.id)?
+                .into_iter()
+                .find(|a| a.path == file)
+                .ok_or_else(|| {
+                    WebError::NotFound(format!("Release {version} has no artifact `{file}`."))
+                })?;
+            let store_path = crate::engine::artifacts::artifact_path(&data_dir, &row.sha256)
+                .ok_or_else(|| WebError::internal(anyhow::anyhow!("stored digest is malformed")))?;
+            Ok((row, store_path))
+        })
+        .await?;
+    let etag = format!("\"{}\"", row.sha256);
+    let matches = req
+        .headers()
+        .get(actix_web::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((actix_web::http::header::ETAG, etag))
+            .finish());
+    }
+    let bytes = actix_web::web::block(move || std::fs::read(&store_path))
+        .await?
+        .map_err(|e| WebError::internal(anyhow::anyhow!("cannot read the artifact: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((actix_web::http::header::ETAG, etag))
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            content_disposition(&row.path),
+        ))
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "private, max-age=31536000, immutable",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn downloads_have_safe_names() {
+        assert_eq!(
+            content_disposition("dist/app.js"),
+            "attachment; filename=\"app.js\"; filename*=UTF-8''app%2Ejs"
+        );
+        let d = content_disposition("dist/a\"b;c\r\n.txt");
+        assert!(d.starts_with("attachment; filename=\"a_b_c__.txt\""), "{d}");
+        assert!(!d.contains('\r') && !d.contains('\n'));
+        assert!(content_disposition("dist/..").starts_with("attachment; filename=\"artifact\""));
+    }
 }

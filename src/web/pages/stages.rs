@@ -13,6 +13,7 @@ use crate::domain::{
     TaskSpec, Trigger,
 };
 use crate::engine::pipelines;
+use crate::web::session::Nav;
 use crate::web::{State, WebError, urls};
 
 /// How many fire times the page lists.
@@ -53,6 +54,7 @@ pub struct TaskView {
 #[derive(Template)]
 #[template(path = "pages/stage.html")]
 pub struct StagePage {
+    pub nav: crate::web::session::Nav,
     pub pipeline: String,
     pub pipeline_url: String,
     pub stage: String,
@@ -164,6 +166,7 @@ pub fn task_summary(task: &TaskSpec) -> String {
 }
 
 fn page(
+    nav: Nav,
     pipeline: &str,
     revision: i32,
     position: usize,
@@ -202,6 +205,7 @@ fn page(
         gates.push(gate_view("after", g));
     }
     StagePage {
+        nav,
         pipeline: pipeline.to_string(),
         pipeline_url: urls::pipeline(pipeline),
         stage: stage.name.as_str().to_string(),
@@ -264,6 +268,7 @@ fn page(
 
 pub async fn config(
     state: State,
+    nav: Nav,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, WebError> {
     let (name, stage_name) = path.into_inner();
@@ -283,6 +288,7 @@ pub async fn config(
     };
     let previous = position.checked_sub(1).map(|i| &def.stages[i]);
     render(&page(
+        nav,
         &loaded.name,
         loaded.revision,
         position,

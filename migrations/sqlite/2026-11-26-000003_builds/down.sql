@@ -1,0 +1,2 @@
+DROP INDEX builds_pipeline_state;
+DROP TABLE source_heads;

@@ -1,0 +1,288 @@
+//! Build benchmark: over N runs (default 50), the time from a signed
+//! generic webhook request to
+//!
+//! - the webhook's 202 answer,
+//! - the first build task recorded as started (`task_runs.started_at`),
+//! - the first build task's process running (the task writes its own clock),
+//! - the release existing (`releases.created_at`),
+//!
+//! for a no-op build of a real local git repository. Each run pushes a new
+//! commit first (untimed), so every build fetches the mirror, checks out a
+//! fresh workspace and renders a new version, as a real push does. The
+//! server (with its engine) runs in this process on 127.0.0.1:0, on SQLite
+//! in a temporary directory, or on a fresh PostgreSQL database with
+//! `--postgres`.
+//!
+//! `cargo run --release --bin slipway-bench-builds [-- --runs 50] [--postgres]`
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use slipway::config::Settings;
+use slipway::domain::BuildState;
+use slipway::domain::webhook::sign;
+use slipway::engine::{pipelines, secrets};
+use slipway::storage::{self, Db, testing::TestDb};
+use slipway::web::{self, AppState};
+
+const SECRET: &str = "bench webhook secret";
+const PIPELINE: &str = "bench-app";
+
+struct Options {
+    runs: usize,
+    postgres: bool,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        runs: 50,
+        postgres: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => {
+                o.runs = args
+                    .next()
+                    .context("--runs needs a value")?
+                    .parse()
+                    .context("--runs needs a number")?
+            }
+            "--postgres" => o.postgres = true,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    ensure!(o.runs > 0, "--runs must be at least 1");
+    Ok(o)
+}
+
+fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.com",
+        ])
+        .args(args)
+        .output()
+        .context("run git")?;
+    ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// One run's figures, each from the webhook request.
+struct Run {
+    answered: Duration,
+    task_recorded: Duration,
+    task_running: Duration,
+    released: Duration,
+}
+
+fn since(t0: DateTime<Utc>, t: NaiveDateTime) -> Duration {
+    (t.and_utc() - t0).to_std().unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    let dir = std::env::temp_dir().join(format!("slipway-bench-builds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&o, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
+    let (url, _pg) = if o.postgres {
+        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
+        (test_db.url.clone(), Some(test_db))
+    } else {
+        (format!("sqlite://{}/bench.db", dir.display()), None)
+    };
+    let db = Db::connect(&url, 8)?;
+    db.run_migrations()?;
+
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo)?;
+    git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
+    std::fs::write(repo.join("README"), "bench\n")?;
+    git(&repo, &["add", "--all"])?;
+    git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    let marker = dir.join("task-clock");
+    let yaml = format!(
+        r#"pipeline: {PIPELINE}
+source: {{ repo: "{repo}", branch: main, webhook_secret: "${{{{ secrets.HOOK }}}}" }}
+version: "1.0.{{build}}"
+variables: {{ MARKER: "{marker}" }}
+build:
+  tasks: [ {{ shell: "date +%s%N > \"$MARKER\"" }} ]
+stages:
+  - name: dev
+"#,
+        repo = repo.display(),
+        marker = marker.display()
+    );
+    let data_dir = dir.join("data");
+    let secret_key = Arc::new(secrets::SecretKey::generate()?);
+    {
+        let mut conn = db.get()?;
+        let definition = pipelines::parse(&yaml, "bench")?;
+        pipelines::import(&mut conn, definition, None, "bench", None)?;
+        secrets::set_secret(
+            &mut conn,
+            &secret_key,
+            PIPELINE,
+            "HOOK",
+            &secrecy::SecretString::from(SECRET),
+            "bench",
+        )?;
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let settings = Settings {
+        listen: addr,
+        data_dir,
+        database_url: url,
+        public_url: format!("http://{addr}"),
+    };
+    let server_db = db.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(async move {
+                let state = AppState::new(server_db, settings, secret_key);
+                let engine = state.engine.clone();
+                if engine.start().await.is_err() {
+                    return;
+                }
+                if let Ok(server) = web::server(state, listener) {
+                    let _ = server.await;
+                }
+                engine.shutdown().await;
+            });
+        }
+    });
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/healthz")).send().is_err() {
+        ensure!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let pipeline_id = {
+        let mut conn = db.get()?;
+        storage::find_pipeline(&mut conn, PIPELINE)?
+            .context("pipeline")?
+            .id
+    };
+    let warm_up = 3;
+    let mut runs = Vec::with_capacity(o.runs);
+    for i in 0..warm_up + o.runs {
+        // A push: a new commit, then its webhook.
+        std::fs::write(repo.join("README"), format!("change {i}\n"))?;
+        git(&repo, &["commit", "--quiet", "-am", &format!("change {i}")])?;
+        let sha = git(&repo, &["rev-parse", "HEAD"])?;
+        let body = format!(r#"{{"ref": "refs/heads/main", "after": "{sha}"}}"#);
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let _ = std::fs::remove_file(&marker);
+
+        let t0 = Utc::now();
+        let started = Instant::now();
+        let res = client
+            .post(format!("{base}/hooks/generic/{PIPELINE}"))
+            .header("Content-Type", "application/json")
+            .header("X-Slipway-Signature", signature)
+            .header("X-Slipway-Delivery", format!("bench-{i}"))
+            .body(body)
+            .send()?;
+        let answered = started.elapsed();
+        let status = res.status();
+        let v: serde_json::Value = res.json()?;
+        ensure!(status.as_u16() == 202, "webhook answered {status}: {v}");
+        let number = v["build"]["number"].as_i64().context("build number")?;
+
+        // Wait for the release (reading the database directly, every 2 ms).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (build, release_at) = loop {
+            ensure!(Instant::now() < deadline, "build #{number} did not finish");
+            let mut conn = db.get()?;
+            let build =
+                storage::find_build_by_number(&mut conn, pipeline_id, number)?.context("build")?;
+            match build.state {
+                BuildState::Succeeded => {
+                    let version = format!("1.0.{number}");
+                    let release = storage::find_release(&mut conn, pipeline_id, &version)?
+                        .context("release")?;
+                    break (build, release.created_at);
+                }
+                s if s.is_terminal() => {
+                    bail!("build #{number} ended {s}: {:?}", build.error)
+                }
+                _ => {}
+            }
+            drop(conn);
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut conn = db.get()?;
+        let task = storage::task_runs_of_build(&mut conn, build.id)?
+            .into_iter()
+            .next()
+            .context("task run")?;
+        let task_started = task.started_at.context("task start")?;
+        let clock: i64 = std::fs::read_to_string(&marker)?.trim().parse()?;
+        let task_clock = DateTime::from_timestamp_nanos(clock).naive_utc();
+        if i >= warm_up {
+            runs.push(Run {
+                answered,
+                task_recorded: since(t0, task_started),
+                task_running: since(t0, task_clock),
+                released: since(t0, release_at),
+            });
+        }
+    }
+
+    let backend = if o.postgres { "PostgreSQL" } else { "SQLite" };
+    println!(
+        "{} runs (after {warm_up} warm-up runs), {backend}, a new commit per run, no-op build task",
+        o.runs
+    );
+    println!(
+        "{:<44} {:>9} {:>9} {:>9}",
+        "from the webhook request to", "p50", "p99", "max"
+    );
+    type Figure = fn(&Run) -> Duration;
+    let rows: [(&str, Figure); 4] = [
+        ("the webhook's 202 answer", |r| r.answered),
+        ("the first task recorded as started", |r| r.task_recorded),
+        ("the first task's process running", |r| r.task_running),
+        ("the release existing", |r| r.released),
+    ];
+    for (label, f) in rows {
+        let mut times: Vec<Duration> = runs.iter().map(f).collect();
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        println!(
+            "{:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+            label,
+            at(0.50).as_secs_f64() * 1000.0,
+            at(0.99).as_secs_f64() * 1000.0,
+            times.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(())
+}

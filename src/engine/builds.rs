@@ -1,0 +1,1042 @@
+//! Builds: queue one (webhook, poll, a person, the API), run it, cancel it,
+//! recover the ones a dead process left running, and read them back for
+//! pages and the API.
+//!
+//! A build runs in these steps; each state change is one transaction with
+//! its audit record (`build.queue`, `build.start`, `build.checkout`,
+//! `build.succeed` + `release.create`, `build.fail`, `build.cancel`,
+//! `build.interrupt`):
+//!
+//! 1. the dispatcher claims it (`queued → running`, see [`super::Engine`]);
+//! 2. the pipeline's mirror is fetched and the branch (or the asked-for
+//!    commit) resolved; the version is rendered from the template, so a
+//!    `{tag}` without a tag or a version already released fails here;
+//! 3. the commit is checked out into a fresh workspace and the build tasks
+//!    (`shell` only) run in order with the `SLIPWAY_*` variables;
+//! 4. artifacts are collected by glob and stored by digest;
+//! 5. one transaction inserts the release (artifacts, the pipeline's current
+//!    definition revision, fix lineage) and moves the build to `succeeded`.
+//!    The database's unique key on `(pipeline, version)` settles two builds
+//!    that finish at once: the loser fails with a message, never a second
+//!    release.
+//!
+//! A failure stores why in `builds.error`; nothing else is created.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use super::artifacts::{self, StoredArtifact};
+use super::git::{self, CommitInfo, GitError, Revision};
+use super::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
+use super::{EngineError, pipelines, secrets};
+use crate::domain::secrets::Masker;
+use crate::domain::{
+    self, BuildEvent, BuildState, PastDeployment, PipelineDefinition, TaskKind, TaskRunState,
+    TaskSpec, VersionContext,
+};
+use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, TaskRunRow};
+
+/// Who the audit log names for what the engine does by itself.
+pub const ENGINE_ACTOR: &str = "slipway";
+
+/// A request to build a branch or a commit of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The branch; the pipeline's `source.branch` when `None`.
+    pub branch: Option<String>,
+    /// A commit to build (4 to 64 hex digits); the branch's head when `None`.
+    pub commit: Option<String>,
+    /// `webhook:github`, `webhook:gitlab`, `webhook:gitea`,
+    /// `webhook:generic`, `poll`, `manual` or `api`. Automatic triggers
+    /// (webhooks, polling) obey the pipeline's branch filter.
+    pub trigger: String,
+    /// The user, or the provider for a webhook.
+    pub requested_by: String,
+}
+
+/// What [`queue_build`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueOutcome {
+    /// The build waits for the dispatcher.
+    Queued(Box<BuildRow>),
+    /// The pipeline's branch filter excludes the branch: nothing was queued.
+    Filtered {
+        /// The branch that was pushed.
+        branch: String,
+    },
+}
+
+impl QueueOutcome {
+    /// The queued build, if one was.
+    pub fn build(&self) -> Option<&BuildRow> {
+        match self {
+            QueueOutcome::Queued(b) => Some(b.as_ref()),
+            QueueOutcome::Filtered { .. } => None,
+        }
+    }
+}
+
+/// The domain's transition, as an engine error.
+fn transition(from: BuildState, event: BuildEvent) -> Result<BuildState, EngineError> {
+    from.transition(event)
+        .map_err(|e| EngineError::Conflict(e.to_string()))
+}
+
+fn subject(pipeline: &str, number: i64) -> String {
+    format!("build:{pipeline}#{number}")
+}
+
+/// Queues a build (one transaction with its `build.queue` audit record).
+/// Call [`super::Engine::notify`] afterwards so it starts at once.
+///
+/// Unknown pipeline → `NotFound`; a malformed branch or commit → `Invalid`;
+/// a push to a branch the filter excludes → [`QueueOutcome::Filtered`].
+pub fn queue_build(conn: &mut DbConn, req: &BuildRequest) -> Result<QueueOutcome, EngineError> {
+    let loaded = pipelines::load(conn, &req.pipeline)?;
+    let branch = req
+        .branch
+        .clone()
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| loaded.definition.source.branch.clone());
+    if !git::is_branch_name(&branch) {
+        return Err(EngineError::Invalid(format!(
+            "`{branch}` is not a valid branch name"
+        )));
+    }
+    let commit = match req.commit.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) if git::is_commit_id(c) => Some(c.to_ascii_lowercase()),
+        Some(c) => {
+            return Err(EngineError::Invalid(format!(
+                "`{c}` is not a commit id (4 to 64 hexadecimal digits)"
+            )));
+        }
+    };
+    if !domain::branch_may_build(&loaded.definition.source.branches, &req.trigger, &branch) {
+        return Ok(QueueOutcome::Filtered { branch });
+    }
+    let build = storage::write_transaction(conn, |conn| {
+        let build = storage::insert_build(
+            conn,
+            &storage::NewBuild {
+                pipeline_id: loaded.id,
+                state: BuildState::Queued,
+                branch: Some(branch.clone()),
+                commit_sha: commit.clone(),
+                message: None,
+                author: None,
+                requested_by: req.requested_by.clone(),
+                trigger: req.trigger.clone(),
+            },
+        )?;
+        let detail = format!(
+            "trigger={} branch={} commit={}",
+            req.trigger,
+            branch,
+            commit.as_deref().unwrap_or("-")
+        );
+        storage::append_audit(
+            conn,
+            &req.requested_by,
+            "build.queue",
+            &subject(&loaded.name, build.number),
+            &detail,
+        )?;
+        Ok::<_, EngineError>(build)
+    })?;
+    Ok(QueueOutcome::Queued(Box::new(build)))
+}
+
+/// A build by pipeline name and number.
+pub fn find_build(conn: &mut DbConn, pipeline: &str, number: i64) -> Result<BuildRow, EngineError> {
+    let p = storage::find_pipeline(conn, pipeline)?.ok_or_else(|| {
+        EngineError::NotFound(format!("There is no pipeline named `{pipeline}`."))
+    })?;
+    storage::find_build_by_number(conn, p.id, number)?
+        .ok_or_else(|| EngineError::NotFound(format!("{pipeline} has no build #{number}.")))
+}
+
+/// Cancels a queued or running build (`build.cancel`, by `actor`). Call
+/// [`super::Engine::signal_cancel`] afterwards to stop its running task.
+/// A finished build is a `Conflict`.
+pub fn cancel_build(
+    conn: &mut DbConn,
+    build_id: i64,
+    actor: &str,
+) -> Result<BuildRow, EngineError> {
+    storage::write_transaction(conn, |conn| {
+        let build = storage::find_build(conn, build_id)?
+            .ok_or_else(|| EngineError::NotFound(format!("There is no build {build_id}.")))?;
+        let pipeline = storage::pipeline_by_id(conn, build.pipeline_id)?;
+        let to = build.state.transition(BuildEvent::Cancel).map_err(|_| {
+            EngineError::Conflict(format!(
+                "Build #{} of {} is {} already; only a queued or running build can be canceled.",
+                build.number,
+                pipeline.name,
+                build.state.as_str()
+            ))
+        })?;
+        let reason = format!("canceled by {actor}");
+        if !storage::transition_build(conn, build.id, build.state, to, Some(&reason))? {
+            return Err(EngineError::Conflict(format!(
+                "Build #{} of {} changed state meanwhile; try again.",
+                build.number, pipeline.name
+            )));
+        }
+        storage::close_task_runs_of_build(conn, build.id, TaskRunState::Canceled)?;
+        storage::append_audit(
+            conn,
+            actor,
+            "build.cancel",
+            &subject(&pipeline.name, build.number),
+            &format!("from={}", build.state.as_str()),
+        )?;
+        Ok(storage::find_build(conn, build.id)?.unwrap_or(build))
+    })
+}
+
+/// Marks running builds whose runner is gone as `interrupted` (with a
+/// reason), with their running tasks. `runner`: this instance, just
+/// started (its running builds are left from its previous process).
+/// Returns the builds it changed.
+pub fn interrupt_orphans(
+    conn: &mut DbConn,
+    runner: Option<&str>,
+    stale_before: chrono::NaiveDateTime,
+) -> Result<Vec<BuildRow>, EngineError> {
+    let orphans = storage::orphaned_builds(conn, runner, stale_before)?;
+    let mut changed = Vec::new();
+    for build in orphans {
+        let reason = match (&build.runner, runner) {
+            (Some(r), Some(me)) if r == me => {
+                "Slipway was restarted while this build ran; build it again".to_string()
+            }
+            (Some(r), _) => {
+                format!("the Slipway instance running it ({r}) stopped answering; build it again")
+            }
+            (None, _) => "no Slipway instance was running it; build it again".to_string(),
+        };
+        if interrupt(conn, &build, &reason)? {
+            changed.push(build);
+        }
+    }
+    Ok(changed)
+}
+
+/// `running → interrupted` with `reason` (one transaction, `build.interrupt`).
+fn interrupt(conn: &mut DbConn, build: &BuildRow, reason: &str) -> Result<bool, EngineError> {
+    let to = transition(BuildState::Running, BuildEvent::Interrupt)?;
+    storage::write_transaction(conn, |conn| {
+        if !storage::transition_build(conn, build.id, BuildState::Running, to, Some(reason))? {
+            return Ok(false);
+        }
+        storage::close_task_runs_of_build(conn, build.id, TaskRunState::Interrupted)?;
+        let pipeline = storage::pipeline_by_id(conn, build.pipeline_id)?;
+        storage::append_audit(
+            conn,
+            ENGINE_ACTOR,
+            "build.interrupt",
+            &subject(&pipeline.name, build.number),
+            reason,
+        )?;
+        Ok(true)
+    })
+}
+
+/// A build with its tasks and release, for pages and the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildDetail {
+    pub pipeline: String,
+    pub build: BuildRow,
+    /// In order.
+    pub tasks: Vec<TaskRunRow>,
+    /// The version of the release it made.
+    pub release: Option<String>,
+}
+
+impl BuildDetail {
+    /// A build just queued: no tasks, no release yet.
+    pub fn queued(pipeline: &str, build: BuildRow) -> BuildDetail {
+        BuildDetail {
+            pipeline: pipeline.to_string(),
+            build,
+            tasks: Vec::new(),
+            release: None,
+        }
+    }
+}
+
+/// One build with its tasks and release.
+pub fn build_detail(
+    conn: &mut DbConn,
+    pipeline: &str,
+    number: i64,
+) -> Result<BuildDetail, EngineError> {
+    let build = find_build(conn, pipeline, number)?;
+    let tasks = storage::task_runs_of_build(conn, build.id)?;
+    let release = storage::release_versions_of_builds(conn, &[build.id])?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v);
+    Ok(BuildDetail {
+        pipeline: pipeline.to_string(),
+        build,
+        tasks,
+        release,
+    })
+}
+
+/// A page of a pipeline's builds, newest first: at most `limit` builds
+/// numbered below `before` (when given). Three queries, whatever the size.
+pub fn list_builds(
+    conn: &mut DbConn,
+    pipeline: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<BuildDetail>, EngineError> {
+    let p = storage::find_pipeline(conn, pipeline)?.ok_or_else(|| {
+        EngineError::NotFound(format!("There is no pipeline named `{pipeline}`."))
+    })?;
+    let builds = storage::list_builds(conn, p.id, before, limit)?;
+    let ids: Vec<i64> = builds.iter().map(|b| b.id).collect();
+    let mut tasks = storage::task_runs_of_builds(conn, &ids)?;
+    let releases = storage::release_versions_of_builds(conn, &ids)?;
+    Ok(builds
+        .into_iter()
+        .map(|build| {
+            let own: Vec<TaskRunRow> = tasks
+                .iter()
+                .filter(|t| t.build_id == Some(build.id))
+                .cloned()
+                .collect();
+            tasks.retain(|t| t.build_id != Some(build.id));
+            let release = releases
+                .iter()
+                .find(|(id, _)| *id == build.id)
+                .map(|(_, v)| v.clone());
+            BuildDetail {
+                pipeline: p.name.clone(),
+                build,
+                tasks: own,
+                release,
+            }
+        })
+        .collect())
+}
+
+/// One chunk of a build's log, with the task it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildLogChunk {
+    /// The cursor: pass the last one seen as `after` to get what follows.
+    pub seq: i64,
+    /// The task's name and position.
+    pub task: String,
+    pub task_position: i32,
+    /// `stdout`, `stderr` or `system`.
+    pub stream: String,
+    /// Whole lines, secrets masked.
+    pub text: String,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// A build's log after `after` (a `seq`; 0 for the start), for live tailing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildLog {
+    pub build: BuildRow,
+    pub chunks: Vec<BuildLogChunk>,
+    /// Whether the build ended (nothing more will be written once the
+    /// chunks are read).
+    pub finished: bool,
+}
+
+/// The chunks of a build's log with `seq > after`, at most `limit`.
+pub fn build_log(
+    conn: &mut DbConn,
+    pipeline: &str,
+    number: i64,
+    after: i64,
+    limit: i64,
+) -> Result<BuildLog, EngineError> {
+    let build = find_build(conn, pipeline, number)?;
+    let tasks = storage::task_runs_of_build(conn, build.id)?;
+    let rows: Vec<LogChunkRow> = storage::log_chunks_of_build_after(conn, build.id, after, limit)?;
+    let chunks = rows
+        .into_iter()
+        .map(|c| {
+            let task = tasks.iter().find(|t| t.id == c.task_run_id);
+            BuildLogChunk {
+                seq: c.seq,
+                task: task.map(|t| t.name.clone()).unwrap_or_default(),
+                task_position: task.map(|t| t.position).unwrap_or_default(),
+                stream: c.stream,
+                text: c.text,
+                created_at: c.created_at,
+            }
+        })
+        .collect();
+    Ok(BuildLog {
+        finished: build.state.is_terminal(),
+        build,
+        chunks,
+    })
+}
+
+/// The label of a task: its `name:`, else its kind and the first line of its script.
+pub fn task_label(spec: &TaskSpec) -> String {
+    if let Some(name) = spec.name.as_deref().filter(|n| !n.trim().is_empty()) {
+        return name.to_string();
+    }
+    match &spec.kind {
+        TaskKind::Shell { script } => {
+            let line = script
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("shell");
+            let mut label: String = line.chars().take(60).collect();
+            if line.chars().count() > 60 {
+                label.push('…');
+            }
+            label
+        }
+        TaskKind::Http { url, .. } => format!("http {url}"),
+        TaskKind::DeploySlot { app, slot } => format!("deploy_slot {app}/{slot}"),
+        TaskKind::SwapSlots { app, from, to } => format!("swap_slots {app} {from}→{to}"),
+        TaskKind::Extension { name, .. } => format!("task {name}"),
+    }
+}
+
+fn task_kind(spec: &TaskSpec) -> &'static str {
+    match spec.kind {
+        TaskKind::Shell { .. } => "shell",
+        TaskKind::Http { .. } => "http",
+        TaskKind::DeploySlot { .. } => "deploy_slot",
+        TaskKind::SwapSlots { .. } => "swap_slots",
+        TaskKind::Extension { .. } => "task",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running a build
+// ---------------------------------------------------------------------------
+
+/// What a build run needs from the engine.
+#[derive(Clone)]
+pub(crate) struct RunContext {
+    pub db: Db,
+    pub data_dir: PathBuf,
+    pub secret_key: Arc<secrets::SecretKey>,
+    pub default_task_timeout: std::time::Duration,
+    pub kill_grace: std::time::Duration,
+    pub keep_workspaces: bool,
+    /// Fired by the engine's shutdown (the build's own token is its child).
+    pub shutdown: CancellationToken,
+    /// Serializes the mirror operations of one pipeline.
+    pub mirror_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Runs sync database work on the blocking pool.
+pub(crate) async fn blocking<T, F>(db: &Db, f: F) -> Result<T, EngineError>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, EngineError> + Send + 'static,
+    T: Send + 'static,
+{
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| EngineError::Io {
+        context: "a database task stopped".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
+/// How a run ended before its final transaction.
+enum Stop {
+    /// Fail the build with this message.
+    Fail(String),
+    /// The token fired: canceled by a person, or the engine is stopping.
+    Canceled,
+}
+
+impl From<EngineError> for Stop {
+    fn from(e: EngineError) -> Self {
+        Stop::Fail(e.to_string())
+    }
+}
+
+impl From<GitError> for Stop {
+    fn from(e: GitError) -> Self {
+        match e {
+            GitError::Canceled => Stop::Canceled,
+            GitError::Failed(m) => Stop::Fail(m),
+        }
+    }
+}
+
+/// What the run learned before its tasks.
+struct Prepared {
+    pipeline: String,
+    definition: PipelineDefinition,
+    branch: String,
+    commit: CommitInfo,
+    version: domain::Version,
+    workspace: PathBuf,
+    mirror: PathBuf,
+}
+
+/// What is left to do after a build ended: remove its workspace, tidy the mirror.
+pub(crate) struct Cleanup {
+    ctx: RunContext,
+    workspace: Option<(PathBuf, PathBuf)>,
+}
+
+impl Cleanup {
+    /// Removes the workspace (unless kept) and packs the mirror when due.
+    pub(crate) async fn run(self) {
+        if let Some((mirror, ws)) = self.workspace {
+            if !self.ctx.keep_workspaces {
+                git::remove_workspace(&mirror, &ws).await;
+            }
+            let _guard = self.ctx.mirror_lock.lock().await;
+            git::maintain(&mirror).await;
+        }
+    }
+}
+
+/// Runs a claimed build to its end. Never panics; every outcome is stored.
+/// The returned cleanup can wait until the next build has started.
+pub(crate) async fn run_build(
+    ctx: RunContext,
+    build: BuildRow,
+    cancel: CancellationToken,
+) -> Cleanup {
+    let seq = Arc::new(AtomicI64::new(0));
+    let mut workspace: Option<(PathBuf, PathBuf)> = None;
+    let result = execute(&ctx, &build, &cancel, &seq, &mut workspace).await;
+    let finished = match result {
+        Ok(()) => Ok(()),
+        Err(Stop::Fail(message)) => fail(&ctx.db, &build, message).await,
+        Err(Stop::Canceled) if ctx.shutdown.is_cancelled() => {
+            let b = build.clone();
+            blocking(&ctx.db, move |conn| {
+                interrupt(
+                    conn,
+                    &b,
+                    "Slipway stopped while this build ran; build it again",
+                )
+                .map(|_| ())
+            })
+            .await
+        }
+        // Canceled by a person: `cancel_build` recorded it already.
+        Err(Stop::Canceled) => Ok(()),
+    };
+    if let Err(e) = finished {
+        tracing::error!(build = build.id, error = %e, "cannot record the end of a build");
+    }
+    Cleanup { ctx, workspace }
+}
+
+async fn fail(db: &Db, build: &BuildRow, message: String) -> Result<(), EngineError> {
+    let b = build.clone();
+    blocking(db, move |conn| {
+        let to = transition(BuildState::Running, BuildEvent::Fail)?;
+        storage::write_transaction(conn, |conn| {
+            if !storage::transition_build(conn, b.id, BuildState::Running, to, Some(&message))? {
+                // Canceled or interrupted meanwhile: that state stands.
+                return Ok(());
+            }
+            storage::close_task_runs_of_build(conn, b.id, TaskRunState::Failed)?;
+            let pipeline = storage::pipeline_by_id(conn, b.pipeline_id)?;
+            storage::append_audit(
+                conn,
+                ENGINE_ACTOR,
+                "build.fail",
+                &subject(&pipeline.name, b.number),
+                &message,
+            )?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+async fn execute(
+    ctx: &RunContext,
+    build: &BuildRow,
+    cancel: &CancellationToken,
+    seq: &Arc<AtomicI64>,
+    workspace_out: &mut Option<(PathBuf, PathBuf)>,
+) -> Result<(), Stop> {
+    let pipeline_id = build.pipeline_id;
+    let (pipeline, definition) = blocking(&ctx.db, move |conn| {
+        let p = storage::pipeline_by_id(conn, pipeline_id)?;
+        let revision = storage::current_revision(conn, pipeline_id)?;
+        let definition = pipelines::parse_stored(&revision.yaml, &p.name, revision.revision)?;
+        Ok((p.name, definition))
+    })
+    .await?;
+
+    // Builds run shell tasks only; say so before doing any work.
+    for (i, spec) in definition.build.tasks.iter().enumerate() {
+        if !matches!(spec.kind, TaskKind::Shell { .. }) {
+            return Err(Stop::Fail(format!(
+                "build task {} (`{}`) is a `{}` task; builds run `shell` tasks only",
+                i + 1,
+                task_label(spec),
+                task_kind(spec)
+            )));
+        }
+    }
+
+    let branch = build
+        .branch
+        .clone()
+        .unwrap_or_else(|| definition.source.branch.clone());
+    let mirror = {
+        let _guard = ctx.mirror_lock.lock().await;
+        git::sync_mirror(&ctx.data_dir, &pipeline, &definition.source.repo, cancel).await?
+    };
+    let workspace = git::workspace_path(&ctx.data_dir, &pipeline, build.number);
+    *workspace_out = Some((mirror.clone(), workspace.clone()));
+    let (checkout_mirror, checkout_ws) = (mirror.clone(), workspace.clone());
+
+    // Resolve the commit, render the version, record the commit and the
+    // task list; meanwhile check the commit out — at once when the request
+    // named a full commit id (a push), else as soon as the branch resolved.
+    let known = build
+        .commit_sha
+        .as_deref()
+        .filter(|sha| sha.len() == 40 || sha.len() == 64);
+    let (prepared, (tasks, env, masker)) = match known {
+        Some(sha) => {
+            let prepare = async {
+                let prepared = prepare(
+                    build, pipeline, definition, branch, mirror, workspace, cancel,
+                )
+                .await?;
+                let recorded = record_checkout(ctx, build, &prepared).await?;
+                Ok::<_, Stop>((prepared, recorded))
+            };
+            let checkout = git::checkout(&checkout_mirror, &checkout_ws, sha, cancel);
+            let (prepared, checked_out) = tokio::join!(prepare, checkout);
+            let prepared = prepared?;
+            checked_out?;
+            prepared
+        }
+        None => {
+            let prepared = prepare(
+                build, pipeline, definition, branch, mirror, workspace, cancel,
+            )
+            .await?;
+            let checkout = git::checkout(
+                &prepared.mirror,
+                &prepared.workspace,
+                &prepared.commit.sha,
+                cancel,
+            );
+            let (checked_out, recorded) =
+                tokio::join!(checkout, record_checkout(ctx, build, &prepared));
+            let recorded = recorded?;
+            checked_out?;
+            (prepared, recorded)
+        }
+    };
+
+    for (spec, task) in prepared.definition.build.tasks.iter().zip(&tasks) {
+        if cancel.is_cancelled() {
+            return Err(Stop::Canceled);
+        }
+        let TaskKind::Shell { script } = &spec.kind else {
+            continue;
+        };
+        let mut task_env = env.clone();
+        for (name, value) in &spec.env {
+            let value = resolve_value(ctx, pipeline_id, value)
+                .await
+                .map_err(|e| Stop::Fail(format!("task `{}`: env {name}: {e}", task.name)))?;
+            task_env.insert(name.clone(), value);
+        }
+        let timeout = spec
+            .timeout
+            .map(|t| t.to_std())
+            .unwrap_or(ctx.default_task_timeout);
+        let outcome = run_task(ctx, task, script, task_env, timeout, seq, &masker, cancel).await?;
+        match outcome {
+            TaskOutcome::Succeeded => {}
+            TaskOutcome::Canceled => return Err(Stop::Canceled),
+            other => {
+                return Err(Stop::Fail(format!(
+                    "task `{}` {}",
+                    task.name,
+                    other.describe()
+                )));
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(Stop::Canceled);
+    }
+
+    let globs = prepared.definition.build.artifacts.clone();
+    let ws = prepared.workspace.clone();
+    let data_dir = ctx.data_dir.clone();
+    let stored: Vec<StoredArtifact> = tokio::task::spawn_blocking(move || {
+        artifacts::collect(&ws, &globs)?
+            .iter()
+            .map(|found| artifacts::store(&data_dir, found))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| Stop::Fail(format!("collecting artifacts stopped: {e}")))?
+    .map_err(|e| Stop::Fail(format!("artifacts: {e}")))?;
+
+    release(ctx, build, &prepared, stored).await
+}
+
+/// Resolves the commit in the mirror and renders the release's version.
+async fn prepare(
+    build: &BuildRow,
+    pipeline: String,
+    definition: PipelineDefinition,
+    branch: String,
+    mirror: PathBuf,
+    workspace: PathBuf,
+    cancel: &CancellationToken,
+) -> Result<Prepared, Stop> {
+    let revision = match build.commit_sha.as_deref() {
+        Some(sha) => Revision::Commit(sha),
+        None => Revision::Branch(&branch),
+    };
+    let commit = git::resolve(&mirror, revision, cancel).await?;
+    let context = VersionContext {
+        build: u64::try_from(build.number).unwrap_or_default(),
+        date: chrono::Utc::now().date_naive(),
+        branch: branch.clone(),
+        sha: commit.sha.clone(),
+        tag: commit.tags.first().cloned(),
+    };
+    let version = definition
+        .version
+        .render(&context)
+        .map_err(|e| Stop::Fail(format!("cannot make the release's version: {e}")))?;
+    Ok(Prepared {
+        pipeline,
+        definition,
+        branch,
+        commit,
+        version,
+        workspace,
+        mirror,
+    })
+}
+
+type Recorded = (Vec<TaskRunRow>, BTreeMap<String, String>, Masker);
+
+/// Records the commit and the (pending) task runs, and prepares the
+/// environment shared by the tasks (pipeline variables with secrets
+/// substituted, `SLIPWAY_*`) and the masker of the pipeline's secrets.
+async fn record_checkout(
+    ctx: &RunContext,
+    build: &BuildRow,
+    prepared: &Prepared,
+) -> Result<Recorded, Stop> {
+    let b = build.clone();
+    let key = ctx.secret_key.clone();
+    let commit = storage::BuildCommit {
+        branch: prepared.branch.clone(),
+        commit_sha: prepared.commit.sha.clone(),
+        message: prepared.commit.message.clone(),
+        author: prepared.commit.author.clone(),
+    };
+    let pipeline = prepared.pipeline.clone();
+    let version = prepared.version.to_string();
+    let specs: Vec<(String, &'static str)> = prepared
+        .definition
+        .build
+        .tasks
+        .iter()
+        .map(|t| (task_label(t), task_kind(t)))
+        .collect();
+    let variables = prepared.definition.variables.clone();
+    let workspace = prepared.workspace.display().to_string();
+    let (tasks, env, masker) = blocking(&ctx.db, move |conn| {
+        if storage::find_release(conn, b.pipeline_id, &version)?.is_some() {
+            return Err(EngineError::Conflict(version_taken(
+                conn,
+                b.pipeline_id,
+                &pipeline,
+                &version,
+            )?));
+        }
+        let secrets = secrets::resolve_all(conn, &key, b.pipeline_id)?;
+        let masker = Masker::new(secrets.iter().map(|(_, v)| v.expose_secret()));
+        let mut env = BTreeMap::new();
+        for (name, value) in &variables {
+            let value = if value.contains("${{") {
+                secrets::substitute_secrets(conn, &key, b.pipeline_id, value)
+                    .map_err(|e| EngineError::Invalid(format!("variable {name}: {e}")))?
+                    .expose_secret()
+                    .to_string()
+            } else {
+                value.clone()
+            };
+            env.insert(name.clone(), value);
+        }
+        env.insert("SLIPWAY_PIPELINE".into(), pipeline.clone());
+        env.insert("SLIPWAY_BUILD_NUMBER".into(), b.number.to_string());
+        env.insert("SLIPWAY_COMMIT".into(), commit.commit_sha.clone());
+        env.insert("SLIPWAY_BRANCH".into(), commit.branch.clone());
+        env.insert("SLIPWAY_VERSION".into(), version.clone());
+        env.insert("SLIPWAY_WORKSPACE".into(), workspace);
+        let tasks = storage::write_transaction(conn, |conn| {
+            if !storage::set_build_commit(conn, b.id, &commit)? {
+                return Ok::<_, EngineError>(None);
+            }
+            let mut tasks = Vec::new();
+            for (i, (name, kind)) in specs.iter().enumerate() {
+                tasks.push(storage::insert_task_run(
+                    conn,
+                    &storage::NewTaskRun {
+                        build_id: Some(b.id),
+                        deployment_id: None,
+                        position: i32::try_from(i).unwrap_or(i32::MAX),
+                        name: name.clone(),
+                        kind: kind.to_string(),
+                    },
+                )?);
+            }
+            storage::append_audit(
+                conn,
+                ENGINE_ACTOR,
+                "build.checkout",
+                &subject(&pipeline, b.number),
+                &format!(
+                    "branch={} commit={} version={version}",
+                    commit.branch, commit.commit_sha
+                ),
+            )?;
+            Ok(Some(tasks))
+        })?;
+        Ok((tasks, env, masker))
+    })
+    .await?;
+    match tasks {
+        Some(tasks) => Ok((tasks, env, masker)),
+        None => Err(Stop::Canceled),
+    }
+}
+
+/// Why a version cannot be released again, naming the build that made it.
+fn version_taken(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+    pipeline: &str,
+    version: &str,
+) -> Result<String, EngineError> {
+    let by = match storage::find_release(conn, pipeline_id, version)?.and_then(|r| r.build_id) {
+        Some(id) => {
+            storage::find_build(conn, id)?.map(|b| format!(" (made by build #{})", b.number))
+        }
+        None => None,
+    };
+    Ok(format!(
+        "version {version} exists already in {pipeline}{}; a version is released once, so this build makes no release (put {{build}} in the version template to give every build its own version)",
+        by.unwrap_or_default()
+    ))
+}
+
+async fn resolve_value(
+    ctx: &RunContext,
+    pipeline_id: i64,
+    value: &str,
+) -> Result<String, EngineError> {
+    if !value.contains("${{") {
+        return Ok(value.to_string());
+    }
+    let key = ctx.secret_key.clone();
+    let text = value.to_string();
+    blocking(&ctx.db, move |conn| {
+        Ok(secrets::substitute_secrets(conn, &key, pipeline_id, &text)?
+            .expose_secret()
+            .to_string())
+    })
+    .await
+}
+
+#[expect(clippy::too_many_arguments)]
+async fn run_task(
+    ctx: &RunContext,
+    task: &TaskRunRow,
+    script: &str,
+    env: BTreeMap<String, String>,
+    timeout: std::time::Duration,
+    seq: &Arc<AtomicI64>,
+    masker: &Masker,
+    cancel: &CancellationToken,
+) -> Result<TaskOutcome, Stop> {
+    let id = task.id;
+    let started = blocking(&ctx.db, move |conn| Ok(storage::start_task_run(conn, id)?)).await?;
+    if !started {
+        return Err(Stop::Canceled);
+    }
+    let log = TaskLog::start(
+        Arc::new(DbLogSink::new(ctx.db.clone(), task.id)),
+        seq.clone(),
+        masker.clone(),
+    );
+    let workdir = env
+        .get("SLIPWAY_WORKSPACE")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let shell = ShellTask {
+        script: script.to_string(),
+        workdir,
+        env,
+        timeout,
+        kill_grace: ctx.kill_grace,
+    };
+    let outcome = runner::run_shell(&shell, &log.sender(), cancel).await;
+    match &outcome {
+        TaskOutcome::Succeeded => {}
+        other => log.system(format!("task {}", other.describe())).await,
+    }
+    log.finish().await;
+    let state = match (&outcome, ctx.shutdown.is_cancelled()) {
+        (TaskOutcome::Canceled, true) => TaskRunState::Interrupted,
+        (o, _) => o.state(),
+    };
+    let exit_code = outcome.exit_code();
+    blocking(&ctx.db, move |conn| {
+        Ok(storage::finish_task_run(conn, id, state, exit_code)?)
+    })
+    .await?;
+    Ok(outcome)
+}
+
+/// The final transaction: the release with its artifacts, the current
+/// definition revision and fix lineage, and `running → succeeded`.
+async fn release(
+    ctx: &RunContext,
+    build: &BuildRow,
+    prepared: &Prepared,
+    stored: Vec<StoredArtifact>,
+) -> Result<(), Stop> {
+    let b = build.clone();
+    let pipeline = prepared.pipeline.clone();
+    let version = prepared.version.to_string();
+    let commit = prepared.commit.clone();
+    let branch = prepared.branch.clone();
+    let outcome = blocking(&ctx.db, move |conn| {
+        let to = transition(BuildState::Running, BuildEvent::Succeed)?;
+        let attempt = storage::write_transaction(conn, |conn| {
+            let Some(current) = storage::find_build(conn, b.id)? else {
+                return Ok(None);
+            };
+            if current.state != BuildState::Running {
+                return Ok(None);
+            }
+            let revision = storage::current_revision(conn, b.pipeline_id)?;
+            let newest = storage::list_releases(
+                conn,
+                b.pipeline_id,
+                &storage::ReleaseFilter {
+                    limit: 1,
+                    ..storage::ReleaseFilter::default()
+                },
+            )?
+            .into_iter()
+            .next();
+            let fixes = match &newest {
+                Some(r) => {
+                    let past: Vec<PastDeployment> = storage::deployments_of_release(conn, r.id)?
+                        .into_iter()
+                        .map(|d| PastDeployment {
+                            stage: d.stage,
+                            order: d.id,
+                            state: d.state,
+                        })
+                        .collect();
+                    domain::release_to_fix(Some((r.id, &past)))
+                }
+                None => None,
+            };
+            let artifacts: Vec<storage::NewArtifact> = stored
+                .iter()
+                .map(|a| storage::NewArtifact {
+                    path: a.path.clone(),
+                    sha256: a.sha256.clone(),
+                    size: i64::try_from(a.size).unwrap_or(i64::MAX),
+                })
+                .collect();
+            let release = storage::insert_release(
+                conn,
+                &storage::NewRelease {
+                    pipeline_id: b.pipeline_id,
+                    version: version.clone(),
+                    build_id: Some(b.id),
+                    revision_id: revision.id,
+                    commit_sha: commit.sha.clone(),
+                    branch: branch.clone(),
+                    message: commit.message.clone(),
+                    author: commit.author.clone(),
+                    fixes_release_id: fixes,
+                },
+                &artifacts,
+            )?;
+            if !storage::transition_build(conn, b.id, BuildState::Running, to, None)? {
+                return Err(EngineError::Conflict(
+                    "the build changed state meanwhile".into(),
+                ));
+            }
+            storage::append_audit(
+                conn,
+                ENGINE_ACTOR,
+                "build.succeed",
+                &subject(&pipeline, b.number),
+                &format!("release={version}"),
+            )?;
+            let fixes_detail = match (&newest, fixes) {
+                (Some(r), Some(_)) => format!(" fixes={}", r.version),
+                _ => String::new(),
+            };
+            storage::append_audit(
+                conn,
+                ENGINE_ACTOR,
+                "release.create",
+                &format!("release:{pipeline}@{version}"),
+                &format!(
+                    "build=#{} commit={} revision={} artifacts={}{fixes_detail}",
+                    b.number,
+                    commit.sha,
+                    revision.revision,
+                    artifacts.len()
+                ),
+            )?;
+            Ok::<_, EngineError>(Some(release))
+        });
+        match attempt {
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Ok(Some(Stop::Canceled)),
+            Err(EngineError::Storage(storage::StorageError::Conflict(_))) => Ok(Some(Stop::Fail(
+                version_taken(conn, b.pipeline_id, &pipeline, &version)?,
+            ))),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    match outcome {
+        None => Ok(()),
+        Some(stop) => Err(stop),
+    }
+}

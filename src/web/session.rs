@@ -1,0 +1,399 @@
+//! Browser sessions: local sign-in and sign-out, the session key, CSRF
+//! tokens for every form, and the per-page context (who is signed in).
+//!
+//! Cookies are `HttpOnly`, `SameSite=Lax`, and `Secure` when the public URL
+//! is https. The session key lives in `<data-dir>/session.key` (mode 0600) so
+//! that a restart, or a second instance on the same data, keeps everyone
+//! signed in.
+
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_session::config::{CookieContentSecurity, PersistentSession};
+use actix_session::storage::CookieSessionStore;
+use actix_session::{Session, SessionExt, SessionMiddleware};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, http::header, web};
+use askama::Template;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Deserialize;
+
+use super::auth::AuthUser;
+use super::pages::render;
+use super::{State, WebError};
+use crate::engine::users;
+
+/// Session keys.
+const USER_ID: &str = "user_id";
+const CSRF: &str = "csrf";
+
+/// Failed sign-ins allowed per account and per address in [`LOCKOUT_WINDOW`].
+pub const MAX_FAILURES: usize = 5;
+pub const LOCKOUT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Loads `<data-dir>/session.key`, creating 64 random bytes (hex) on first use.
+pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Key> {
+    let path = data_dir.join("session.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim()).map_err(|_| {
+                anyhow::anyhow!("{} is not a hex session key; delete it to make a new one (everyone is signed out)", path.display())
+            })?;
+            anyhow::ensure!(
+                bytes.len() >= 64,
+                "{} holds {} bytes; a session key needs 64",
+                path.display(),
+                bytes.len()
+            );
+            Ok(Key::from(&bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 64];
+            rand::rng().fill(&mut bytes[..]);
+            crate::engine::users::write_private_file(&path, &hex::encode(bytes))?;
+            Ok(Key::from(&bytes))
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The session middleware with Slipway's cookie settings.
+pub fn middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSessionStore> {
+    SessionMiddleware::builder(CookieSessionStore::default(), key)
+        .cookie_name("slipway_session".into())
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_secure(secure)
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(
+            PersistentSession::default().session_ttl(actix_web::cookie::time::Duration::days(7)),
+        )
+        .build()
+}
+
+/// The signed-in user's id from the session, if any.
+pub fn session_user_id(session: &Session) -> Option<i64> {
+    session.get::<i64>(USER_ID).ok().flatten()
+}
+
+fn new_token() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// The session's CSRF token, created on first use.
+pub fn csrf_token(session: &Session) -> String {
+    if let Ok(Some(token)) = session.get::<String>(CSRF) {
+        return token;
+    }
+    let token = new_token();
+    let _ = session.insert(CSRF, &token);
+    token
+}
+
+/// Checks a form's CSRF token against the session's, in constant time.
+pub fn check_csrf(session: &Session, submitted: &str) -> Result<(), WebError> {
+    let expected = session
+        .get::<String>(CSRF)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let same = !expected.is_empty()
+        && expected.len() == submitted.len()
+        && expected
+            .bytes()
+            .zip(submitted.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(WebError::Forbidden(
+            "The form has expired or did not come from Slipway (CSRF check failed). Reload the page and try again.".into(),
+        ))
+    }
+}
+
+/// What every page's layout needs: who is signed in, and the CSRF token
+/// for the sign-out button.
+#[derive(Debug, Clone)]
+pub struct Nav {
+    pub user: Option<String>,
+    pub role: Option<&'static str>,
+    pub csrf: String,
+    /// The current path, for "sign in and come back here".
+    pub here: String,
+}
+
+impl Nav {
+    /// For pages rendered without a request (error pages): nobody signed in.
+    pub fn anonymous() -> Nav {
+        Nav {
+            user: None,
+            role: None,
+            csrf: String::new(),
+            here: "/".into(),
+        }
+    }
+
+    /// `/login?next=<this page>`
+    pub fn login_url(&self) -> String {
+        format!("/login{}", super::urls::query(&[("next", &self.here)]))
+    }
+}
+
+impl FromRequest for Nav {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        let user = req.extensions().get::<AuthUser>().cloned();
+        let here = match req.uri().query() {
+            Some(q) => format!("{}?{q}", req.path()),
+            None => req.path().to_string(),
+        };
+        ready(Ok(Nav {
+            role: user.as_ref().map(|u| u.role.label()),
+            user: user.map(|u| u.username),
+            csrf: csrf_token(&session),
+            here,
+        }))
+    }
+}
+
+/// `next` only ever leads back into Slipway: a local absolute path, not
+/// `//host` or `/\host`, no scheme.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains("://")
+                && !n.chars().any(|c| c.is_control()) =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+/// Counts failed sign-ins per account and per address.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl LoginThrottle {
+    fn keys(username: &str, addr: &str) -> [String; 2] {
+        [
+            format!("user:{}", username.to_lowercase()),
+            format!("addr:{addr}"),
+        ]
+    }
+
+    /// True when either the account or the address has failed too often.
+    pub fn blocked(&self, username: &str, addr: &str) -> bool {
+        let Ok(mut map) = self.failures.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        Self::keys(username, addr).iter().any(|k| {
+            let list = map.entry(k.clone()).or_default();
+            list.retain(|t| now.duration_since(*t) < LOCKOUT_WINDOW);
+            list.len() >= MAX_FAILURES
+        })
+    }
+
+    pub fn failed(&self, username: &str, addr: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            for k in Self::keys(username, addr) {
+                map.entry(k).or_default().push(Instant::now());
+            }
+        }
+    }
+
+    pub fn succeeded(&self, username: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(&format!("user:{}", username.to_lowercase()));
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pages/login.html")]
+pub struct LoginPage {
+    pub nav: Nav,
+    pub next: String,
+    pub username: String,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+pub async fn login_form(nav: Nav, query: web::Query<LoginQuery>) -> Result<HttpResponse, WebError> {
+    render(&LoginPage {
+        next: safe_next(query.next.as_deref()),
+        nav,
+        username: String::new(),
+        error: None,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    csrf: String,
+}
+
+fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub async fn login(
+    state: State,
+    req: HttpRequest,
+    session: Session,
+    nav: Nav,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    check_csrf(&session, &form.csrf)?;
+    let next = safe_next(form.next.as_deref());
+    let addr = client_addr(&req);
+    let again =
+        |status: actix_web::http::StatusCode, message: &str| -> Result<HttpResponse, WebError> {
+            let page = LoginPage {
+                nav: nav.clone(),
+                next: next.clone(),
+                username: form.username.clone(),
+                error: Some(message.to_string()),
+            };
+            let body = page.render().map_err(WebError::internal)?;
+            Ok(HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .body(body))
+        };
+    if state.login_throttle.blocked(&form.username, &addr) {
+        return again(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins. Wait 15 minutes and try again.",
+        );
+    }
+    let (username, password) = (form.username.clone(), form.password.clone());
+    let from = addr.clone();
+    let user = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            Ok(users::verify_login(conn, &username, &password, &from)?)
+        })
+        .await?;
+    let Some(user) = user else {
+        state.login_throttle.failed(&form.username, &addr);
+        return again(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "The user name or password is wrong.",
+        );
+    };
+    state.login_throttle.succeeded(&form.username);
+    // A new session id at sign-in (no fixation), with a fresh CSRF token.
+    session.renew();
+    session
+        .insert(USER_ID, user.id)
+        .map_err(WebError::internal)?;
+    session
+        .insert(CSRF, new_token())
+        .map_err(WebError::internal)?;
+    session
+        .insert("signed_in_at", chrono::Utc::now().timestamp())
+        .map_err(WebError::internal)?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, next))
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    state: State,
+    session: Session,
+    nav: Nav,
+    form: web::Form<LogoutForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    if let Some(user) = nav.user {
+        let actor = user.clone();
+        state
+            .with_conn::<_, WebError, _>(move |conn| {
+                crate::storage::write_transaction(conn, |conn| {
+                    crate::storage::append_audit(
+                        conn,
+                        &actor,
+                        "auth.sign_out",
+                        &format!("user:{user}"),
+                        "",
+                    )
+                })?;
+                Ok(())
+            })
+            .await?;
+    }
+    session.purge();
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login"))
+        .finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_only_leads_back_into_slipway() {
+        assert_eq!(safe_next(Some("/pipelines/x?a=1")), "/pipelines/x?a=1");
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil",
+            "/x\r\nSet-Cookie: a",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn throttle_blocks_after_five_failures() {
+        let t = LoginThrottle::default();
+        for _ in 0..MAX_FAILURES {
+            assert!(!t.blocked("mara", "10.0.0.1"));
+            t.failed("mara", "10.0.0.1");
+        }
+        assert!(t.blocked("mara", "10.0.0.2"), "per account");
+        assert!(t.blocked("tim", "10.0.0.1"), "per address");
+        assert!(!t.blocked("tim", "10.0.0.3"));
+    }
+}

@@ -1,0 +1,64 @@
+// Slipway: small progressive enhancement. Every page works without it.
+"use strict";
+
+// Regions marked data-live="N" refresh every N seconds while they are live:
+// the page is fetched again and the region swapped in place.
+function liveRegions() {
+  const regions = document.querySelectorAll("[data-live]");
+  regions.forEach((region, index) => {
+    const seconds = Math.max(2, parseInt(region.dataset.live, 10) || 5);
+    const tick = async () => {
+      if (document.hidden) { return schedule(); }
+      try {
+        const res = await fetch(location.href, { headers: { "Accept": "text/html" } });
+        if (!res.ok) { return schedule(); }
+        const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+        const fresh = doc.querySelectorAll("[data-live]")[index]
+          || doc.querySelectorAll("main > div")[index];
+        if (fresh) {
+          region.replaceWith(fresh);
+          region = fresh;
+          if (!fresh.hasAttribute("data-live")) { return; }
+        }
+      } catch (e) { /* offline for a moment: try again */ }
+      schedule();
+    };
+    const schedule = () => setTimeout(tick, seconds * 1000);
+    schedule();
+  });
+}
+
+// A running build's log: append new lines as they arrive, reload at the end.
+function tailLog() {
+  const log = document.getElementById("build-log");
+  if (!log || !log.dataset.logUrl) { return; }
+  let after = parseInt(log.dataset.after, 10) || 0;
+  const tick = async () => {
+    try {
+      const res = await fetch(`${log.dataset.logUrl}?after=${after}`, { headers: { "Accept": "application/json" } });
+      if (res.ok) {
+        const body = await res.json();
+        for (const chunk of body.chunks || []) {
+          const pre = log.querySelector(`pre[data-task="${chunk.task_position}"]`);
+          if (!pre) { location.reload(); return; }
+          for (const line of chunk.text.replace(/\n$/, "").split("\n")) {
+            const span = document.createElement("span");
+            span.className = `log-${chunk.stream}`;
+            span.textContent = line;
+            pre.appendChild(span);
+            pre.appendChild(document.createTextNode("\n"));
+          }
+          after = Math.max(after, chunk.seq);
+        }
+        if (body.finished) { location.reload(); return; }
+      }
+    } catch (e) { /* try again */ }
+    setTimeout(tick, 1000);
+  };
+  setTimeout(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  liveRegions();
+  tailLog();
+});

@@ -1,0 +1,252 @@
+//! Builds as a person sees them: Build now on the pipeline page, the build
+//! page with its tasks and log, artifact downloads, and the secrets form.
+
+use scraper::Html;
+use slipway::domain::Role;
+
+use crate::builds::{finished, import, pipeline_yaml};
+use crate::git::git_repo;
+use crate::helpers::{attrs, browser, csrf_of, each_backend, texts};
+
+const BUILD: &str = r#"  tasks:
+    - name: compile
+      shell: "mkdir -p dist && echo 'console.log(42)' > dist/app.js && echo compiled the app"
+  artifacts: [ "dist/**" ]"#;
+
+#[test]
+fn build_now_runs_a_build_whose_page_shows_tasks_log_and_release() {
+    each_backend(|app| {
+        let repo = git_repo(&[("README.md", "space game\n")]);
+        import(
+            app,
+            &pipeline_yaml("web", &repo.url(), "1.0.{build}", BUILD),
+        );
+        app.user("andy", Role::Deployer, "andy's long password");
+        let token = app.token("reader", Role::Viewer);
+
+        // Anonymous visitors are told to sign in; the form is not there.
+        let html = app.page("/pipelines/web");
+        assert!(attrs(&html, "form[aria-label='Build now']", "action").is_empty());
+        let anonymous = app
+            .client
+            .post(app.url("/pipelines/web/builds"))
+            .form(&[("branch", "main")])
+            .send()
+            .unwrap();
+        assert_eq!(anonymous.status(), 403, "no session, no CSRF token");
+
+        let client = browser();
+        assert_eq!(
+            app.sign_in(&client, "andy", "andy's long password", "/pipelines/web")
+                .status(),
+            303
+        );
+        let html = Html::parse_document(
+            &client
+                .get(app.url("/pipelines/web"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        assert_eq!(
+            attrs(&html, "form[aria-label='Build now']", "action"),
+            vec!["/pipelines/web/builds"]
+        );
+        assert_eq!(attrs(&html, "input#build-branch", "value"), vec!["main"]);
+        let csrf = csrf_of(&html);
+        let res = client
+            .post(app.url("/pipelines/web/builds"))
+            .form(&[("branch", "main"), ("commit", ""), ("csrf", csrf.as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/pipelines/web/builds/1");
+
+        let build = finished(app, &token, "web", 1);
+        assert_eq!(build["state"], "succeeded", "{build}");
+        let html = Html::parse_document(
+            &client
+                .get(app.url("/pipelines/web/builds/1"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        assert_eq!(texts(&html, "h1"), vec!["web build #1"]);
+        assert_eq!(texts(&html, "p.build-state .badge"), vec!["✔ Succeeded"]);
+        assert_eq!(texts(&html, "section.task h3 .badge"), vec!["✔ Succeeded"]);
+        let log = texts(&html, "pre.log").join("\n");
+        assert!(log.contains("compiled the app"), "{log}");
+        assert!(
+            texts(&html, "dl.facts dd")
+                .join(" | ")
+                .contains("manual, by andy")
+        );
+        let release = attrs(&html, "dl.facts dd a", "href");
+        assert_eq!(release, vec!["/pipelines/web/releases/1.0.1"]);
+
+        // The release page links the build and offers the artifact for download.
+        let html = app.page("/pipelines/web/releases/1.0.1");
+        assert!(texts(&html, "dl.facts dd").join(" ").contains("build #1"));
+        let links = attrs(&html, "table a[download]", "href");
+        assert_eq!(
+            links,
+            vec!["/pipelines/web/releases/1.0.1/artifacts/dist/app.js"]
+        );
+        let digest = texts(&html, "code.digest")[0].clone();
+        let res = app.get(&links[0]);
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["etag"], format!("\"{digest}\""));
+        assert_eq!(
+            res.headers()["content-disposition"],
+            "attachment; filename=\"app.js\"; filename*=UTF-8''app%2Ejs"
+        );
+        assert_eq!(res.text().unwrap(), "console.log(42)\n");
+        let res = app
+            .client
+            .get(app.url(&links[0]))
+            .header("If-None-Match", format!("\"{digest}\""))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 304);
+        for missing in [
+            "/pipelines/web/releases/1.0.1/artifacts/dist/other.js",
+            "/pipelines/web/releases/1.0.1/artifacts/../../secret.key",
+            "/pipelines/web/releases/9.9.9/artifacts/dist/app.js",
+        ] {
+            assert_eq!(app.get(missing).status(), 404, "{missing}");
+        }
+
+        // The builds list and the pipeline page show it too.
+        let html = app.page("/pipelines/web/builds");
+        assert_eq!(texts(&html, "table.builds tbody th a"), vec!["#1"]);
+        assert_eq!(texts(&html, "table.builds tbody td a"), vec!["1.0.1"]);
+    });
+}
+
+#[test]
+fn build_now_needs_the_deployer_role_and_a_valid_form() {
+    each_backend(|app| {
+        let repo = git_repo(&[("README.md", "x\n")]);
+        import(
+            app,
+            &pipeline_yaml("web", &repo.url(), "1.0.{build}", BUILD),
+        );
+        app.user("tim", Role::Viewer, "tim's long password");
+        let client = browser();
+        app.sign_in(&client, "tim", "tim's long password", "/");
+        let html = Html::parse_document(
+            &client
+                .get(app.url("/pipelines/web"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let csrf = csrf_of(&html);
+        let res = client
+            .post(app.url("/pipelines/web/builds"))
+            .form(&[("branch", "main"), ("csrf", csrf.as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(res.text().unwrap().contains("needs the Deployer role"));
+
+        app.user("andy", Role::Deployer, "andy's long password");
+        let client = browser();
+        app.sign_in(&client, "andy", "andy's long password", "/");
+        let html = Html::parse_document(
+            &client
+                .get(app.url("/pipelines/web"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let csrf = csrf_of(&html);
+        let res = client
+            .post(app.url("/pipelines/web/builds"))
+            .form(&[
+                ("branch", "main"),
+                ("commit", "not-a-sha"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        assert!(res.text().unwrap().contains("is not a commit id"));
+        let res = client
+            .post(app.url("/pipelines/nope/builds"))
+            .form(&[("branch", "main"), ("csrf", csrf.as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        assert_eq!(app.get("/pipelines/web/builds/99").status(), 404);
+        assert_eq!(app.get("/pipelines/web/builds/abc").status(), 400);
+    });
+}
+
+#[test]
+fn secrets_are_set_from_the_pipeline_page_and_never_shown() {
+    each_backend(|app| {
+        let repo = git_repo(&[("README.md", "x\n")]);
+        import(
+            app,
+            &pipeline_yaml("web", &repo.url(), "1.0.{build}", BUILD),
+        );
+        app.user("mara", Role::ReleaseManager, "mara's long password");
+        let client = browser();
+        app.sign_in(&client, "mara", "mara's long password", "/");
+        let html = Html::parse_document(
+            &client
+                .get(app.url("/pipelines/web"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        for id in attrs(&html, "form[aria-label='Set a secret'] label", "for") {
+            assert_eq!(attrs(&html, &format!("input#{id}"), "id").len(), 1);
+        }
+        let csrf = csrf_of(&html);
+        let res = client
+            .post(app.url("/pipelines/web/secrets"))
+            .form(&[
+                ("name", "HOOK_SECRET"),
+                ("value", "s3cr3t-value-xyz"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let body = client
+            .get(app.url("/pipelines/web"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(!body.contains("s3cr3t-value-xyz"));
+        let html = Html::parse_document(&body);
+        assert_eq!(
+            texts(&html, "#secrets ~ table tbody td code"),
+            vec!["HOOK_SECRET"]
+        );
+        let res = client
+            .post(app.url("/pipelines/web/secrets"))
+            .form(&[
+                ("name", "bad name"),
+                ("value", "x"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        let res = client
+            .post(app.url("/pipelines/web/secrets"))
+            .form(&[("name", "OTHER"), ("value", "x"), ("csrf", "forged")])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 403);
+    });
+}
