@@ -7,12 +7,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// Default address of the web server (`--listen`, `SLIPWAY_LISTEN`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory (`--data-dir`, `SLIPWAY_DATA_DIR`).
 pub const DEFAULT_DATA_DIR: &str = "./slipway-data";
+/// Default ID token claim that lists a person's groups (`SLIPWAY_OIDC_GROUPS_CLAIM`).
+pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
 
 /// The settings every subcommand runs with.
 #[derive(Debug, Clone)]
@@ -24,7 +27,104 @@ pub struct Settings {
     /// Database URL (`--database-url`, `SLIPWAY_DATABASE_URL`, default `sqlite://<data-dir>/slipway.db`).
     pub database_url: String,
     /// The URL people reach Slipway at (`SLIPWAY_PUBLIC_URL`, default `http://<listen>`).
+    /// Session cookies are `Secure` when it is https; the SSO redirect URI is
+    /// `{public_url}/auth/oidc/callback`.
     pub public_url: String,
+    /// Single sign-on through OpenID Connect; `None` (the default) offers
+    /// only local accounts. Set by `SLIPWAY_OIDC_ISSUER`,
+    /// `SLIPWAY_OIDC_CLIENT_ID` and `SLIPWAY_OIDC_CLIENT_SECRET` together.
+    pub oidc: Option<OidcSettings>,
+    /// The slot router (`--router-listen`, `--router-domain`).
+    pub router: RouterSettings,
+}
+
+/// Default address of the slot router (`--router-listen`, `SLIPWAY_ROUTER_LISTEN`).
+pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:8081";
+/// Default domain of slot host names (`--router-domain`, `SLIPWAY_ROUTER_DOMAIN`).
+pub const DEFAULT_ROUTER_DOMAIN: &str = "localhost";
+
+/// The slot router: a reverse proxy to the apps' slots by `Host:` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// Where it listens (`--router-listen`, `SLIPWAY_ROUTER_LISTEN`, or
+    /// `router_listen` in the config file; default `127.0.0.1:8081`; port 0
+    /// picks a free port).
+    pub listen: SocketAddr,
+    /// Slot `S` of app `A` answers to `A-S.<domain>`, the production slot
+    /// also to `A.<domain>` (`--router-domain`, `SLIPWAY_ROUTER_DOMAIN`, or
+    /// `router_domain` in the config file; default `localhost`).
+    pub domain: String,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            domain: DEFAULT_ROUTER_DOMAIN.to_string(),
+        }
+    }
+}
+
+impl RouterSettings {
+    /// Sets what is given (`origin` names where it came from, for errors).
+    pub fn apply(
+        &mut self,
+        listen: Option<String>,
+        domain: Option<String>,
+        origin: &str,
+    ) -> Result<(), ConfigError> {
+        if let Some(text) = listen {
+            self.listen =
+                text.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::BadRouter {
+                        origin: origin.to_string(),
+                        field: "router_listen",
+                        value: text.clone(),
+                    })?;
+        }
+        if let Some(text) = domain {
+            let domain = text.trim().trim_matches('.').to_ascii_lowercase();
+            let valid = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                return Err(ConfigError::BadRouter {
+                    origin: origin.to_string(),
+                    field: "router_domain",
+                    value: text,
+                });
+            }
+            self.domain = domain;
+        }
+        Ok(())
+    }
+}
+
+/// How Slipway signs people in through an OpenID Connect provider.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The issuer URL; its discovery document is
+    /// `{issuer}/.well-known/openid-configuration` (`SLIPWAY_OIDC_ISSUER`,
+    /// or `oidc_issuer` in the config file).
+    pub issuer: String,
+    /// Slipway's client id at the provider (`SLIPWAY_OIDC_CLIENT_ID`, or
+    /// `oidc_client_id` in the config file).
+    pub client_id: String,
+    /// Slipway's client secret at the provider (`SLIPWAY_OIDC_CLIENT_SECRET`
+    /// only: never in a config file, never logged).
+    pub client_secret: SecretString,
+    /// The ID token claim with the person's groups (`SLIPWAY_OIDC_GROUPS_CLAIM`,
+    /// or `oidc_groups_claim` in the config file; default `groups`).
+    pub groups_claim: String,
+}
+
+impl OidcSettings {
+    /// The redirect URI to register at the provider.
+    pub fn redirect_uri(public_url: &str) -> String {
+        format!("{}/auth/oidc/callback", public_url.trim_end_matches('/'))
+    }
 }
 
 /// Values as they come from flags and environment, before layering.
@@ -35,6 +135,14 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub config: Option<PathBuf>,
+    /// `SLIPWAY_OIDC_ISSUER`
+    pub oidc_issuer: Option<String>,
+    /// `SLIPWAY_OIDC_CLIENT_ID`
+    pub oidc_client_id: Option<String>,
+    /// `SLIPWAY_OIDC_CLIENT_SECRET`
+    pub oidc_client_secret: Option<SecretString>,
+    /// `SLIPWAY_OIDC_GROUPS_CLAIM`
+    pub oidc_groups_claim: Option<String>,
 }
 
 /// The optional YAML config file (`--config FILE`, `SLIPWAY_CONFIG`).
@@ -45,6 +153,11 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     public_url: Option<String>,
+    router_listen: Option<String>,
+    router_domain: Option<String>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_groups_claim: Option<String>,
 }
 
 /// A setting that cannot be used, with where it came from.
@@ -64,6 +177,21 @@ pub enum ConfigError {
     },
     #[error("{origin}: listen: `{value}` is not an address like 127.0.0.1:8080")]
     BadListen { origin: String, value: String },
+    #[error(
+        "{origin}: {field}: `{value}` is not {}",
+        if *field == "router_listen" { "an address like 127.0.0.1:8081" } else { "a domain like localhost" }
+    )]
+    BadRouter {
+        origin: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error(
+        "single sign-on needs {missing} too (SLIPWAY_OIDC_ISSUER, SLIPWAY_OIDC_CLIENT_ID and SLIPWAY_OIDC_CLIENT_SECRET go together)"
+    )]
+    IncompleteOidc { missing: String },
+    #[error("{field}: `{value}` is not an http(s) URL")]
+    BadUrl { field: &'static str, value: String },
 }
 
 impl Settings {
@@ -98,12 +226,76 @@ impl Settings {
             .unwrap_or_else(|| format!("http://{listen}"))
             .trim_end_matches('/')
             .to_string();
+        if !public_url.starts_with("http://") && !public_url.starts_with("https://") {
+            return Err(ConfigError::BadUrl {
+                field: "SLIPWAY_PUBLIC_URL",
+                value: public_url,
+            });
+        }
+        let oidc = oidc_settings(
+            overrides.oidc_issuer.or(file.oidc_issuer),
+            overrides.oidc_client_id.or(file.oidc_client_id),
+            overrides.oidc_client_secret,
+            overrides.oidc_groups_claim.or(file.oidc_groups_claim),
+        )?;
+        let mut router = RouterSettings::default();
+        router.apply(file.router_listen, file.router_domain, &file_name)?;
         Ok(Settings {
             listen,
             data_dir,
             database_url,
             public_url,
+            oidc,
+            router,
         })
+    }
+}
+
+/// SSO is on when issuer, client id and secret are all set; some but not
+/// all of them is an error, so a typo never silently turns SSO off.
+fn oidc_settings(
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    groups_claim: Option<String>,
+) -> Result<Option<OidcSettings>, ConfigError> {
+    let blank = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let (issuer, client_id) = (blank(issuer), blank(client_id));
+    let client_secret =
+        client_secret.filter(|s| !secrecy::ExposeSecret::expose_secret(s).is_empty());
+    match (issuer, client_id, client_secret) {
+        (None, None, None) => Ok(None),
+        (Some(issuer), Some(client_id), Some(client_secret)) => {
+            if !issuer.starts_with("http://") && !issuer.starts_with("https://") {
+                return Err(ConfigError::BadUrl {
+                    field: "SLIPWAY_OIDC_ISSUER",
+                    value: issuer,
+                });
+            }
+            Ok(Some(OidcSettings {
+                // As given: it must equal the `issuer` of the discovery
+                // document, trailing slash and all.
+                issuer,
+                client_id,
+                client_secret,
+                groups_claim: blank(groups_claim)
+                    .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_string()),
+            }))
+        }
+        (issuer, client_id, secret) => {
+            let missing: Vec<&str> = [
+                (issuer.is_none(), "SLIPWAY_OIDC_ISSUER"),
+                (client_id.is_none(), "SLIPWAY_OIDC_CLIENT_ID"),
+                (secret.is_none(), "SLIPWAY_OIDC_CLIENT_SECRET"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, name)| name)
+            .collect();
+            Err(ConfigError::IncompleteOidc {
+                missing: missing.join(" and "),
+            })
+        }
     }
 }
 
@@ -177,6 +369,50 @@ mod tests {
         .to_string();
         assert!(err.starts_with(&format!("{}:2:", path.display())), "{err}");
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn sso_settings_go_together() {
+        let s = Settings::load(Overrides {
+            oidc_issuer: Some("https://id.example/".into()),
+            oidc_client_id: Some("slipway".into()),
+            oidc_client_secret: Some(SecretString::from("s3cret")),
+            public_url: Some("https://slipway.example/".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let oidc = s.oidc.unwrap();
+        assert_eq!(oidc.issuer, "https://id.example/");
+        assert_eq!(oidc.groups_claim, "groups");
+        assert!(
+            !format!("{oidc:?}").contains("s3cret"),
+            "the secret is never printed"
+        );
+        assert_eq!(
+            OidcSettings::redirect_uri(&s.public_url),
+            "https://slipway.example/auth/oidc/callback"
+        );
+
+        let err = Settings::load(Overrides {
+            oidc_issuer: Some("https://id.example".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("SLIPWAY_OIDC_CLIENT_ID and SLIPWAY_OIDC_CLIENT_SECRET"),
+            "{err}"
+        );
+        let err = Settings::load(Overrides {
+            oidc_issuer: Some("id.example".into()),
+            oidc_client_id: Some("slipway".into()),
+            oidc_client_secret: Some(SecretString::from("s3cret")),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SLIPWAY_OIDC_ISSUER: `id.example`"), "{err}");
+        assert!(Settings::load(Overrides::default()).unwrap().oidc.is_none());
     }
 
     #[test]

@@ -13,7 +13,10 @@ function liveRegions() {
         const res = await fetch(location.href, { headers: { "Accept": "text/html" } });
         if (!res.ok) { return schedule(); }
         const doc = new DOMParser().parseFromString(await res.text(), "text/html");
-        const fresh = doc.querySelectorAll("[data-live]")[index]
+        // A region with an id is matched by it (regions come and go, so
+        // their order on the fresh page may differ); others by position.
+        const fresh = (region.id && doc.getElementById(region.id))
+          || doc.querySelectorAll("[data-live]")[index]
           || doc.querySelectorAll("main > div")[index];
         if (fresh) {
           region.replaceWith(fresh);

@@ -219,13 +219,19 @@ fn serve_starts_creates_the_first_admin_and_the_demo_once() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let board = reqwest::blocking::get(format!("http://{addr}/"))
+    // Every page asks for a sign-in first; the first admin's password works.
+    let browser = sign_in(&addr, "admin", password.trim());
+    let board = browser
+        .get(format!("http://{addr}/"))
+        .send()
         .unwrap()
         .text()
         .unwrap();
     assert!(board.contains("space-game-web"), "{board}");
-    let drawing =
-        reqwest::blocking::get(format!("http://{addr}/pipelines/space-game-web")).unwrap();
+    let drawing = browser
+        .get(format!("http://{addr}/pipelines/space-game-web"))
+        .send()
+        .unwrap();
     assert_eq!(drawing.status(), 200);
     let drawing = drawing.text().unwrap();
     for stage in ["dev", "test", "preprod", "production"] {
@@ -271,12 +277,52 @@ fn serve_starts_creates_the_first_admin_and_the_demo_once() {
     // A second start keeps the admin password and does not repeat the demo.
     let (_server, addr) = serve(&data, &["--demo"]);
     assert_eq!(std::fs::read_to_string(&password_file).unwrap(), password);
-    let api: serde_json::Value =
-        reqwest::blocking::get(format!("http://{addr}/api/v1/pipelines/space-game-web"))
-            .unwrap()
-            .json()
-            .unwrap();
+    // The session key is kept in the data dir: still signed in.
+    let api: serde_json::Value = browser
+        .get(format!("http://{addr}/api/v1/pipelines/space-game-web"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(api["revision"], 1);
+}
+
+/// Signs in through the login form, as a browser does; returns the browser.
+fn sign_in(addr: &str, username: &str, password: &str) -> reqwest::blocking::Client {
+    let browser = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = browser.get(format!("http://{addr}/")).send().unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login?next=%2F");
+    let login = browser
+        .get(format!("http://{addr}/login?next=%2F"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let html = scraper::Html::parse_document(&login);
+    let selector = scraper::Selector::parse("input[name=csrf]").unwrap();
+    let csrf = html
+        .select(&selector)
+        .next()
+        .and_then(|e| e.value().attr("value"))
+        .unwrap()
+        .to_string();
+    let res = browser
+        .post(format!("http://{addr}/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf", csrf.as_str()),
+            ("next", "/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed in as {username}");
+    browser
 }
 
 #[test]

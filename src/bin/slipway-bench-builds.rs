@@ -156,6 +156,8 @@ stages:
         data_dir,
         database_url: url,
         public_url: format!("http://{addr}"),
+        oidc: None,
+        router: Default::default(),
     };
     let server_db = db.clone();
     std::thread::spawn(move || {

@@ -187,6 +187,8 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.clone(),
         database_url: url,
         public_url: format!("http://{addr}"),
+        oidc: None,
+        router: Default::default(),
     };
     let server_db = db.clone();
     let secret_key = std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate()?);
@@ -223,7 +225,31 @@ fn main() -> anyhow::Result<()> {
             .map(|r| r.id)
             .context("not enough releases for page 50")?
     };
-    let client = reqwest::blocking::Client::new();
+    // Every page needs a signed-in user: read them with a viewer's API
+    // token, and never follow a redirect (to /login) as if it were the page.
+    let token = {
+        let mut conn = db.get()?;
+        slipway::engine::users::create_user(
+            &mut conn,
+            slipway::engine::users::NewLocalUser {
+                username: "bench",
+                role: slipway::domain::Role::Viewer,
+                groups: &[],
+                password: "a long bench password",
+            },
+            "bench",
+        )?;
+        slipway::engine::users::create_token(&mut conn, "bench", "bench", "bench")?
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let client = reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let base = format!("http://{addr}");
     // Wait for the server to answer.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -3,6 +3,7 @@
 //! Every subcommand takes `--data-dir`, `--database-url` and `--config`,
 //! each also read from its `SLIPWAY_*` environment variable.
 
+mod audit;
 mod migrate;
 mod pipeline;
 mod secret;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Set, list and delete pipeline secrets (values on stdin, never printed).
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Check the audit log's hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 impl Common {
@@ -70,6 +74,12 @@ impl Common {
             database_url: self.database_url.clone(),
             public_url: std::env::var("SLIPWAY_PUBLIC_URL").ok(),
             config: self.config.clone(),
+            oidc_issuer: std::env::var("SLIPWAY_OIDC_ISSUER").ok(),
+            oidc_client_id: std::env::var("SLIPWAY_OIDC_CLIENT_ID").ok(),
+            oidc_client_secret: std::env::var("SLIPWAY_OIDC_CLIENT_SECRET")
+                .ok()
+                .map(secrecy::SecretString::from),
+            oidc_groups_claim: std::env::var("SLIPWAY_OIDC_GROUPS_CLAIM").ok(),
         })?)
     }
 }
@@ -86,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => user::run(cmd, &common),
         Command::Token(cmd) => token::run(cmd, &common),
         Command::Secret(cmd) => secret::run(cmd, &common),
+        Command::Audit(cmd) => audit::run(cmd, &common),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,12 +5,16 @@
 //! Everything public is re-exported from this module, so callers write
 //! `use crate::domain::{PipelineDefinition, StageName, DeploymentState};`.
 
+pub mod authz;
 pub mod build;
 pub mod definition;
 pub mod deployment;
 pub mod duration;
 pub mod error;
+pub mod gate_eval;
+pub mod gates;
 pub mod names;
+pub mod rules;
 pub mod schedule;
 pub mod secrets;
 mod text;
@@ -31,5 +35,5 @@ pub use deployment::{BuildEvent, BuildState, DeploymentEvent, DeploymentState, R
 pub use duration::Duration;
 pub use error::DomainError;
 pub use names::{AppName, PipelineName, SlotName, StageName};
-pub use schedule::{Cron, Schedule, parse_timezone};
+pub use schedule::{Cron, Schedule, TriggerOutcome, parse_timezone};
 pub use version::{Version, VersionContext, VersionTemplate};

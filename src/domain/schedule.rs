@@ -262,6 +262,99 @@ impl Schedule {
     }
 }
 
+/// What became of one fire instant of a scheduled trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerOutcome {
+    /// A deployment was requested.
+    Deployed,
+    /// Nothing new to deploy (or it was there already).
+    Skipped,
+    /// The instant passed while no Slipway instance was running.
+    Missed,
+    /// The deployment could not be requested; the detail says why.
+    Failed,
+}
+
+impl TriggerOutcome {
+    /// Every outcome.
+    pub const ALL: [TriggerOutcome; 4] = [
+        TriggerOutcome::Deployed,
+        TriggerOutcome::Skipped,
+        TriggerOutcome::Missed,
+        TriggerOutcome::Failed,
+    ];
+
+    /// The stored and JSON form: `deployed`, `skipped`, `missed`, `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TriggerOutcome::Deployed => "deployed",
+            TriggerOutcome::Skipped => "skipped",
+            TriggerOutcome::Missed => "missed",
+            TriggerOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for TriggerOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TriggerOutcome {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TriggerOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| DomainError::UnknownValue {
+                kind: "trigger outcome",
+                value: s.to_owned(),
+                expected: "deployed, skipped, missed, failed".to_owned(),
+            })
+    }
+}
+
+impl Schedule {
+    /// The instants that are due at `now` when the next fire was stored as
+    /// `next`: `next` itself and every later one up to `now`, oldest first,
+    /// at most `limit` (the newest are kept when there are more). Empty
+    /// when `next` is still in the future.
+    pub fn due_fires(
+        &self,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        if next > now || limit == 0 {
+            return Vec::new();
+        }
+        // Look back from `now` over a growing window until it holds `limit`
+        // instants or reaches `next`, so a long downtime of a frequent
+        // schedule costs about `limit` steps, not one per missed instant.
+        let mut window = TimeDelta::minutes(1);
+        loop {
+            let start = now - window;
+            if start < next {
+                let mut fires = vec![next];
+                fires.extend(self.fires_between(next, now, MAX_CANDIDATES));
+                let skip = fires.len().saturating_sub(limit);
+                return fires.split_off(skip);
+            }
+            let mut fires = self.fires_between(start, now, MAX_CANDIDATES);
+            if fires.len() >= limit {
+                let skip = fires.len() - limit;
+                return fires.split_off(skip);
+            }
+            window = match window.checked_mul(4) {
+                Some(w) if w < TimeDelta::days(366 * 100) => w,
+                _ => now - next + TimeDelta::seconds(1),
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 // Tests may unwrap: a panic is a failed test. (`allow`, not `expect`, so this
 // stays quiet if clippy.toml sets `allow-unwrap-in-tests`.)
@@ -488,6 +581,24 @@ mod tests {
             2
         );
         assert!(s.next_fires(utc(2027, 1, 1, 0, 0), 0).is_empty());
+    }
+
+    #[test]
+    fn due_fires_keep_the_newest() {
+        let s = schedule("0 0 * * * *", "UTC");
+        let next = utc(2027, 1, 1, 0, 0);
+        assert!(s.due_fires(next, utc(2026, 12, 31, 23, 0), 10).is_empty());
+        assert_eq!(s.due_fires(next, next, 10), vec![next]);
+        let due = s.due_fires(next, utc(2027, 1, 1, 5, 30), 10);
+        assert_eq!(due.len(), 6);
+        assert_eq!(due[5], utc(2027, 1, 1, 5, 0));
+        let capped = s.due_fires(next, utc(2027, 1, 1, 5, 30), 2);
+        assert_eq!(capped, vec![utc(2027, 1, 1, 4, 0), utc(2027, 1, 1, 5, 0)]);
+        assert_eq!(
+            "missed".parse::<TriggerOutcome>().unwrap(),
+            TriggerOutcome::Missed
+        );
+        assert!("later".parse::<TriggerOutcome>().is_err());
     }
 
     #[test]

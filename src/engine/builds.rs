@@ -994,6 +994,9 @@ async fn release(
                 },
                 &artifacts,
             )?;
+            // Continuous deployment: the `after: build` stages are queued in
+            // the release's own transaction (the engine wakes their dispatcher).
+            super::deployments::request_after_build(conn, &pipeline, &release)?;
             if !storage::transition_build(conn, b.id, BuildState::Running, to, None)? {
                 return Err(EngineError::Conflict(
                     "the build changed state meanwhile".into(),

@@ -7,11 +7,18 @@
 pub mod artifacts;
 pub mod builds;
 pub mod demo;
+mod deploy_run;
+pub mod deployments;
+pub mod gates;
 pub mod git;
 pub mod pipelines;
 pub mod runner;
 mod runtime;
+pub mod scheduler;
+pub mod schedules;
 pub mod secrets;
+pub mod slots;
+pub mod stages;
 pub mod users;
 
 pub use runtime::{Engine, EngineConfig};
@@ -32,6 +39,12 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A stage rule refuses the request (HTTP 409); the message says why.
+    #[error("{0}")]
+    Refused(String),
+    /// The user may not do this (HTTP 403); the message says why.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{context}: {source}")]
@@ -55,6 +68,8 @@ impl From<EngineError> for crate::web::WebError {
             EngineError::Definition(d) => WebError::Unprocessable(d.to_string()),
             EngineError::NotFound(m) => WebError::NotFound(m),
             EngineError::Conflict(m) => WebError::Conflict(m),
+            EngineError::Refused(m) => WebError::Conflict(m),
+            EngineError::Forbidden(m) => WebError::Forbidden(m),
             EngineError::Storage(s) => s.into(),
             EngineError::Io { .. } => WebError::internal(e),
         }

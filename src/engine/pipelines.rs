@@ -159,6 +159,23 @@ pub fn import(
     })
 }
 
+/// A pipeline by name; `NotFound` with a message people can read.
+pub fn find(conn: &mut DbConn, name: &str) -> Result<storage::PipelineRow, EngineError> {
+    storage::find_pipeline(conn, name)?
+        .ok_or_else(|| EngineError::NotFound(format!("There is no pipeline named `{name}`.")))
+}
+
+/// A release of a pipeline by version; `NotFound` with a message.
+pub fn find_release(
+    conn: &mut DbConn,
+    pipeline: &storage::PipelineRow,
+    version: &str,
+) -> Result<storage::ReleaseRow, EngineError> {
+    storage::find_release(conn, pipeline.id, version)?.ok_or_else(|| {
+        EngineError::NotFound(format!("{} has no release `{version}`.", pipeline.name))
+    })
+}
+
 /// The current definition of a pipeline as canonical YAML.
 pub fn export(conn: &mut DbConn, name: &str) -> Result<String, EngineError> {
     let pipeline = storage::find_pipeline(conn, name)?

@@ -1,7 +1,8 @@
-//! The task runner, shared by builds and (later) deployments: runs a
-//! `shell` task (`sh -c SCRIPT`) in a working directory with a chosen
-//! environment, a time limit and cancellation, and streams its output
-//! into a [`TaskLog`].
+//! The task runner, shared by builds and deployments: runs a `shell` task
+//! (`sh -c SCRIPT`, [`run_shell`]) or a program with input on its stdin
+//! (extension tasks, [`run_program`]) in a working directory with a chosen
+//! environment, a time limit and cancellation, and streams its output into
+//! a [`TaskLog`].
 //!
 //! - The process gets its own process group; on time-out or cancellation
 //!   the whole group gets `SIGTERM`, then `SIGKILL` after a grace period.
@@ -356,6 +357,39 @@ pub fn task_environment(extra: &BTreeMap<String, String>) -> BTreeMap<String, St
     env
 }
 
+/// A program to run as a task (extension tasks): like a [`ShellTask`], but
+/// an executable with arguments, given `stdin` on its standard input.
+#[derive(Clone, Debug)]
+pub struct ProgramTask {
+    /// The executable (a path; see [`find_on_path`]).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Written to its standard input, which is then closed.
+    pub stdin: Vec<u8>,
+    /// Its working directory.
+    pub workdir: PathBuf,
+    /// Variables on top of [`PASSED_THROUGH`], later ones winning.
+    pub env: BTreeMap<String, String>,
+    /// The time limit.
+    pub timeout: Duration,
+    /// How long the process group has between `SIGTERM` and `SIGKILL`.
+    pub kill_grace: Duration,
+}
+
+/// The first executable file called `name` in the directories of `path`
+/// (a `PATH` value).
+pub fn find_on_path(name: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| PathBuf::from(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// Runs a shell task to its end, sending its output to `log`.
 pub async fn run_shell(
     task: &ShellTask,
@@ -363,13 +397,62 @@ pub async fn run_shell(
     cancel: &CancellationToken,
 ) -> TaskOutcome {
     let mut command = Command::new("sh");
+    command.arg("-c").arg(&task.script);
+    let limits = Limits {
+        label: "`sh`",
+        workdir: &task.workdir,
+        env: &task.env,
+        timeout: task.timeout,
+        kill_grace: task.kill_grace,
+    };
+    run_command(command, None, &limits, log, cancel).await
+}
+
+/// Runs a program task to its end, sending its output to `log`.
+pub async fn run_program(
+    task: &ProgramTask,
+    log: &LogSender,
+    cancel: &CancellationToken,
+) -> TaskOutcome {
+    let mut command = Command::new(&task.program);
+    command.args(&task.args);
+    let label = format!("`{}`", task.program.display());
+    let limits = Limits {
+        label: &label,
+        workdir: &task.workdir,
+        env: &task.env,
+        timeout: task.timeout,
+        kill_grace: task.kill_grace,
+    };
+    run_command(command, Some(task.stdin.clone()), &limits, log, cancel).await
+}
+
+/// Where and how long a task's process runs.
+struct Limits<'a> {
+    /// For messages: `` `sh` ``.
+    label: &'a str,
+    workdir: &'a std::path::Path,
+    env: &'a BTreeMap<String, String>,
+    timeout: Duration,
+    kill_grace: Duration,
+}
+
+async fn run_command(
+    mut command: Command,
+    stdin: Option<Vec<u8>>,
+    limits: &Limits<'_>,
+    log: &LogSender,
+    cancel: &CancellationToken,
+) -> TaskOutcome {
     command
-        .arg("-c")
-        .arg(&task.script)
-        .current_dir(&task.workdir)
+        .current_dir(limits.workdir)
         .env_clear()
-        .envs(task_environment(&task.env))
-        .stdin(Stdio::null())
+        .envs(task_environment(limits.env))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -377,7 +460,11 @@ pub async fn run_shell(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let reason = format!("could not start `sh` in {}: {e}", task.workdir.display());
+            let reason = format!(
+                "could not start {} in {}: {e}",
+                limits.label,
+                limits.workdir.display()
+            );
             log.system(reason.clone()).await;
             return TaskOutcome::Failed {
                 exit_code: None,
@@ -385,6 +472,14 @@ pub async fn run_shell(
             };
         }
     };
+    if let (Some(mut input), Some(bytes)) = (child.stdin.take(), stdin) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // A program that does not read its input closes the pipe early: fine.
+            let _ = input.write_all(&bytes).await;
+            let _ = input.shutdown().await;
+        });
+    }
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -404,19 +499,19 @@ pub async fn run_shell(
     }
     let end = tokio::select! {
         status = child.wait() => End::Exited(status),
-        _ = tokio::time::sleep(task.timeout) => End::TimedOut,
+        _ = tokio::time::sleep(limits.timeout) => End::TimedOut,
         _ = cancel.cancelled() => End::Canceled,
     };
     let stopped = match end {
         End::Exited(status) => Err(status),
         End::TimedOut => Ok(TaskOutcome::TimedOut {
-            after: task.timeout,
+            after: limits.timeout,
         }),
         End::Canceled => Ok(TaskOutcome::Canceled),
     };
     if stopped.is_ok() {
         signal_group(group, rustix::process::Signal::TERM);
-        if tokio::time::timeout(task.kill_grace, child.wait())
+        if tokio::time::timeout(limits.kill_grace, child.wait())
             .await
             .is_err()
         {
@@ -465,7 +560,8 @@ fn exit_outcome(status: std::process::ExitStatus) -> TaskOutcome {
     }
 }
 
-fn signal_group(group: Option<rustix::process::Pid>, signal: rustix::process::Signal) {
+/// Sends `signal` to a whole process group (nothing when `group` is `None`).
+pub(crate) fn signal_group(group: Option<rustix::process::Pid>, signal: rustix::process::Signal) {
     if let Some(pid) = group {
         // ESRCH (nothing left in the group) is the usual, good case.
         let _ = rustix::process::kill_process_group(pid, signal);

@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::builds::{self, BuildRequest, QueueOutcome, RunContext, blocking};
+
+#[path = "deploy_runtime.rs"]
+mod deploy_runtime;
 use super::secrets::SecretKey;
 use super::{EngineError, git, pipelines};
 use crate::domain::BuildState;
@@ -59,6 +62,8 @@ pub struct EngineConfig {
     pub poll_tick: Duration,
     /// Keep build workspaces after the build (default false: removed).
     pub keep_workspaces: bool,
+    /// How slot processes run (health time-out, restarts, draining).
+    pub slots: super::slots::SlotsConfig,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +78,7 @@ impl Default for EngineConfig {
             stale_after: Duration::from_secs(60),
             poll_tick: Duration::from_secs(1),
             keep_workspaces: false,
+            slots: super::slots::SlotsConfig::default(),
         }
     }
 }
@@ -108,6 +114,12 @@ struct Inner {
     polling: Mutex<HashSet<i64>>,
     tracker: TaskTracker,
     started: AtomicBool,
+    /// The slots' processes and the router's table (`engine::slots`).
+    slots: super::slots::Slots,
+    /// The deployment dispatcher's state (`deploy_runtime.rs`).
+    deploy: deploy_runtime::DeployState,
+    /// Gate runs and their timers (`engine::gates`).
+    gates: super::gates::Gates,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,20 +136,37 @@ impl Engine {
         secret_key: Arc<SecretKey>,
         config: EngineConfig,
     ) -> Engine {
+        let slots = super::slots::Slots::new(
+            db.clone(),
+            data_dir.clone(),
+            secret_key.clone(),
+            config.slots.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let gates = super::gates::Gates::new(
+            db.clone(),
+            secret_key.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
         Engine {
             inner: Arc::new(Inner {
+                gates,
+                slots,
                 db,
                 data_dir,
                 secret_key,
                 config,
                 runner: OnceLock::new(),
                 wake: Notify::new(),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 running: Mutex::new(HashMap::new()),
                 mirrors: Mutex::new(HashMap::new()),
                 polling: Mutex::new(HashSet::new()),
-                tracker: TaskTracker::new(),
+                tracker,
                 started: AtomicBool::new(false),
+                deploy: deploy_runtime::DeployState::new(),
             }),
         }
     }
@@ -145,6 +174,16 @@ impl Engine {
     /// The settings it runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The slots: their processes, deployments, swaps and the router's table.
+    pub fn slots(&self) -> &super::slots::Slots {
+        &self.inner.slots
+    }
+
+    /// The gates: runs being sampled, re-evaluate and bypass.
+    pub fn gates(&self) -> &super::gates::Gates {
+        &self.inner.gates
     }
 
     /// This instance's name in `builds.runner` (set by [`Engine::start`]).
@@ -228,6 +267,8 @@ impl Engine {
                 "build was left running by a previous process; marked interrupted"
             );
         }
+        // Every slot that had a release serves it again.
+        self.inner.slots.restore().await?;
         let me = self.clone();
         self.inner
             .tracker
@@ -241,6 +282,20 @@ impl Engine {
             .tracker
             .spawn(async move { me.poll_loop().await });
         self.notify();
+        self.start_deployments(self.runner()).await?;
+        // Gate runs resume where they were; an ended one wakes the dispatcher.
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.gates.start(Arc::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                Engine { inner }.notify_deployments();
+            }
+        }));
+        super::scheduler::run(
+            self,
+            &self.inner.db,
+            &self.inner.shutdown,
+            &self.inner.tracker,
+        );
         Ok(())
     }
 
@@ -258,6 +313,9 @@ impl Engine {
                 "the engine did not stop in time; running builds will be recovered at the next start"
             );
         }
+        // Slot processes stop last (a running swap task may still need them);
+        // the next start serves them again.
+        self.inner.slots.shutdown().await;
     }
 
     fn runner(&self) -> String {
@@ -353,8 +411,10 @@ impl Engine {
                 let id = build.id;
                 let cleanup = builds::run_build(ctx, build, token).await;
                 lock(&me.inner.running).remove(&id);
-                // A slot is free: start what waits, then tidy up.
+                // A slot is free: start what waits (builds, and the
+                // deployments its release triggered), then tidy up.
                 me.notify();
+                me.notify_deployments();
                 cleanup.run().await;
             });
         }

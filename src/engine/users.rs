@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::EngineError;
 use crate::domain::Role;
+use crate::domain::authz::{self, Action};
 use crate::storage::{self, DbConn, StorageError};
 
 /// A user as the rest of Slipway sees one.
@@ -19,6 +20,20 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub role: Role,
+    /// The groups the user is in (local and SSO), sorted.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    fn load(conn: &mut DbConn, row: storage::UserRow) -> Result<User, StorageError> {
+        let groups = storage::user_groups(conn, row.id)?;
+        Ok(User {
+            id: row.id,
+            username: row.username,
+            role: row.role,
+            groups,
+        })
+    }
 }
 
 /// A local account to create.
@@ -147,6 +162,7 @@ pub fn create_user(
             id,
             username: new.username.to_string(),
             role: new.role,
+            groups: storage::user_groups(conn, id)?,
         })
     })
 }
@@ -214,6 +230,12 @@ pub fn create_token(
     name: &str,
     actor: &str,
 ) -> Result<String, EngineError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(EngineError::Invalid(
+            "A token needs a name of 1 to 100 characters, to recognise it by.".into(),
+        ));
+    }
     let raw: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(40)
@@ -275,24 +297,17 @@ pub fn verify_login(
         )
     })?;
     Ok(match user {
-        Some(u) if ok => Some(User {
-            id: u.id,
-            username: u.username,
-            role: u.role,
-        }),
+        Some(u) if ok => Some(User::load(conn, u)?),
         _ => None,
     })
 }
 
 /// A user by id, unless disabled (for sessions).
 pub fn active_user(conn: &mut DbConn, id: i64) -> Result<Option<User>, StorageError> {
-    Ok(storage::find_user(conn, id)?
-        .filter(|u| !u.disabled)
-        .map(|u| User {
-            id: u.id,
-            username: u.username,
-            role: u.role,
-        }))
+    match storage::find_user(conn, id)?.filter(|u| !u.disabled) {
+        Some(row) => Ok(Some(User::load(conn, row)?)),
+        None => Ok(None),
+    }
 }
 
 /// The user a token belongs to, unless it is unknown, revoked or disabled.
@@ -303,11 +318,336 @@ pub fn authenticate_token(conn: &mut DbConn, token: &str) -> Result<Option<User>
     if user.disabled {
         return Ok(None);
     }
-    Ok(Some(User {
-        id: user.id,
-        username: user.username,
-        role: user.role,
-    }))
+    Ok(Some(User::load(conn, user)?))
+}
+
+/// Revokes an API token. Its owner may revoke it, and an admin may revoke
+/// anyone's; audited as `token.revoke`. Revoking a revoked token is a
+/// conflict, an unknown one not found.
+pub fn revoke_token(conn: &mut DbConn, token_id: i64, actor: &User) -> Result<(), EngineError> {
+    storage::write_transaction(conn, |conn| {
+        let token = storage::find_token(conn, token_id)?
+            .ok_or_else(|| EngineError::NotFound(format!("there is no API token {token_id}")))?;
+        let action = if token.user_id == actor.id {
+            Action::ManageOwnTokens
+        } else {
+            Action::ManageUsers
+        };
+        if !authz::allowed(actor.role, action) {
+            // Someone else's token: do not even say that it exists.
+            return Err(EngineError::NotFound(format!(
+                "there is no API token {token_id}"
+            )));
+        }
+        let owner = storage::find_user(conn, token.user_id)?
+            .map(|u| u.username)
+            .unwrap_or_default();
+        if !storage::revoke_token(conn, token_id)? {
+            return Err(EngineError::Conflict(format!(
+                "the API token `{}` is revoked already",
+                token.name
+            )));
+        }
+        storage::append_audit(
+            conn,
+            &actor.username,
+            "token.revoke",
+            &format!("user:{owner}"),
+            &format!("name={} id={token_id}", token.name),
+        )?;
+        Ok(())
+    })
+}
+
+/// What the identity provider says about a person who signed in through SSO
+/// (from the validated ID token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoIdentity {
+    /// The ID token's `sub`: stable for the person at this provider.
+    pub subject: String,
+    /// The names to try as the Slipway user name, best first
+    /// (`preferred_username`, `email`, `sub`); the first valid one is used.
+    pub username_candidates: Vec<String>,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    /// The groups claim, as sent.
+    pub groups: Vec<String>,
+}
+
+/// The Slipway group names of a groups claim: a leading `/` (Keycloak's
+/// group paths) is dropped; names Slipway cannot hold are left out.
+pub fn sso_group_names(claim: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = claim
+        .iter()
+        .map(|g| g.trim().trim_start_matches('/').to_string())
+        .filter(|g| valid_group(g).is_ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Signs a person in through SSO: finds the user by SSO subject or creates
+/// one (role viewer) on the first sign-in, replaces the user's SSO group
+/// memberships with the groups claim (local memberships stay), updates name
+/// and e-mail, and audits `auth.sign_in` with `method=sso`. A disabled
+/// user is refused; a user name already taken by another account is a
+/// conflict (never silently linked).
+pub fn sso_sign_in(
+    conn: &mut DbConn,
+    identity: &SsoIdentity,
+    from: &str,
+) -> Result<User, EngineError> {
+    let groups = sso_group_names(&identity.groups);
+    type Refusal = (String, &'static str, EngineError);
+    let signed_in = storage::write_transaction::<Result<User, Refusal>, EngineError, _>(
+        conn,
+        |conn| {
+            let existing = storage::find_user_by_sso_subject(conn, &identity.subject)?;
+            let user = match existing {
+                Some(row) if row.disabled => {
+                    return Ok(Err((
+                        row.username.clone(),
+                        "disabled",
+                        EngineError::Forbidden(format!(
+                            "The account `{}` is disabled. Ask a Slipway administrator to enable it.",
+                            row.username
+                        )),
+                    )));
+                }
+                Some(row) => row,
+                None => {
+                    let username = identity
+                    .username_candidates
+                    .iter()
+                    .map(|c| c.trim())
+                    .find(|c| valid_username(c).is_ok())
+                    .ok_or_else(|| {
+                        EngineError::Invalid(
+                            "The identity provider sent no usable user name (preferred_username, email or sub).".into(),
+                        )
+                    })?
+                    .to_string();
+                    if storage::find_user_by_name(conn, &username)?.is_some() {
+                        return Ok(Err((
+                            username.clone(),
+                            "name_taken",
+                            EngineError::Conflict(format!(
+                                "A Slipway account named `{username}` exists already and is not linked to this single sign-on identity. Ask a Slipway administrator."
+                            )),
+                        )));
+                    }
+                    let row = storage::insert_user(
+                        conn,
+                        &storage::NewUser {
+                            username: username.clone(),
+                            display_name: identity
+                                .display_name
+                                .clone()
+                                .unwrap_or_else(|| username.clone()),
+                            role: Role::Viewer,
+                            password_hash: None,
+                            email: identity.email.clone(),
+                            sso_subject: Some(identity.subject.clone()),
+                        },
+                    )?;
+                    storage::append_audit(
+                        conn,
+                        "sso",
+                        "user.create",
+                        &format!("user:{username}"),
+                        &format!("role={} source=sso", Role::Viewer.as_str()),
+                    )?;
+                    row
+                }
+            };
+            let display_name = identity
+                .display_name
+                .clone()
+                .unwrap_or_else(|| user.display_name.clone());
+            let email = identity.email.clone().or_else(|| user.email.clone());
+            storage::update_user_profile(conn, user.id, &display_name, email.as_deref())?;
+            let (added, removed) = storage::replace_sso_memberships(conn, user.id, &groups)?;
+            storage::append_audit(
+                conn,
+                &user.username,
+                "auth.sign_in",
+                &format!("user:{}", user.username),
+                &format!(
+                    "method=sso from={from} groups=[{}] added=[{}] removed=[{}]",
+                    groups.join(","),
+                    added.join(","),
+                    removed.join(",")
+                ),
+            )?;
+            Ok(Ok(User::load(conn, user)?))
+        },
+    )?;
+    match signed_in {
+        Ok(user) => Ok(user),
+        // Refused: recorded in a transaction of its own.
+        Err((username, reason, error)) => {
+            storage::write_transaction(conn, |conn| {
+                storage::append_audit(
+                    conn,
+                    "anonymous",
+                    "auth.sign_in_failed",
+                    &format!("user:{username}"),
+                    &format!("method=sso from={from} reason={reason}"),
+                )
+            })?;
+            Err(error)
+        }
+    }
+}
+
+/// A user as the admin page lists one.
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: Role,
+    pub disabled: bool,
+    /// Signs in through SSO.
+    pub sso: bool,
+    /// Signs in with a password.
+    pub local: bool,
+    /// `(group, source)`, source `local` or `sso`.
+    pub groups: Vec<(String, String)>,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// Every user with their groups, by user name.
+pub fn list_users(conn: &mut DbConn) -> Result<Vec<UserSummary>, StorageError> {
+    let rows = storage::list_users(conn)?;
+    let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+    let memberships = storage::memberships_of_users(conn, &ids)?;
+    Ok(rows
+        .into_iter()
+        .map(|u| UserSummary {
+            groups: memberships
+                .iter()
+                .filter(|(id, _, _)| *id == u.id)
+                .map(|(_, g, s)| (g.clone(), s.clone()))
+                .collect(),
+            id: u.id,
+            sso: u.sso_subject.is_some(),
+            local: u.password_hash.is_some(),
+            username: u.username,
+            display_name: u.display_name,
+            email: u.email,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: u.created_at,
+        })
+        .collect())
+}
+
+/// A change an admin makes to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// Give the user this role.
+    Role(Role),
+    /// Add a local group membership.
+    AddGroup(String),
+    /// End a local group membership (SSO ones come from the provider).
+    RemoveGroup(String),
+    /// Disable (`true`) or enable (`false`) the account; a disabled user's
+    /// sessions and tokens stop working at once.
+    Disabled(bool),
+}
+
+/// Applies an admin's change to a user, in one transaction with its audit
+/// record. Needs [`Action::ManageUsers`]; the last enabled admin can be
+/// neither demoted nor disabled, and nobody disables themselves.
+pub fn change_user(
+    conn: &mut DbConn,
+    user_id: i64,
+    change: &UserChange,
+    actor: &User,
+) -> Result<(), EngineError> {
+    if !authz::allowed(actor.role, Action::ManageUsers) {
+        return Err(EngineError::Forbidden(format!(
+            "{} is a {}; managing users needs the admin role.",
+            actor.username,
+            actor.role.label()
+        )));
+    }
+    if let UserChange::AddGroup(g) = change {
+        valid_group(g)?;
+    }
+    storage::write_transaction(conn, |conn| {
+        let target = storage::find_user(conn, user_id)?
+            .ok_or_else(|| EngineError::NotFound(format!("there is no user {user_id}")))?;
+        let subject = format!("user:{}", target.username);
+        let last_admin = |conn: &mut DbConn| -> Result<bool, EngineError> {
+            Ok(target.role == Role::Admin
+                && !target.disabled
+                && storage::count_active_admins(conn)? <= 1)
+        };
+        let (action, detail) = match change {
+            UserChange::Role(role) => {
+                if *role == target.role {
+                    return Ok(());
+                }
+                if *role != Role::Admin && last_admin(conn)? {
+                    return Err(EngineError::Refused(format!(
+                        "`{}` is the last admin; make someone else an admin first.",
+                        target.username
+                    )));
+                }
+                storage::set_user_role(conn, user_id, *role)?;
+                (
+                    "user.role",
+                    format!("from={} to={}", target.role.as_str(), role.as_str()),
+                )
+            }
+            UserChange::AddGroup(group) => {
+                if !storage::add_membership(conn, user_id, group, storage::GROUP_SOURCE_LOCAL)? {
+                    return Ok(());
+                }
+                ("user.group_add", format!("group={group}"))
+            }
+            UserChange::RemoveGroup(group) => {
+                if !storage::remove_membership(conn, user_id, group, storage::GROUP_SOURCE_LOCAL)? {
+                    return Err(EngineError::NotFound(format!(
+                        "`{}` is not a local member of `{group}`",
+                        target.username
+                    )));
+                }
+                ("user.group_remove", format!("group={group}"))
+            }
+            UserChange::Disabled(disabled) => {
+                if *disabled == target.disabled {
+                    return Ok(());
+                }
+                if *disabled && target.id == actor.id {
+                    return Err(EngineError::Refused(
+                        "You cannot disable your own account.".into(),
+                    ));
+                }
+                if *disabled && last_admin(conn)? {
+                    return Err(EngineError::Refused(format!(
+                        "`{}` is the last admin; make someone else an admin first.",
+                        target.username
+                    )));
+                }
+                storage::set_user_disabled(conn, user_id, *disabled)?;
+                (
+                    if *disabled {
+                        "user.disable"
+                    } else {
+                        "user.enable"
+                    },
+                    String::new(),
+                )
+            }
+        };
+        storage::append_audit(conn, &actor.username, action, &subject, &detail)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -330,6 +670,18 @@ mod tests {
         assert!(valid_username("a b").is_err());
         assert!(valid_group("management").is_ok());
         assert!(valid_group("group:qa").is_err());
+    }
+
+    #[test]
+    fn sso_groups_become_slipway_groups() {
+        let claim = [
+            "/management".to_string(),
+            "qa".into(),
+            "has space".into(),
+            "qa".into(),
+            "".into(),
+        ];
+        assert_eq!(sso_group_names(&claim), vec!["management", "qa"]);
     }
 
     #[test]

@@ -122,6 +122,67 @@ pub fn list_audit(
         .load(conn)?)
 }
 
+/// What the audit page narrows its list to; an empty field does not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Exactly this actor (a user name, `system`, `cli`, …).
+    pub actor: Option<String>,
+    /// Actions starting with this (`auth` finds `auth.sign_in` and `auth.sign_out`).
+    pub action_prefix: Option<String>,
+    /// Exactly this subject (`user:mara`, `pipeline:space-game-web`, …).
+    pub subject: Option<String>,
+}
+
+/// `s` with LIKE's wildcards (and the escape character) escaped by `\`.
+fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Audit records matching `filter`, newest first, keyset-paginated: those
+/// with `id < before`.
+pub fn search_audit(
+    conn: &mut DbConn,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEventRow>, StorageError> {
+    let mut query = audit_events::table
+        .select(AuditEventRow::as_select())
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(audit_events::id.lt(before));
+    }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_events::actor.eq(actor.clone()));
+    }
+    if let Some(subject) = &filter.subject {
+        query = query.filter(audit_events::subject.eq(subject.clone()));
+    }
+    if let Some(prefix) = &filter.action_prefix {
+        query = query.filter(
+            audit_events::action
+                .like(format!("{}%", like_literal(prefix)))
+                .escape('\\'),
+        );
+    }
+    Ok(query
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// How many records the chain holds.
+pub fn count_audit(conn: &mut DbConn) -> Result<i64, StorageError> {
+    Ok(audit_events::table.count().get_result(conn)?)
+}
+
 /// Walks the whole chain, oldest first, and reports the first record whose
 /// `prev_hash` is not its predecessor's hash or whose hash does not match
 /// its fields.

@@ -17,12 +17,15 @@ pub mod builds;
 pub mod conn;
 pub mod deployments;
 mod error;
+pub mod gates;
 pub mod logs;
 pub mod models;
 pub mod pipelines;
 pub mod releases;
+pub mod schedules;
 pub mod schema;
 pub mod secrets;
+pub mod slots;
 pub mod sources;
 mod states;
 pub mod tasks;
@@ -31,7 +34,8 @@ pub mod users;
 pub mod webhooks;
 
 pub use audit::{
-    AuditVerifyError, BrokenLink, append_audit, audit_hash, list_audit, verify_audit_chain,
+    AuditFilter, AuditVerifyError, BrokenLink, append_audit, audit_hash, count_audit, list_audit,
+    search_audit, verify_audit_chain,
 };
 pub use builds::{
     BuildCommit, NewBuild, build_states, claim_build, count_running_builds, find_build,
@@ -68,7 +72,9 @@ pub use tasks::{
 };
 pub use testing::{TestDb, test_databases};
 pub use users::{
-    NewUser, add_user_to_group, count_users, find_user, find_user_by_name,
+    GROUP_SOURCE_LOCAL, GROUP_SOURCE_SSO, NewUser, add_membership, add_user_to_group,
+    count_active_admins, count_users, find_token, find_user, find_user_by_name,
     find_user_by_sso_subject, find_user_by_token_hash, insert_token, insert_user, list_tokens,
-    revoke_token, user_groups,
+    list_users, memberships_of_users, remove_membership, replace_sso_memberships, revoke_token,
+    set_user_disabled, set_user_role, update_user_profile, user_groups, user_memberships,
 };

@@ -113,6 +113,8 @@ pub struct DeploymentRow {
     pub created_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
+    /// Why it failed, was canceled or interrupted.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -171,6 +173,42 @@ pub struct GateSampleRow {
     pub value: String,
     pub verdict: String,
     pub created_at: NaiveDateTime,
+    pub gate_run_id: Option<i64>,
+    /// The answer's body, truncated to 2 KiB.
+    pub body: Option<String>,
+    /// When the sample round was due (its lateness is `sampled_at - scheduled_at`).
+    pub scheduled_at: Option<NaiveDateTime>,
+}
+
+/// A gate run: a deployment's gates before or after its stage.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = gate_runs, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct GateRunRow {
+    pub id: i64,
+    pub deployment_id: i64,
+    pub pipeline: String,
+    pub release_version: String,
+    pub stage: String,
+    /// `before` or `after`.
+    pub phase: String,
+    /// `evaluating`, `passed`, `failed`, `bypassed` or `canceled`.
+    pub state: String,
+    pub started_at: NaiveDateTime,
+    pub deadline_at: NaiveDateTime,
+    pub next_at: Option<NaiveDateTime>,
+    pub round: i32,
+    pub green_since: Option<NaiveDateTime>,
+    /// JSON of `domain::gate_eval::GateProgress`.
+    pub progress: String,
+    /// JSON: the last result of each check.
+    pub last_results: String,
+    pub reason: Option<String>,
+    /// A question to the stage's approvers about inconclusive samples.
+    pub question: Option<String>,
+    pub finished_by: Option<String>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -194,6 +232,35 @@ pub struct SlotRow {
     pub workdir: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// JSON `{"NAME": {"value": "…", "sticky": bool}}`, values as written (secret references).
+    pub settings: String,
+    /// When the running release started serving here.
+    pub since: Option<NaiveDateTime>,
+    pub last_swap_at: Option<NaiveDateTime>,
+    /// The release served here before the current one.
+    pub previous_release_id: Option<i64>,
+    /// Why the last start or deployment failed.
+    pub error: Option<String>,
+}
+
+/// A swap of two slots of an app (`pending` while a preview waits for a person).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = slot_swaps, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SlotSwapRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub from_slot: String,
+    pub to_slot: String,
+    /// `pending`, `succeeded`, `failed` or `canceled`.
+    pub state: String,
+    pub preview: bool,
+    pub from_release_id: Option<i64>,
+    pub to_release_id: Option<i64>,
+    pub requested_by: String,
+    pub decided_by: Option<String>,
+    pub error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
 }
 
 #[derive(Clone, PartialEq, Queryable, Selectable)]

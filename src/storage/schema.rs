@@ -38,6 +38,8 @@ diesel::table! {
         last_fired_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        last_fire_outcome -> Nullable<Text>,
+        last_fire_detail -> Nullable<Text>,
     }
 }
 
@@ -106,6 +108,7 @@ diesel::table! {
         created_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        error -> Nullable<Text>,
     }
 }
 
@@ -164,6 +167,34 @@ diesel::table! {
         value -> Text,
         verdict -> Text,
         created_at -> Timestamp,
+        gate_run_id -> Nullable<BigInt>,
+        body -> Nullable<Text>,
+        scheduled_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    gate_runs (id) {
+        id -> BigInt,
+        deployment_id -> BigInt,
+        pipeline -> Text,
+        release_version -> Text,
+        stage -> Text,
+        phase -> Text,
+        state -> Text,
+        started_at -> Timestamp,
+        deadline_at -> Timestamp,
+        next_at -> Nullable<Timestamp>,
+        round -> Integer,
+        green_since -> Nullable<Timestamp>,
+        progress -> Text,
+        last_results -> Text,
+        reason -> Nullable<Text>,
+        question -> Nullable<Text>,
+        finished_by -> Nullable<Text>,
+        finished_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -187,6 +218,29 @@ diesel::table! {
         workdir -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        settings -> Text,
+        since -> Nullable<Timestamp>,
+        last_swap_at -> Nullable<Timestamp>,
+        previous_release_id -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    slot_swaps (id) {
+        id -> BigInt,
+        app_id -> BigInt,
+        from_slot -> Text,
+        to_slot -> Text,
+        state -> Text,
+        preview -> Bool,
+        from_release_id -> Nullable<BigInt>,
+        to_release_id -> Nullable<BigInt>,
+        requested_by -> Text,
+        decided_by -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
     }
 }
 
@@ -218,6 +272,7 @@ diesel::table! {
         user_id -> BigInt,
         group_id -> BigInt,
         created_at -> Timestamp,
+        source -> Text,
     }
 }
 
@@ -320,6 +375,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trigger_runs (id) {
+        id -> BigInt,
+        pipeline_id -> BigInt,
+        stage -> Text,
+        scheduled_for -> Timestamp,
+        fired_at -> Timestamp,
+        outcome -> Text,
+        detail -> Text,
+        release_id -> Nullable<BigInt>,
+        deployment_id -> Nullable<BigInt>,
+        instance -> Text,
+    }
+}
+
 diesel::joinable!(definition_revisions -> pipelines (pipeline_id));
 diesel::joinable!(stages -> pipelines (pipeline_id));
 diesel::joinable!(builds -> pipelines (pipeline_id));
@@ -334,9 +404,11 @@ diesel::joinable!(task_runs -> builds (build_id));
 diesel::joinable!(log_chunks -> task_runs (task_run_id));
 diesel::joinable!(approvals -> deployments (deployment_id));
 diesel::joinable!(gate_samples -> deployments (deployment_id));
+diesel::joinable!(gate_runs -> deployments (deployment_id));
 diesel::joinable!(apps -> pipelines (pipeline_id));
 diesel::joinable!(slots -> apps (app_id));
 diesel::joinable!(slots -> releases (release_id));
+diesel::joinable!(slot_swaps -> apps (app_id));
 diesel::joinable!(user_groups -> users (user_id));
 diesel::joinable!(user_groups -> groups (group_id));
 diesel::joinable!(api_tokens -> users (user_id));
@@ -344,6 +416,7 @@ diesel::joinable!(secrets -> pipelines (pipeline_id));
 diesel::joinable!(webhook_deliveries -> pipelines (pipeline_id));
 diesel::joinable!(freezes -> pipelines (pipeline_id));
 diesel::joinable!(source_heads -> pipelines (pipeline_id));
+diesel::joinable!(trigger_runs -> pipelines (pipeline_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     pipelines,
@@ -357,8 +430,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     log_chunks,
     approvals,
     gate_samples,
+    gate_runs,
     apps,
     slots,
+    slot_swaps,
     users,
     groups,
     user_groups,
@@ -370,4 +445,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     settings,
     agents,
     source_heads,
+    trigger_runs,
 );

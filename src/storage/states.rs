@@ -5,7 +5,7 @@ use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, Queryable};
 use diesel::sql_types::Text;
 
-use crate::domain::{BuildState, DeploymentState, Role, TaskRunState};
+use crate::domain::{BuildState, DeploymentState, Role, TaskRunState, TriggerOutcome};
 
 macro_rules! text_enum {
     ($($ty:ty),* $(,)?) => {$(
@@ -34,4 +34,10 @@ macro_rules! text_enum {
     )*};
 }
 
-text_enum!(DeploymentState, BuildState, Role, TaskRunState);
+text_enum!(
+    DeploymentState,
+    BuildState,
+    Role,
+    TaskRunState,
+    TriggerOutcome
+);

@@ -33,8 +33,11 @@ impl std::fmt::Debug for NewUser {
     }
 }
 
-/// Where a group comes from.
+/// Where a group (or a membership) comes from: managed in Slipway.
 pub const GROUP_SOURCE_LOCAL: &str = "local";
+/// Where a group (or a membership) comes from: the SSO groups claim,
+/// replaced at every SSO sign-in.
+pub const GROUP_SOURCE_SSO: &str = "sso";
 
 /// How stale `last_used_at` may get before a token lookup writes it again
 /// (so that every API call is not a write).
@@ -113,39 +116,187 @@ pub fn add_user_to_group(
     user_id: i64,
     group_name: &str,
 ) -> Result<(), StorageError> {
+    add_membership(conn, user_id, group_name, GROUP_SOURCE_LOCAL).map(|_| ())
+}
+
+/// The id of the group `name`, created (with `source`) when missing.
+fn ensure_group(conn: &mut DbConn, name: &str, source: &str) -> Result<i64, StorageError> {
+    let existing: Option<i64> = groups::table
+        .filter(groups::name.eq(name))
+        .select(groups::id)
+        .first(conn)
+        .optional()?;
+    match existing {
+        Some(id) => Ok(id),
+        None => Ok(diesel::insert_into(groups::table)
+            .values((
+                groups::name.eq(name),
+                groups::source.eq(source),
+                groups::created_at.eq(now()),
+            ))
+            .returning(groups::id)
+            .get_result(conn)?),
+    }
+}
+
+/// Makes a user a member of a group (created when missing), the membership
+/// coming from `source` (`local` or `sso`). `false` when the user was a
+/// member already (whatever the source; the existing membership stays).
+pub fn add_membership(
+    conn: &mut DbConn,
+    user_id: i64,
+    group_name: &str,
+    source: &str,
+) -> Result<bool, StorageError> {
     write_transaction(conn, |conn| {
-        let existing: Option<i64> = groups::table
-            .filter(groups::name.eq(group_name))
-            .select(groups::id)
-            .first(conn)
-            .optional()?;
-        let group_id = match existing {
-            Some(id) => id,
-            None => diesel::insert_into(groups::table)
-                .values((
-                    groups::name.eq(group_name),
-                    groups::source.eq(GROUP_SOURCE_LOCAL),
-                    groups::created_at.eq(now()),
-                ))
-                .returning(groups::id)
-                .get_result(conn)?,
-        };
+        let group_id = ensure_group(conn, group_name, source)?;
         let member: i64 = user_groups::table
             .filter(user_groups::user_id.eq(user_id))
             .filter(user_groups::group_id.eq(group_id))
             .count()
             .get_result(conn)?;
-        if member == 0 {
-            diesel::insert_into(user_groups::table)
-                .values((
-                    user_groups::user_id.eq(user_id),
-                    user_groups::group_id.eq(group_id),
-                    user_groups::created_at.eq(now()),
-                ))
-                .execute(conn)?;
+        if member > 0 {
+            return Ok(false);
         }
-        Ok(())
+        diesel::insert_into(user_groups::table)
+            .values((
+                user_groups::user_id.eq(user_id),
+                user_groups::group_id.eq(group_id),
+                user_groups::created_at.eq(now()),
+                user_groups::source.eq(source),
+            ))
+            .execute(conn)?;
+        Ok(true)
     })
+}
+
+/// Ends a user's membership of a group if it came from `source`; `false`
+/// when there was no such membership.
+pub fn remove_membership(
+    conn: &mut DbConn,
+    user_id: i64,
+    group_name: &str,
+    source: &str,
+) -> Result<bool, StorageError> {
+    let group_id: Option<i64> = groups::table
+        .filter(groups::name.eq(group_name))
+        .select(groups::id)
+        .first(conn)
+        .optional()?;
+    let Some(group_id) = group_id else {
+        return Ok(false);
+    };
+    let removed = diesel::delete(
+        user_groups::table
+            .filter(user_groups::user_id.eq(user_id))
+            .filter(user_groups::group_id.eq(group_id))
+            .filter(user_groups::source.eq(source)),
+    )
+    .execute(conn)?;
+    Ok(removed > 0)
+}
+
+/// A user's group memberships: `(group, source)`, sorted by group.
+pub fn user_memberships(
+    conn: &mut DbConn,
+    user_id: i64,
+) -> Result<Vec<(String, String)>, StorageError> {
+    Ok(user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq(user_id))
+        .order(groups::name.asc())
+        .select((groups::name, user_groups::source))
+        .load(conn)?)
+}
+
+/// Every membership of these users: `(user id, group, source)`, by group.
+pub fn memberships_of_users(
+    conn: &mut DbConn,
+    user_ids: &[i64],
+) -> Result<Vec<(i64, String, String)>, StorageError> {
+    Ok(user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq_any(user_ids))
+        .order((user_groups::user_id.asc(), groups::name.asc()))
+        .select((user_groups::user_id, groups::name, user_groups::source))
+        .load(conn)?)
+}
+
+/// Makes a user's SSO memberships exactly `names`: SSO memberships of other
+/// groups end, missing ones are added with source `sso`; local memberships
+/// are kept as they are. Returns the groups added and removed.
+pub fn replace_sso_memberships(
+    conn: &mut DbConn,
+    user_id: i64,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<String>), StorageError> {
+    write_transaction(conn, |conn| {
+        let current = user_memberships(conn, user_id)?;
+        let mut removed = Vec::new();
+        for (group, source) in &current {
+            if source == GROUP_SOURCE_SSO && !names.contains(group) {
+                remove_membership(conn, user_id, group, GROUP_SOURCE_SSO)?;
+                removed.push(group.clone());
+            }
+        }
+        let mut added = Vec::new();
+        for name in names {
+            if add_membership(conn, user_id, name, GROUP_SOURCE_SSO)? {
+                added.push(name.clone());
+            }
+        }
+        Ok((added, removed))
+    })
+}
+
+/// Every user, by user name.
+pub fn list_users(conn: &mut DbConn) -> Result<Vec<UserRow>, StorageError> {
+    Ok(users::table
+        .order(users::username.asc())
+        .select(UserRow::as_select())
+        .load(conn)?)
+}
+
+/// How many enabled admins there are.
+pub fn count_active_admins(conn: &mut DbConn) -> Result<i64, StorageError> {
+    Ok(users::table
+        .filter(users::role.eq(Role::Admin.as_str()))
+        .filter(users::disabled.eq(false))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Sets a user's role; `false` when there is no such user.
+pub fn set_user_role(conn: &mut DbConn, user_id: i64, role: Role) -> Result<bool, StorageError> {
+    let changed = diesel::update(users::table.find(user_id))
+        .set(users::role.eq(role.as_str()))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Disables or enables a user; `false` when there is no such user.
+pub fn set_user_disabled(
+    conn: &mut DbConn,
+    user_id: i64,
+    disabled: bool,
+) -> Result<bool, StorageError> {
+    let changed = diesel::update(users::table.find(user_id))
+        .set(users::disabled.eq(disabled))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Updates what the identity provider says about an SSO user.
+pub fn update_user_profile(
+    conn: &mut DbConn,
+    user_id: i64,
+    display_name: &str,
+    email: Option<&str>,
+) -> Result<(), StorageError> {
+    diesel::update(users::table.find(user_id))
+        .set((users::display_name.eq(display_name), users::email.eq(email)))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// The names of a user's groups, sorted.
@@ -236,4 +387,13 @@ pub fn revoke_token(conn: &mut DbConn, token_id: i64) -> Result<bool, StorageErr
     .set(api_tokens::revoked_at.eq(now()))
     .execute(conn)?;
     Ok(changed == 1)
+}
+
+/// One token by id (revoked or not).
+pub fn find_token(conn: &mut DbConn, token_id: i64) -> Result<Option<TokenRow>, StorageError> {
+    Ok(api_tokens::table
+        .find(token_id)
+        .select(TokenRow::as_select())
+        .first(conn)
+        .optional()?)
 }

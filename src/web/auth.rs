@@ -1,19 +1,40 @@
-//! Who is asking: an API token sent as `Authorization: Bearer TOKEN` is
-//! accepted on every route, pages included. The `authenticate` middleware
-//! checks it once per request; a malformed, unknown or revoked token is a
-//! 401, never silently anonymous. Sign-in with a session comes with the
-//! people issue; until then pages are readable without signing in, and
-//! changes need a token.
+//! Who is asking, and whether they may.
+//!
+//! The [`authenticate`] middleware runs once per request:
+//! - an API token sent as `Authorization: Bearer TOKEN` is accepted on
+//!   every route, pages included; a malformed, unknown or revoked token is
+//!   a 401, never silently anonymous;
+//! - otherwise the browser session's user (signed in with a password or
+//!   through SSO) is loaded, with their groups;
+//! - a request without a user is let through only to the public routes
+//!   ([`is_public`]: sign-in, SSO, health, metrics, static files and push
+//!   webhooks, which carry their own signature). Any other page redirects
+//!   (303) to `/login?next=<path and query>`; any other `/api/` route
+//!   answers 401 JSON.
+//!
+//! Handlers then ask [`CurrentUser::require_action`], which asks the one
+//! authorization function, [`crate::domain::authz::allowed`].
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, http::header};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, http::header};
+use chrono::{DateTime, Utc};
 use std::future::{Ready, ready};
 
 use super::{ApiError, State, WebError, is_api};
-use crate::domain::Role;
+use crate::domain::authz::{self, Action};
+use crate::domain::{Role, Stage};
 use crate::engine::users;
+
+/// How a request proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A browser session (password or SSO sign-in).
+    Session,
+    /// An API token (`Authorization: Bearer`).
+    Token,
+}
 
 /// The user behind the request.
 #[derive(Debug, Clone)]
@@ -21,25 +42,99 @@ pub struct AuthUser {
     pub id: i64,
     pub username: String,
     pub role: Role,
+    /// The user's groups (local and SSO), sorted: approvers and stage
+    /// deployers name them as `group:NAME`.
+    pub groups: Vec<String>,
+    pub method: AuthMethod,
+    /// When this session signed in; `None` for API tokens.
+    pub signed_in_at: Option<DateTime<Utc>>,
+    /// When the person last authenticated at the SSO provider in this
+    /// session (the ID token's `auth_time`); `None` after a password
+    /// sign-in and for API tokens. See [`AuthUser::sso_within`].
+    pub sso_at: Option<DateTime<Utc>>,
+}
+
+impl AuthUser {
+    fn new(user: users::User, method: AuthMethod) -> AuthUser {
+        AuthUser {
+            id: user.id,
+            username: user.username,
+            role: user.role,
+            groups: user.groups,
+            method,
+            signed_in_at: None,
+            sso_at: None,
+        }
+    }
+
+    /// Whether this user's role allows `action` (the one authorization function).
+    pub fn allowed(&self, action: Action) -> bool {
+        authz::allowed(self.role, action)
+    }
+
+    /// Whether the user signed in through SSO at most `max_age` ago (a
+    /// "fresh sign-in"). When not, send them to
+    /// [`super::oidc::fresh_sign_in_url`].
+    pub fn sso_within(&self, max_age: std::time::Duration) -> bool {
+        let Some(at) = self.sso_at else {
+            return false;
+        };
+        let age = Utc::now() - at;
+        age.num_seconds() <= i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// The engine's view of this user (for engine calls that check rights).
+    pub fn as_user(&self) -> users::User {
+        users::User {
+            id: self.id,
+            username: self.username.clone(),
+            role: self.role,
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// Whether `user` may start a deployment to `stage` by hand: their role
+/// allows deploying, and the stage's `deployers` (users and `group:NAME`),
+/// when it lists any, name them (admins may always).
+pub fn may_deploy(user: &AuthUser, stage: &Stage) -> bool {
+    authz::may_deploy(user.role, &user.username, &user.groups, stage)
 }
 
 /// The signed-in user, if any (set by [`authenticate`]).
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Option<AuthUser>);
 
+const SIGN_IN: &str = "Sign in first, or send `Authorization: Bearer TOKEN` (create a token on /settings/tokens or with `slipway token create USER`).";
+
 impl CurrentUser {
-    /// The user, if their role is at least `role`; 401 when anonymous, 403 when too weak.
+    /// The user, if their role is at least `role`; 401 when anonymous, 403
+    /// when too weak. Prefer [`CurrentUser::require_action`].
     pub fn require(&self, role: Role) -> Result<&AuthUser, WebError> {
         match &self.0 {
-            None => Err(WebError::Unauthorized(
-                "This needs an API token: send `Authorization: Bearer TOKEN` (create one with `slipway token create USER`).".into(),
-            )),
+            None => Err(WebError::Unauthorized(SIGN_IN.into())),
             Some(user) if user.role >= role => Ok(user),
             Some(user) => Err(WebError::Forbidden(format!(
                 "{} is a {}; this needs the {} role or higher.",
                 user.username,
                 user.role.label(),
                 role.label()
+            ))),
+        }
+    }
+
+    /// The user, if they may take `action`; 401 when anonymous, 403 when
+    /// their role does not allow it.
+    pub fn require_action(&self, action: Action) -> Result<&AuthUser, WebError> {
+        match &self.0 {
+            None => Err(WebError::Unauthorized(SIGN_IN.into())),
+            Some(user) if user.allowed(action) => Ok(user),
+            Some(user) => Err(WebError::Forbidden(format!(
+                "{} is a {}; to {} needs the {} role or higher.",
+                user.username,
+                user.role.label(),
+                action.describe(),
+                action.minimum_role().label()
             ))),
         }
     }
@@ -52,6 +147,18 @@ impl FromRequest for CurrentUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Ok(CurrentUser(req.extensions().get::<AuthUser>().cloned())))
     }
+}
+
+/// Routes anyone may reach without signing in: sign-in and sign-out, SSO,
+/// health and metrics, static files, and push webhooks (which authenticate
+/// by their signature).
+pub fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/login" | "/logout" | "/healthz" | "/readyz" | "/metrics"
+    ) || path.starts_with("/auth/oidc/")
+        || path.starts_with("/static/")
+        || path.starts_with("/hooks/")
 }
 
 fn rejection(path: &str, message: &str) -> actix_web::Error {
@@ -79,7 +186,29 @@ fn bearer(req: &ServiceRequest) -> Result<Option<String>, &'static str> {
         .ok_or("The Authorization header must be `Bearer TOKEN`.")
 }
 
-/// Middleware: resolves a bearer token to its user for every route.
+/// Where an anonymous page request is sent: the sign-in page, coming back
+/// to the page asked for (for GET and HEAD; after a form post, to the board).
+fn sign_in_redirect(req: &ServiceRequest) -> HttpResponse {
+    let location = if matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    ) {
+        let here = match req.uri().query() {
+            Some(q) => format!("{}?{q}", req.path()),
+            None => req.path().to_string(),
+        };
+        let next = super::session::safe_next(Some(&here));
+        format!("/login{}", super::urls::query(&[("next", &next)]))
+    } else {
+        "/login".to_string()
+    };
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// Middleware: resolves a bearer token or the session to its user for
+/// every route, and turns anonymous requests away from non-public routes.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -93,44 +222,17 @@ pub async fn authenticate(
                 .map_into_right_body());
         }
     };
-    if token.is_none() {
-        // A browser session: the user id stored at sign-in.
-        let session = actix_session::SessionExt::get_session(&req);
-        if let Some(id) = super::session::session_user_id(&session) {
-            let Some(state) = req.app_data::<State>().cloned() else {
-                return Err(WebError::internal(anyhow::anyhow!("no app state")).into());
-            };
-            match state
-                .with_conn::<_, WebError, _>(move |conn| Ok(users::active_user(conn, id)?))
-                .await
-            {
-                Ok(Some(user)) => {
-                    req.extensions_mut().insert(AuthUser {
-                        id: user.id,
-                        username: user.username,
-                        role: user.role,
-                    });
-                }
-                // Deleted or disabled since: the session no longer counts.
-                Ok(None) => session.purge(),
-                Err(e) => return Ok(req.error_response(e).map_into_right_body()),
-            }
-        }
-    }
+    let Some(state) = req.app_data::<State>().cloned() else {
+        return Err(WebError::internal(anyhow::anyhow!("no app state")).into());
+    };
     if let Some(token) = token {
-        let Some(state) = req.app_data::<State>().cloned() else {
-            return Err(WebError::internal(anyhow::anyhow!("no app state")).into());
-        };
         let found = state
             .with_conn::<_, WebError, _>(move |conn| Ok(users::authenticate_token(conn, &token)?))
             .await;
         match found {
             Ok(Some(user)) => {
-                req.extensions_mut().insert(AuthUser {
-                    id: user.id,
-                    username: user.username,
-                    role: user.role,
-                });
+                req.extensions_mut()
+                    .insert(AuthUser::new(user, AuthMethod::Token));
             }
             Ok(None) => {
                 return Ok(req
@@ -146,6 +248,107 @@ pub async fn authenticate(
                 return Ok(req.error_response(e).map_into_right_body());
             }
         }
+    } else {
+        // A browser session: the user id stored at sign-in.
+        let session = actix_session::SessionExt::get_session(&req);
+        if let Some(id) = super::session::session_user_id(&session) {
+            match state
+                .with_conn::<_, WebError, _>(move |conn| Ok(users::active_user(conn, id)?))
+                .await
+            {
+                Ok(Some(user)) => {
+                    let mut user = AuthUser::new(user, AuthMethod::Session);
+                    user.signed_in_at = super::session::signed_in_at(&session);
+                    user.sso_at = super::session::sso_at(&session);
+                    req.extensions_mut().insert(user);
+                }
+                // Deleted or disabled since: the session no longer counts.
+                Ok(None) => session.purge(),
+                Err(e) => return Ok(req.error_response(e).map_into_right_body()),
+            }
+        }
+    }
+    let anonymous = req.extensions().get::<AuthUser>().is_none();
+    if anonymous && !is_public(&path) {
+        if is_api(&path) {
+            return Ok(req
+                .error_response(rejection(&path, SIGN_IN))
+                .map_into_right_body());
+        }
+        let response = sign_in_redirect(&req);
+        return Ok(req.into_response(response).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_routes_are_few() {
+        for public in [
+            "/login",
+            "/logout",
+            "/auth/oidc/login",
+            "/auth/oidc/callback",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/static/slipway.css",
+            "/hooks/github/space-game-web",
+        ] {
+            assert!(is_public(public), "{public}");
+        }
+        for private in [
+            "/",
+            "/login/x",
+            "/loginx",
+            "/audit",
+            "/admin/users",
+            "/settings/tokens",
+            "/api/v1/pipelines",
+            "/api/v1/openapi.json",
+            "/auth/other",
+            "/pipelines/x",
+        ] {
+            assert!(!is_public(private), "{private}");
+        }
+    }
+
+    fn user(role: Role, sso_minutes_ago: Option<i64>) -> AuthUser {
+        AuthUser {
+            id: 1,
+            username: "tim".into(),
+            role,
+            groups: vec!["management".into()],
+            method: AuthMethod::Session,
+            signed_in_at: None,
+            sso_at: sso_minutes_ago.map(|m| Utc::now() - chrono::TimeDelta::minutes(m)),
+        }
+    }
+
+    #[test]
+    fn fresh_sso_sign_in_is_within_max_age() {
+        let fifteen = std::time::Duration::from_secs(15 * 60);
+        assert!(user(Role::Viewer, Some(3)).sso_within(fifteen));
+        assert!(!user(Role::Viewer, Some(20)).sso_within(fifteen));
+        assert!(!user(Role::Viewer, None).sso_within(fifteen));
+    }
+
+    #[test]
+    fn require_action_names_role_and_action() {
+        let viewer = CurrentUser(Some(user(Role::Viewer, None)));
+        assert!(viewer.require_action(Action::Read).is_ok());
+        let err = viewer.require_action(Action::ManageSecrets).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tim is a Viewer; to manage secrets needs the Release manager role or higher."
+        );
+        assert!(matches!(
+            CurrentUser(None).require_action(Action::Read),
+            Err(WebError::Unauthorized(_))
+        ));
+    }
 }

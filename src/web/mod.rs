@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod hooks;
 pub mod metrics;
+pub mod oidc;
 pub mod pages;
 pub mod session;
 pub mod urls;
@@ -34,6 +35,9 @@ pub struct AppState {
     /// Encrypts and decrypts secret values (`engine::secrets`).
     pub secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
     pub login_throttle: session::LoginThrottle,
+    /// The SSO provider, discovered by [`oidc::start`] when
+    /// `settings.oidc` is set; empty without SSO.
+    pub sso: std::sync::OnceLock<std::sync::Arc<oidc::Sso>>,
     /// The build engine: call `engine.notify()` after queuing a build and
     /// `engine.signal_cancel(id)` after canceling one. Started by `serve`.
     pub engine: crate::engine::Engine,
@@ -60,6 +64,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             secret_key,
             login_throttle: session::LoginThrottle::default(),
+            sso: std::sync::OnceLock::new(),
         })
     }
 
@@ -86,6 +91,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(session::login_form))
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))
+        .route("/auth/oidc/login", web::get().to(oidc::login))
+        .route("/auth/oidc/callback", web::get().to(oidc::callback))
+        .route("/settings/tokens", web::get().to(pages::settings::tokens))
+        .route("/settings/tokens", web::post().to(pages::settings::create))
+        .route(
+            "/settings/tokens/{id}/revoke",
+            web::post().to(pages::settings::revoke),
+        )
+        .route("/admin/users", web::get().to(pages::admin::list))
+        .route(
+            "/admin/users/{id}/role",
+            web::post().to(pages::admin::set_role),
+        )
+        .route(
+            "/admin/users/{id}/groups",
+            web::post().to(pages::admin::add_group),
+        )
+        .route(
+            "/admin/users/{id}/groups/remove",
+            web::post().to(pages::admin::remove_group),
+        )
+        .route(
+            "/admin/users/{id}/disable",
+            web::post().to(pages::admin::disable),
+        )
+        .route(
+            "/admin/users/{id}/enable",
+            web::post().to(pages::admin::enable),
+        )
+        .route("/audit", web::get().to(pages::audit::list))
         .route(
             "/hooks/{provider}/{pipeline}",
             web::post().to(hooks::receive),
@@ -115,6 +150,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(pages::stages::config),
         )
         .route(
+            "/pipelines/{pipeline}/stages/{stage}",
+            web::post().to(pages::stages::save),
+        )
+        .route(
             "/pipelines/{pipeline}/builds",
             web::get().to(pages::builds::list),
         )
@@ -134,6 +173,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/pipelines/{pipeline}/secrets",
             web::post().to(pages::actions::set_secret),
         )
+        .route(
+            "/pipelines/{pipeline}/releases/{version}/deployments/{id}",
+            web::get().to(pages::deployments::detail),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases/{version}/deployments/{id}/cancel",
+            web::post().to(pages::deployments::cancel),
+        )
+        .route(
+            "/pipelines/{pipeline}/releases/{version}/deployments/{id}/redeploy",
+            web::post().to(pages::deployments::redeploy),
+        )
+        .route(
+            "/pipelines/{pipeline}/stages/{stage}/deploy",
+            web::post().to(pages::deploy::deploy),
+        )
+        .route("/environments", web::get().to(pages::environments::index))
+        .route("/gates", web::get().to(pages::gates::index))
+        .route("/gates/{id}", web::get().to(pages::gates::show))
+        .route(
+            "/gates/{id}/reevaluate",
+            web::post().to(pages::gates::reevaluate),
+        )
+        .route("/gates/{id}/bypass", web::post().to(pages::gates::bypass))
+        .route(
+            "/environments/{app}/swap",
+            web::post().to(pages::environments::swap),
+        )
+        .route(
+            "/environments/{app}/swap/confirm",
+            web::post().to(pages::environments::confirm),
+        )
+        .route(
+            "/environments/{app}/swap/cancel",
+            web::post().to(pages::environments::cancel),
+        )
         .service(web::scope("/api/v1").configure(api::routes));
 }
 
@@ -141,6 +216,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let session_key = session::load_or_create_key(&state.settings.data_dir)
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    if state.settings.oidc.is_some() && state.sso.get().is_none() {
+        return Err(std::io::Error::other(
+            "single sign-on is configured but its provider was not discovered (call web::oidc::start first)",
+        ));
+    }
     let secure_cookies = state.settings.public_url.starts_with("https://");
     let server = HttpServer::new(move || {
         App::new()

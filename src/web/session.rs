@@ -26,11 +26,17 @@ use serde::Deserialize;
 use super::auth::AuthUser;
 use super::pages::render;
 use super::{State, WebError};
+use crate::domain::authz::Action;
 use crate::engine::users;
 
 /// Session keys.
 const USER_ID: &str = "user_id";
 const CSRF: &str = "csrf";
+/// When the session's user signed in (Unix seconds).
+const SIGNED_IN_AT: &str = "signed_in_at";
+/// When the session's user last authenticated at the SSO provider (Unix
+/// seconds, the ID token's `auth_time`); absent after a password sign-in.
+const SSO_AT: &str = "sso_at";
 
 /// Failed sign-ins allowed per account and per address in [`LOCKOUT_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
@@ -79,6 +85,53 @@ pub fn middleware(key: Key, secure: bool) -> SessionMiddleware<CookieSessionStor
 /// The signed-in user's id from the session, if any.
 pub fn session_user_id(session: &Session) -> Option<i64> {
     session.get::<i64>(USER_ID).ok().flatten()
+}
+
+fn session_time(session: &Session, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    session
+        .get::<i64>(key)
+        .ok()
+        .flatten()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+}
+
+/// When the session's user signed in (by password or SSO).
+pub fn signed_in_at(session: &Session) -> Option<chrono::DateTime<chrono::Utc>> {
+    session_time(session, SIGNED_IN_AT)
+}
+
+/// When the session's user last signed in through SSO, if they did.
+pub fn sso_at(session: &Session) -> Option<chrono::DateTime<chrono::Utc>> {
+    session_time(session, SSO_AT)
+}
+
+/// Signs `user_id` in on this session: a new session id (no fixation), a
+/// fresh CSRF token, `signed_in_at` now, and `sso_at` for an SSO sign-in
+/// (cleared for a password one).
+pub fn begin(
+    session: &Session,
+    user_id: i64,
+    sso_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), WebError> {
+    session.renew();
+    session
+        .insert(USER_ID, user_id)
+        .map_err(WebError::internal)?;
+    session
+        .insert(CSRF, new_token())
+        .map_err(WebError::internal)?;
+    session
+        .insert(SIGNED_IN_AT, chrono::Utc::now().timestamp())
+        .map_err(WebError::internal)?;
+    match sso_at {
+        Some(at) => session
+            .insert(SSO_AT, at.timestamp())
+            .map_err(WebError::internal)?,
+        None => {
+            session.remove(SSO_AT);
+        }
+    }
+    Ok(())
 }
 
 fn new_token() -> String {
@@ -131,6 +184,8 @@ pub struct Nav {
     pub csrf: String,
     /// The current path, for "sign in and come back here".
     pub here: String,
+    /// The signed-in user's role, for [`Nav::may`].
+    pub rank: Option<crate::domain::Role>,
 }
 
 impl Nav {
@@ -141,7 +196,15 @@ impl Nav {
             role: None,
             csrf: String::new(),
             here: "/".into(),
+            rank: None,
         }
+    }
+
+    /// Whether the signed-in user may take `action` (to show or hide a
+    /// form; the handler decides again).
+    pub fn may(&self, action: Action) -> bool {
+        self.rank
+            .is_some_and(|role| crate::domain::authz::allowed(role, action))
     }
 
     /// `/login?next=<this page>`
@@ -162,6 +225,7 @@ impl FromRequest for Nav {
             None => req.path().to_string(),
         };
         ready(Ok(Nav {
+            rank: user.as_ref().map(|u| u.role),
             role: user.as_ref().map(|u| u.role.label()),
             user: user.map(|u| u.username),
             csrf: csrf_token(&session),
@@ -236,6 +300,16 @@ pub struct LoginPage {
     pub next: String,
     pub username: String,
     pub error: Option<String>,
+    /// "Sign in with SSO", when single sign-on is configured.
+    pub sso_url: Option<String>,
+}
+
+/// The "Sign in with SSO" link, coming back to `next`.
+fn sso_url(state: &super::AppState, next: &str) -> Option<String> {
+    state
+        .sso
+        .get()
+        .map(|_| format!("/auth/oidc/login{}", super::urls::query(&[("next", next)])))
 }
 
 #[derive(Deserialize)]
@@ -243,9 +317,15 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-pub async fn login_form(nav: Nav, query: web::Query<LoginQuery>) -> Result<HttpResponse, WebError> {
+pub async fn login_form(
+    state: State,
+    nav: Nav,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, WebError> {
+    let next = safe_next(query.next.as_deref());
     render(&LoginPage {
-        next: safe_next(query.next.as_deref()),
+        sso_url: sso_url(&state, &next),
+        next,
         nav,
         username: String::new(),
         error: None,
@@ -286,6 +366,7 @@ pub async fn login(
                 next: next.clone(),
                 username: form.username.clone(),
                 error: Some(message.to_string()),
+                sso_url: sso_url(&state, &next),
             };
             let body = page.render().map_err(WebError::internal)?;
             Ok(HttpResponse::build(status)
@@ -313,17 +394,7 @@ pub async fn login(
         );
     };
     state.login_throttle.succeeded(&form.username);
-    // A new session id at sign-in (no fixation), with a fresh CSRF token.
-    session.renew();
-    session
-        .insert(USER_ID, user.id)
-        .map_err(WebError::internal)?;
-    session
-        .insert(CSRF, new_token())
-        .map_err(WebError::internal)?;
-    session
-        .insert("signed_in_at", chrono::Utc::now().timestamp())
-        .map_err(WebError::internal)?;
+    begin(&session, user.id, None)?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
         .finish())

@@ -53,6 +53,23 @@ pub fn stage(pipeline: &str, stage: &str) -> String {
     format!("/pipelines/{}/stages/{}", seg(pipeline), seg(stage))
 }
 
+pub fn environments() -> String {
+    "/environments".to_string()
+}
+
+/// The Swap form of an app on the environments page.
+pub fn app_swap(app: &str) -> String {
+    format!("/environments/{}/swap", seg(app))
+}
+
+pub fn app_swap_confirm(app: &str) -> String {
+    format!("{}/confirm", app_swap(app))
+}
+
+pub fn app_swap_cancel(app: &str) -> String {
+    format!("{}/cancel", app_swap(app))
+}
+
 /// A query string from pairs, leaving out empty values; "" when none is left.
 pub fn query(pairs: &[(&str, &str)]) -> String {
     let parts: Vec<String> = pairs
@@ -65,6 +82,16 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
     } else {
         format!("?{}", parts.join("&"))
     }
+}
+
+/// The gate status page.
+pub fn gates() -> String {
+    "/gates".to_string()
+}
+
+/// The page of one gate run.
+pub fn gate_run(id: i64) -> String {
+    format!("/gates/{id}")
 }
 
 #[cfg(test)]

@@ -24,16 +24,25 @@ fn build_now_runs_a_build_whose_page_shows_tasks_log_and_release() {
         app.user("andy", Role::Deployer, "andy's long password");
         let token = app.token("reader", Role::Viewer);
 
-        // Anonymous visitors are told to sign in; the form is not there.
+        // Anonymous visitors are sent to sign in; a viewer has no form.
+        let res = app.get_anonymous("/pipelines/web");
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/login?next=%2Fpipelines%2Fweb");
         let html = app.page("/pipelines/web");
         assert!(attrs(&html, "form[aria-label='Build now']", "action").is_empty());
+        assert!(
+            texts(&html, "main")
+                .join(" ")
+                .contains("Starting a build needs the deployer role.")
+        );
         let anonymous = app
             .client
             .post(app.url("/pipelines/web/builds"))
             .form(&[("branch", "main")])
             .send()
             .unwrap();
-        assert_eq!(anonymous.status(), 403, "no session, no CSRF token");
+        assert_eq!(anonymous.status(), 303, "no session: off to sign in");
+        assert_eq!(anonymous.headers()["location"], "/login");
 
         let client = browser();
         assert_eq!(
@@ -54,6 +63,12 @@ fn build_now_runs_a_build_whose_page_shows_tasks_log_and_release() {
             vec!["/pipelines/web/builds"]
         );
         assert_eq!(attrs(&html, "input#build-branch", "value"), vec!["main"]);
+        let forged = client
+            .post(app.url("/pipelines/web/builds"))
+            .form(&[("branch", "main")])
+            .send()
+            .unwrap();
+        assert_eq!(forged.status(), 403, "a session, but no CSRF token");
         let csrf = csrf_of(&html);
         let res = client
             .post(app.url("/pipelines/web/builds"))
@@ -106,6 +121,7 @@ fn build_now_runs_a_build_whose_page_shows_tasks_log_and_release() {
         let res = app
             .client
             .get(app.url(&links[0]))
+            .bearer_auth(&app.viewer_token)
             .header("If-None-Match", format!("\"{digest}\""))
             .send()
             .unwrap();

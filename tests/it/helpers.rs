@@ -23,6 +23,9 @@ pub struct TestApp {
     pub db: Db,
     /// The key the server encrypts secrets with.
     pub secret_key: std::sync::Arc<slipway::engine::secrets::SecretKey>,
+    /// An API token of the user `viewer` (role viewer), which [`TestApp::get`]
+    /// and [`TestApp::page`] send: every page needs a signed-in user.
+    pub viewer_token: String,
     handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data: tempfile::TempDir,
@@ -59,21 +62,45 @@ pub fn each_backend(f: impl Fn(&TestApp)) {
 }
 
 pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
+    spawn_app_with(backend, test_db, |_| {})
+}
+
+/// [`spawn_app`] with settings changed by `configure` first (SSO, public URL, …).
+pub fn spawn_app_with(
+    backend: String,
+    test_db: TestDb,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let data = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let settings = Settings {
+    let mut settings = Settings {
         listen: addr,
         data_dir: data.path().to_path_buf(),
         database_url: test_db.url.clone(),
         public_url: format!("http://{addr}"),
+        oidc: None,
+        router: Default::default(),
     };
+    configure(&mut settings);
     let db = Db::connect(&settings.database_url, 8).expect("connect");
     db.run_migrations().expect("migrations");
-    {
+    let viewer_token = {
         let mut conn = db.get().expect("conn");
         users::ensure_initial_admin(&mut conn, &settings.data_dir).expect("admin");
-    }
+        users::create_user(
+            &mut conn,
+            users::NewLocalUser {
+                username: "viewer",
+                role: Role::Viewer,
+                groups: &[],
+                password: "a long test password",
+            },
+            "test",
+        )
+        .expect("viewer");
+        users::create_token(&mut conn, "viewer", "tests", "test").expect("viewer token")
+    };
     let (tx, rx) = mpsc::channel();
     let server_db = db.clone();
     let secret_key =
@@ -87,6 +114,9 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
             .expect("runtime");
         rt.block_on(async move {
             let state = AppState::new(server_db, settings, server_key);
+            web::oidc::start(&state)
+                .await
+                .expect("single sign-on discovery");
             let engine = state.engine.clone();
             engine.start().await.expect("engine");
             let server = web::server(state, listener).expect("server");
@@ -105,6 +135,7 @@ pub fn spawn_app(backend: String, test_db: TestDb) -> TestApp {
             .expect("client"),
         db,
         secret_key,
+        viewer_token,
         handle: Some(handle),
         thread: Some(thread),
         _data: data,
@@ -118,11 +149,70 @@ impl TestApp {
         self._data.path()
     }
 
+    /// Stops the server and its engine (as a shutdown would), then starts a
+    /// new one on the same database, data directory and secret key, on a
+    /// new port (`base` changes).
+    pub fn restart(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(handle.stop(false));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = Settings {
+            listen: addr,
+            data_dir: self._data.path().to_path_buf(),
+            database_url: self._db.url.clone(),
+            public_url: format!("http://{addr}"),
+            oidc: None,
+            router: Default::default(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let server_db = self.db.clone();
+        let server_key = self.secret_key.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let state = AppState::new(server_db, settings, server_key);
+                let engine = state.engine.clone();
+                engine.start().await.expect("engine");
+                let server = web::server(state, listener).expect("server");
+                tx.send(server.handle()).expect("send handle");
+                let _ = server.await;
+                engine.shutdown().await;
+            });
+        });
+        self.handle = Some(rx.recv().expect("server handle"));
+        self.thread = Some(thread);
+        self.base = format!("http://{addr}");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
+    /// The URL of the server's database (for the CLI).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// GET as the signed-in user `viewer` (by its API token).
     pub fn get(&self, path: &str) -> Response {
+        self.get_with_token(path, &self.viewer_token)
+    }
+
+    /// GET without signing in: pages redirect to `/login`, the API says 401.
+    pub fn get_anonymous(&self, path: &str) -> Response {
         self.client.get(self.url(path)).send().expect("GET")
     }
 

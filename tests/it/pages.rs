@@ -290,13 +290,15 @@ fn stage_page_lists_next_fire_times_in_the_stage_time_zone() {
         let text = texts(&html, "main").join(" ");
         assert!(text.contains("group:management"), "{text}");
         assert!(text.contains("within 15m"), "{text}");
+        // Tasks are edited as YAML; the queue policy is a select.
+        let tasks = texts(&html, "textarea#tasks").join(" ");
         assert!(
-            text.contains("swap space-game slots staging → production"),
-            "{text}"
+            tasks.contains("swap_slots") && tasks.contains("to: production"),
+            "{tasks}"
         );
-        assert!(
-            text.contains("only the latest waiting release deploys"),
-            "{text}"
+        assert_eq!(
+            attrs(&html, "select#policy option[selected]", "value"),
+            vec!["latest_only"]
         );
         assert!(texts(&html, "ol.fire-times li").is_empty());
         // Headings go in order: one h1, then h2s.

@@ -341,7 +341,7 @@ fn who_may_do_what_and_bad_input() {
             assert_eq!(delete(app, Some(weak), path).0, 403);
         }
         assert_eq!(delete(app, None, path).0, 401);
-        assert_eq!(app.get(list).status(), 401);
+        assert_eq!(app.get_anonymous(list).status(), 401);
         let res = app.get_with_token(list, &viewer);
         assert_eq!(res.status(), 200);
         assert_eq!(res.text().unwrap(), "[]", "nothing was stored");

@@ -1498,7 +1498,9 @@ impl<'f> Reader<'f> {
                     None => Some(defaults::HTTP_CHECK_TIMEOUT),
                 };
                 let success = match hm.get("success") {
-                    Some(s) => self.non_empty(&s, "a success expression"),
+                    Some(s) => self
+                        .non_empty(&s, "a success expression")
+                        .filter(|expr| self.success_expression(&s, expr)),
                     None => Some(defaults::HTTP_SUCCESS.to_owned()),
                 };
                 match (url, method, timeout, success) {
@@ -1564,6 +1566,18 @@ impl<'f> Reader<'f> {
             consecutive_successes: consecutive_successes?,
             on_inconclusive: on_inconclusive?,
         })
+    }
+
+    /// Compiles a CEL success expression; an error is reported at the
+    /// `success` field with its position inside the expression.
+    fn success_expression(&mut self, v: &V<'_>, expr: &str) -> bool {
+        match crate::domain::gates::compile_success(expr) {
+            Ok(()) => true,
+            Err(e) => {
+                self.at(v, e.to_string());
+                false
+            }
+        }
     }
 
     fn header_map(&mut self, v: &V<'_>) -> BTreeMap<String, String> {

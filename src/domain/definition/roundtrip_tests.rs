@@ -214,7 +214,14 @@ impl Gen {
                 success: if self.chance(50) {
                     defaults::HTTP_SUCCESS.to_owned()
                 } else {
-                    self.text()
+                    // Success expressions must compile (CEL), so they come from a list.
+                    self.pick(&[
+                        "status == 200",
+                        "status < 500 && body.ok == true",
+                        "body.msg == 'a: b # c'",
+                        "status in [200, 204] || headers['x-ok'] == \"yes\"",
+                    ])
+                    .to_string()
                 },
             },
             1 => CheckKind::Prometheus {

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::builds::{self, BuildDetail, BuildLog, BuildRequest, QueueOutcome};
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError, urls};
@@ -218,7 +218,7 @@ pub async fn queue(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::Deployer)?.username.clone();
+    let actor = user.require_action(Action::Build)?.username.clone();
     let pipeline = path.into_inner();
     let body: QueueBody = if body.iter().all(u8::is_ascii_whitespace) {
         QueueBody::default()
@@ -263,7 +263,7 @@ pub async fn list(
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let pipeline = path.into_inner();
     let query = query.into_inner();
     let limit = query.limit.unwrap_or(50);
@@ -309,7 +309,7 @@ pub async fn get(
     user: CurrentUser,
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let (pipeline, number) = path.into_inner();
     let detail = state
         .with_conn::<_, ApiError, _>(move |conn| Ok(builds::build_detail(conn, &pipeline, number)?))
@@ -333,7 +333,7 @@ pub async fn log(
     path: web::Path<(String, i64)>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let (pipeline, number) = path.into_inner();
     let after = query.after.unwrap_or(0).max(0);
     let limit = query.limit.unwrap_or(500);
@@ -365,7 +365,7 @@ pub async fn cancel(
     user: CurrentUser,
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::Deployer)?.username.clone();
+    let actor = user.require_action(Action::Build)?.username.clone();
     let (pipeline, number) = path.into_inner();
     let detail = state
         .with_conn::<_, ApiError, _>(move |conn| {

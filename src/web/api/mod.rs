@@ -1,10 +1,14 @@
 //! The JSON API under `/api/v1`, described by `/api/v1/openapi.json`.
 
 pub mod builds;
+pub mod deployments;
 pub mod dto;
+pub mod gates;
 pub mod pipelines;
 pub mod releases;
+pub mod schedules;
 pub mod secrets;
+pub mod slots;
 
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
@@ -24,6 +28,10 @@ use utoipa::OpenApi;
         releases::get,
         builds::queue, builds::list, builds::get, builds::log, builds::cancel,
         secrets::list, secrets::set, secrets::delete,
+        slots::list, slots::swap, slots::confirm, slots::cancel,
+        schedules::get,
+        deployments::deploy, deployments::get, deployments::log, deployments::cancel, deployments::redeploy,
+        gates::list, gates::get, gates::reevaluate, gates::bypass,
     ),
     components(schemas(crate::web::error::ErrorBody, crate::web::error::ErrorDetail)),
     modifiers(&BearerAuth)
@@ -51,7 +59,11 @@ async fn openapi_json() -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
         .configure(builds::routes)
+        .configure(deployments::routes)
+        .configure(gates::routes)
         .configure(secrets::routes)
+        .configure(slots::routes)
+        .configure(schedules::routes)
         .route("/pipelines", web::get().to(pipelines::list))
         .route("/pipelines", web::post().to(pipelines::import))
         .route("/pipelines/{pipeline}", web::get().to(pipelines::get))

@@ -50,9 +50,7 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
     let dto = state
         .with_conn::<_, ApiError, _>(move |conn| {
             let loaded = pipelines::load(conn, &name)?;
-            let row = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
+            let row = crate::engine::pipelines::find(conn, &name)?;
             let def = loaded.definition;
             Ok(PipelineDto {
                 url: urls::pipeline(&loaded.name),

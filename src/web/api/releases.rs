@@ -40,9 +40,7 @@ pub async fn list(
     }
     let dto = state
         .with_conn::<_, ApiError, _>(move |conn| {
-            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
+            let pipeline = crate::engine::pipelines::find(conn, &name)?;
             let stages = storage::stages_of_pipelines(conn, &[pipeline.id])?;
             let history = HistoryQuery {
                 before: query.before,
@@ -108,11 +106,8 @@ pub async fn get(
     let (name, version) = path.into_inner();
     let dto = state
         .with_conn::<_, ApiError, _>(move |conn| {
-            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
-            let release = storage::find_release(conn, pipeline.id, &version)?
-                .ok_or_else(|| WebError::NotFound(format!("{name} has no release `{version}`.")))?;
+            let pipeline = crate::engine::pipelines::find(conn, &name)?;
+            let release = crate::engine::pipelines::find_release(conn, &pipeline, &version)?;
             let artifacts = storage::list_artifacts(conn, release.id)?;
             let deployments = storage::deployments_of_release(conn, release.id)?;
             let fixes = match release.fixes_release_id {

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::secrets;
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State};
@@ -51,7 +51,7 @@ pub async fn list(
     user: CurrentUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let pipeline = path.into_inner();
     let names = state
         .with_conn::<_, ApiError, _>(move |conn| {
@@ -88,7 +88,7 @@ pub async fn set(
     path: web::Path<(String, String)>,
     body: web::Json<SetSecretBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::ManageSecrets)?.username.clone();
     let (pipeline, name) = path.into_inner();
     let value = body.into_inner().value;
     let key = state.secret_key.clone();
@@ -118,7 +118,7 @@ pub async fn delete(
     user: CurrentUser,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::ManageSecrets)?.username.clone();
     let (pipeline, name) = path.into_inner();
     state
         .with_conn::<_, ApiError, _>(move |conn| {

@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, http::header, web};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::builds::{BuildRequest, QueueOutcome};
 use crate::engine::secrets;
 use crate::web::auth::CurrentUser;
@@ -39,7 +39,7 @@ pub async fn build_now(
     form: web::Form<BuildNowForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let user = user.require(Role::Deployer)?;
+    let user = user.require_action(Action::Build)?;
     let pipeline = path.into_inner();
     let blank = |s: &str| {
         let t = s.trim();
@@ -78,7 +78,7 @@ pub async fn cancel_build(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let user = user.require(Role::Deployer)?;
+    let user = user.require_action(Action::Build)?;
     let (pipeline, number) = path.into_inner();
     state
         .engine
@@ -106,7 +106,7 @@ pub async fn set_secret(
     form: web::Form<SecretForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::ManageSecrets)?.username.clone();
     let pipeline = path.into_inner();
     let form = form.into_inner();
     let key = state.secret_key.clone();

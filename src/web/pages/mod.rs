@@ -2,11 +2,18 @@
 //! and thin handlers.
 
 pub mod actions;
+pub mod admin;
+pub mod audit;
 pub mod board;
 pub mod builds;
+pub mod deploy;
+pub mod deployments;
+pub mod environments;
+pub mod gates;
 pub mod ops;
 pub mod pipelines;
 pub mod releases;
+pub mod settings;
 pub mod stages;
 
 use actix_web::HttpResponse;

@@ -3,7 +3,9 @@
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use chrono::Utc;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 
 use super::render;
 use crate::domain::{Approvals, Environment, Gates, PipelineDefinition, Stage, Trigger, Upstream};
@@ -82,8 +84,13 @@ fn schedule_when(s: &crate::domain::Schedule) -> String {
     }
 }
 
-/// The arrow into a stage: line style, label, and lines under it.
-fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, Vec<String>) {
+/// The arrow into a stage: line style, label, and lines under it. `stored`
+/// is the scheduler's `next_fire_at` of the stage, used while it is ahead.
+fn trigger_edge(
+    stage: &Stage,
+    previous: &str,
+    stored: Option<DateTime<Utc>>,
+) -> (&'static str, String, Vec<String>) {
     match &stage.trigger {
         Trigger::Manual => ("manual", "manual".into(), vec!["a person deploys".into()]),
         Trigger::After { upstream, .. } => {
@@ -99,9 +106,10 @@ fn trigger_edge(stage: &Stage, previous: &str) -> (&'static str, String, Vec<Str
             ("continuous", label, vec![format!("after {from}")])
         }
         Trigger::Schedule(s) => {
-            let next = s
-                .next_fires(Utc::now(), 1)
-                .first()
+            let now = Utc::now();
+            let next = stored
+                .filter(|t| *t > now)
+                .or_else(|| s.next_fire(now))
                 .map(|t| {
                     format!(
                         "next {}",
@@ -158,8 +166,13 @@ fn gate_words(gates: &Gates) -> Vec<String> {
     out
 }
 
-/// Lays out the build and the stages left to right.
-pub fn drawing(pipeline: &str, def: &PipelineDefinition) -> Drawing {
+/// Lays out the build and the stages left to right. `next_fires` holds the
+/// stored next fire instant of schedule stages, by stage name.
+pub fn drawing(
+    pipeline: &str,
+    def: &PipelineDefinition,
+    next_fires: &HashMap<String, DateTime<Utc>>,
+) -> Drawing {
     let top = 40;
     let mut nodes = vec![Node {
         x: MARGIN,
@@ -185,7 +198,8 @@ pub fn drawing(pipeline: &str, def: &PipelineDefinition) -> Drawing {
         }
         lines.extend(approval_words(&stage.approvals));
         lines.extend(gate_words(&stage.gates));
-        let (kind, label, details) = trigger_edge(stage, &previous);
+        let stored = next_fires.get(stage.name.as_str()).copied();
+        let (kind, label, details) = trigger_edge(stage, &previous, stored);
         description.push_str(&format!(
             ", then {} ({label}, {})",
             stage.name,
@@ -285,6 +299,8 @@ pub struct Extras {
     pub recent: Vec<ReleaseRow>,
     pub builds: Vec<crate::engine::builds::BuildDetail>,
     pub secrets: Vec<crate::storage::secrets::SecretName>,
+    /// The stored next fire instant of each schedule stage.
+    pub next_fires: HashMap<String, DateTime<Utc>>,
 }
 
 fn page(nav: Nav, loaded: LoadedPipeline, extras: Extras) -> PipelinePage {
@@ -302,7 +318,7 @@ fn page(nav: Nav, loaded: LoadedPipeline, extras: Extras) -> PipelinePage {
             .map(|s| (s.name.clone(), time(&s.updated_at)))
             .collect(),
         secrets_url: format!("{}/secrets", urls::pipeline(&loaded.name)),
-        drawing: drawing(&loaded.name, def),
+        drawing: drawing(&loaded.name, def, &extras.next_fires),
         description: def.description.clone(),
         repo: def.source.repo.clone(),
         branch: def.source.branch.clone(),
@@ -362,12 +378,17 @@ pub async fn overview(
             let recent = storage::board_releases(conn, loaded.id, 5)?;
             let builds = crate::engine::builds::list_builds(conn, &name, None, 5)?;
             let secrets = crate::engine::secrets::list_secret_names(conn, loaded.id)?;
+            let next_fires = storage::list_stages(conn, loaded.id)?
+                .into_iter()
+                .filter_map(|s| s.next_fire_at.map(|t| (s.name, t.and_utc())))
+                .collect();
             Ok((
                 loaded,
                 Extras {
                     recent,
                     builds,
                     secrets,
+                    next_fires,
                 },
             ))
         })

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::board::{Row, latest_by_release_and_stage, release_row};
+use super::board::{Row, history_explainer, latest_by_release_and_stage, release_row};
 use super::render;
 use crate::domain::DeploymentState;
 use crate::engine::pipelines;
@@ -113,9 +113,7 @@ pub async fn history(
     let query = query.into_inner();
     let page = state
         .with_conn::<_, WebError, _>(move |conn| {
-            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
+            let pipeline = crate::engine::pipelines::find(conn, &name)?;
             let stages = storage::stages_of_pipelines(conn, &[pipeline.id])?;
             let mut filter = release_filter(&query, &stages, PAGE_SIZE + 1)?;
             let mut releases = storage::list_releases(conn, pipeline.id, &filter)?;
@@ -126,9 +124,10 @@ pub async fn history(
             let deployments = storage::deployments_for_releases(conn, &ids)?;
             let latest = latest_by_release_and_stage(&deployments);
             let stage_refs: Vec<&StageRow> = stages.iter().collect();
+            let explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
             let rows = releases
                 .iter()
-                .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest))
+                .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest, &explain))
                 .collect();
             let branch = filter.branch.clone().unwrap_or_default();
             let state_value = filter.state.map(|s| s.as_str()).unwrap_or_default();
@@ -250,11 +249,8 @@ pub async fn detail(
     let (name, version) = path.into_inner();
     let page = state
         .with_conn::<_, WebError, _>(move |conn| {
-            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
-            let release = storage::find_release(conn, pipeline.id, &version)?
-                .ok_or_else(|| WebError::NotFound(format!("{name} has no release `{version}`.")))?;
+            let pipeline = crate::engine::pipelines::find(conn, &name)?;
+            let release = crate::engine::pipelines::find_release(conn, &pipeline, &version)?;
             let revision = storage::revision_by_id(conn, release.revision_id)?;
             let definition =
                 pipelines::parse_stored(&revision.yaml, &pipeline.name, revision.revision)?;
@@ -362,11 +358,8 @@ pub async fn artifact(
     let data_dir = state.settings.data_dir.clone();
     let (row, store_path) = state
         .with_conn::<_, WebError, _>(move |conn| {
-            let pipeline = storage::find_pipeline(conn, &name)?.ok_or_else(|| {
-                WebError::NotFound(format!("There is no pipeline named `{name}`."))
-            })?;
-            let release = storage::find_release(conn, pipeline.id, &version)?
-                .ok_or_else(|| WebError::NotFound(format!("{name} has no release `{version}`.")))?;
+            let pipeline = crate::engine::pipelines::find(conn, &name)?;
+            let release = crate::engine::pipelines::find_release(conn, &pipeline, &version)?;
             let row = storage::list_artifacts(conn, release.id)?
                 .into_iter()
                 .find(|a| a.path == file)

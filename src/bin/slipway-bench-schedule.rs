@@ -1,0 +1,233 @@
+//! Schedule benchmark: over N fires (default 50) of a schedule due every
+//! second, the time from the fire instant (`trigger_runs.scheduled_for`) to
+//!
+//! - the fire recorded (`trigger_runs.fired_at`: the claim, the pick of the
+//!   release and the deployment request, one transaction),
+//! - the deployment queued (`deployments.created_at`),
+//! - the deployment started (`deployments.started_at`: claimed by the
+//!   deployment dispatcher, which the scheduler wakes).
+//!
+//! Before each fire a new release that succeeded in the previous stage is
+//! added (untimed), so every measured fire deploys. The engine (with its
+//! scheduler: a tokio-cron-scheduler job in UTC every second) runs in this
+//! process, on SQLite in a temporary directory, or on a fresh PostgreSQL
+//! database with `--postgres`.
+//!
+//! `cargo run --release --bin slipway-bench-schedule [-- --runs 50] [--postgres]`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use slipway::domain::{DeploymentState, TriggerOutcome};
+use slipway::engine::{Engine, EngineConfig, pipelines, secrets};
+use slipway::storage::schedules as store;
+use slipway::storage::{
+    self, Db, DeploymentRow, NewArtifact, NewDeployment, NewRelease, testing::TestDb,
+};
+
+const PIPELINE: &str = "bench-schedule";
+
+struct Options {
+    runs: usize,
+    postgres: bool,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        runs: 50,
+        postgres: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => {
+                o.runs = args
+                    .next()
+                    .context("--runs needs a value")?
+                    .parse()
+                    .context("--runs needs a number")?
+            }
+            "--postgres" => o.postgres = true,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    ensure!(o.runs > 0, "--runs must be at least 1");
+    Ok(o)
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    let dir = std::env::temp_dir().join(format!(
+        "slipway-bench-schedule-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&o, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// One measured fire.
+struct Run {
+    recorded: Duration,
+    queued: Duration,
+    started: Duration,
+}
+
+fn since(from: NaiveDateTime, to: NaiveDateTime) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+/// A release of the bench pipeline that succeeded in `dev`.
+fn add_release(db: &Db, pipeline_id: i64, revision_id: i64, n: usize) -> anyhow::Result<i64> {
+    let mut conn = db.get()?;
+    let release = storage::insert_release(
+        &mut conn,
+        &NewRelease {
+            pipeline_id,
+            version: format!("1.0.{n}"),
+            build_id: None,
+            revision_id,
+            commit_sha: format!("{n:040x}"),
+            branch: "main".into(),
+            message: format!("change {n}"),
+            author: "bench".into(),
+            fixes_release_id: None,
+        },
+        &[NewArtifact {
+            path: "dist/app.js".into(),
+            sha256: format!("{n:064x}"),
+            size: 10,
+        }],
+    )?;
+    storage::insert_deployment(
+        &mut conn,
+        &NewDeployment {
+            pipeline_id,
+            release_id: release.id,
+            stage: "dev".into(),
+            state: DeploymentState::Succeeded,
+            trigger: "manual".into(),
+            requested_by: "bench".into(),
+            reason: None,
+        },
+    )?;
+    Ok(release.id)
+}
+
+fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
+    let (url, _pg) = if o.postgres {
+        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
+        (test_db.url.clone(), Some(test_db))
+    } else {
+        (format!("sqlite://{}/bench.db", dir.display()), None)
+    };
+    let db = Db::connect(&url, 8)?;
+    db.run_migrations()?;
+    let yaml = format!(
+        r#"pipeline: {PIPELINE}
+source: {{ repo: /srv/git/{PIPELINE}, branch: main }}
+version: "1.0.{{build}}"
+stages:
+  - name: dev
+    trigger: manual
+  - name: test
+    trigger: {{ schedule: {{ cron: "* * * * * *", timezone: UTC }} }}
+    tasks: [ {{ shell: "true" }} ]
+"#
+    );
+    let (pipeline_id, revision_id) = {
+        let mut conn = db.get()?;
+        let def = pipelines::parse(&yaml, "bench")?;
+        pipelines::import(&mut conn, def, None, "bench", None)?;
+        let p = storage::find_pipeline(&mut conn, PIPELINE)?.context("pipeline")?;
+        (p.id, storage::current_revision(&mut conn, p.id)?.id)
+    };
+
+    let data = dir.join("data");
+    let rt = tokio::runtime::Runtime::new()?;
+    let engine = Engine::new(
+        db.clone(),
+        data,
+        Arc::new(secrets::SecretKey::generate()?),
+        EngineConfig::default(),
+    );
+    rt.block_on(engine.start())?;
+
+    let warm_up = 3;
+    let mut runs = Vec::with_capacity(o.runs);
+    for n in 1..=(o.runs + warm_up) {
+        let release_id = add_release(&db, pipeline_id, revision_id, n)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (fire, deployment) = loop {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "release 1.0.{n} was not deployed by the schedule within 30 s"
+            );
+            let mut conn = db.get()?;
+            let fire = store::recent_trigger_runs(&mut conn, pipeline_id, "test", 5)?
+                .into_iter()
+                .find(|r| r.release_id == Some(release_id));
+            if let Some(fire) = fire {
+                ensure!(
+                    fire.outcome == TriggerOutcome::Deployed,
+                    "fire of 1.0.{n}: {}",
+                    fire.detail
+                );
+                let id = fire.deployment_id.context("deployment id")?;
+                use slipway::storage::schema::deployments as d;
+                let deployment: DeploymentRow = d::table
+                    .find(id)
+                    .select(DeploymentRow::as_select())
+                    .first(&mut *conn)?;
+                if deployment.started_at.is_some() {
+                    break (fire, deployment);
+                }
+            }
+            drop(conn);
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if n > warm_up {
+            let at = fire.scheduled_for;
+            runs.push(Run {
+                recorded: since(at, fire.fired_at),
+                queued: since(at, deployment.created_at),
+                started: since(at, deployment.started_at.context("started")?),
+            });
+        }
+    }
+    rt.block_on(engine.shutdown());
+
+    let backend = if o.postgres { "PostgreSQL" } else { "SQLite" };
+    println!(
+        "{} fires (after {warm_up} warm-up fires), {backend}, a schedule due every second, a new release before each fire",
+        o.runs
+    );
+    println!(
+        "{:<44} {:>9} {:>9} {:>9}",
+        "from the fire instant to", "p50", "p99", "max"
+    );
+    type Figure = fn(&Run) -> Duration;
+    let rows: [(&str, Figure); 3] = [
+        ("the fire recorded (claim + request)", |r| r.recorded),
+        ("the deployment queued", |r| r.queued),
+        ("the deployment started", |r| r.started),
+    ];
+    for (label, f) in rows {
+        let mut times: Vec<Duration> = runs.iter().map(f).collect();
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        println!(
+            "{:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+            label,
+            at(0.50).as_secs_f64() * 1000.0,
+            at(0.99).as_secs_f64() * 1000.0,
+            times.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The deployment side of the [`Engine`] (a child module of `runtime`, so it
+//! shares the engine's state):
+//!
+//! - **Dispatcher.** Woken at once when a deployment is queued
+//!   ([`Engine::deploy`], [`Engine::notify_deployments`]; after a build, a
+//!   deployment that ended, a cancel) and every
+//!   [`EngineConfig::safety_poll`](super::EngineConfig) in case the wake-up
+//!   came from another instance. For each queued deployment, oldest first:
+//!   a stage with approvals (or gates) before it moves it to
+//!   `waiting_for_approval` (`evaluating_gates`), where it stays until the
+//!   approvals (gates) issue resolves it; otherwise it is claimed
+//!   (`queued → running`) when its stage runs fewer than `queue.parallel`
+//!   deployments and no older one of the stage is queued. The claim is a
+//!   conditional update with the pipeline row locked, so with several
+//!   instances on one database each deployment starts exactly once.
+//! - **Heartbeat.** Every [`EngineConfig::heartbeat`](super::EngineConfig)
+//!   the running deployments of this instance are marked alive, the ones
+//!   canceled through another instance are stopped, and deployments of an
+//!   instance silent for `stale_after` are interrupted.
+//! - **Recovery.** On start, the running deployments this instance left
+//!   behind become `interrupted` (they can be redeployed); queued and
+//!   waiting ones are simply picked up again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, lock, stale_before};
+use crate::domain::rules;
+use crate::domain::{DeploymentEvent, DeploymentState};
+use crate::engine::EngineError;
+use crate::engine::builds::{ENGINE_ACTOR, blocking};
+use crate::engine::deploy_run::{self, DeployContext};
+use crate::engine::deployments::{self, DeployOutcome, DeployRequest};
+use crate::storage::{self, DeploymentRow};
+
+/// The engine's deployment state.
+pub(super) struct DeployState {
+    /// Wakes the deployment dispatcher.
+    wake: Notify,
+    /// Cancellation tokens of the deployments this instance runs.
+    running: Mutex<HashMap<i64, CancellationToken>>,
+    /// One pooled HTTP client for `http` tasks.
+    http: reqwest::Client,
+}
+
+impl DeployState {
+    pub(super) fn new() -> DeployState {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot configure the HTTP client; using the defaults");
+                reqwest::Client::new()
+            });
+        DeployState {
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            http,
+        }
+    }
+}
+
+impl Engine {
+    /// Asks for a deployment ([`deployments::request_deployment`]) and
+    /// wakes the dispatcher so it starts at once.
+    pub async fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, EngineError> {
+        let outcome = blocking(&self.inner.db, move |conn| {
+            deployments::request_deployment(conn, &req)
+        })
+        .await?;
+        self.notify_deployments();
+        Ok(outcome)
+    }
+
+    /// Redeploys deployment `id`: a new attempt of its release in its stage.
+    pub async fn redeploy(&self, id: i64, actor: &str) -> Result<DeployOutcome, EngineError> {
+        let actor = actor.to_string();
+        let req = blocking(&self.inner.db, move |conn| {
+            deployments::redeploy_request(conn, id, &actor)
+        })
+        .await?;
+        self.deploy(req).await
+    }
+
+    /// Cancels a deployment and stops its task if it runs here.
+    pub async fn cancel_deployment(
+        &self,
+        id: i64,
+        actor: &str,
+    ) -> Result<DeploymentRow, EngineError> {
+        let actor = actor.to_string();
+        let d = blocking(&self.inner.db, move |conn| {
+            deployments::cancel_deployment(conn, id, &actor)
+        })
+        .await?;
+        self.signal_cancel_deployment(id);
+        self.notify_deployments();
+        Ok(d)
+    }
+
+    /// Wakes the deployment dispatcher: call it after queuing a deployment
+    /// (or anything that may let one start).
+    pub fn notify_deployments(&self) {
+        self.inner.deploy.wake.notify_one();
+    }
+
+    /// Stops the running task of a deployment this instance runs (after
+    /// [`deployments::cancel_deployment`] recorded the cancellation).
+    /// Returns whether it runs here.
+    pub fn signal_cancel_deployment(&self, id: i64) -> bool {
+        match lock(&self.inner.deploy.running).get(&id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ids of the deployments running on this instance.
+    pub fn running_deployments(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = lock(&self.inner.deploy.running).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Interrupts what this instance's previous process left running, then
+    /// starts the dispatcher and the heartbeat (called by [`Engine::start`]).
+    pub(super) async fn start_deployments(&self, runner: String) -> Result<(), EngineError> {
+        let stale = stale_before(self.inner.config.stale_after);
+        let recovered = blocking(&self.inner.db, move |conn| {
+            deployments::interrupt_orphans(conn, Some(&runner), stale)
+        })
+        .await?;
+        for d in &recovered {
+            tracing::warn!(
+                deployment = d.id,
+                stage = %d.stage,
+                "deployment was left running by a previous process; marked interrupted"
+            );
+        }
+        let me = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { me.deploy_dispatch_loop().await });
+        let me = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { me.deploy_heartbeat_loop().await });
+        self.notify_deployments();
+        Ok(())
+    }
+
+    async fn deploy_dispatch_loop(self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            if let Err(e) = self.deploy_dispatch_once().await {
+                tracing::error!(error = %e, "deployment dispatcher");
+            }
+            tokio::select! {
+                _ = self.inner.deploy.wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.config.safety_poll) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Moves queued deployments on: to their approvals or gates, or claims
+    /// the ones that may run now and starts them.
+    async fn deploy_dispatch_once(&self) -> Result<(), EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let me = self.clone();
+        let runner = self.runner();
+        let claimed = blocking(&self.inner.db, move |conn| {
+            let mut queued = storage::deployments::queued_deployments(conn, 200)?;
+            // Deployments whose gates before the stage passed are claimed too.
+            queued.extend(storage::gates::deployments_past_gates(conn, 200)?);
+            queued.sort_by_key(|d| d.id);
+            let mut plans = deploy_run::Plans::default();
+            let mut claimed = Vec::new();
+            // Stages where a claim found no room (or an older deployment
+            // first): later deployments of the stage wait too.
+            let mut blocked: HashSet<(i64, String)> = HashSet::new();
+            for d in queued {
+                let plan = match plans.plan(conn, &d) {
+                    Ok(plan) => plan,
+                    Err(EngineError::NotFound(why)) => {
+                        // Its stage left the pipeline: it can never run.
+                        if let Err(e) = deployments::apply(
+                            conn,
+                            &d,
+                            d.state,
+                            DeploymentEvent::Cancel,
+                            ENGINE_ACTOR,
+                            Some(&why),
+                            &format!("stage={} {why}", d.stage),
+                        ) {
+                            tracing::error!(deployment = d.id, error = %e, "cannot cancel a deployment");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(deployment = d.id, error = %e, "cannot plan a deployment");
+                        continue;
+                    }
+                };
+                let stage_key = (d.pipeline_id, d.stage.clone());
+                let claims = d.state == DeploymentState::EvaluatingGates
+                    || rules::first_step(&plan.stage) == DeploymentEvent::Start;
+                if claims && blocked.contains(&stage_key) {
+                    continue;
+                }
+                let token = me.inner.shutdown.child_token();
+                lock(&me.inner.deploy.running).insert(d.id, token.clone());
+                match deploy_run::advance(conn, &d, &plan, &runner) {
+                    Ok(Some(started)) => claimed.push((started, plan, token)),
+                    Ok(None) => {
+                        lock(&me.inner.deploy.running).remove(&d.id);
+                        if claims {
+                            blocked.insert(stage_key);
+                        }
+                    }
+                    Err(e) => {
+                        lock(&me.inner.deploy.running).remove(&d.id);
+                        tracing::error!(deployment = d.id, error = %e, "cannot start a deployment");
+                    }
+                }
+            }
+            Ok(claimed)
+        })
+        .await?;
+        // Deployments that entered `evaluating_gates` get their gate runs now.
+        self.inner.gates.notify();
+        for (started, plan, token) in claimed {
+            let ctx = DeployContext {
+                db: self.inner.db.clone(),
+                data_dir: self.inner.data_dir.clone(),
+                secret_key: self.inner.secret_key.clone(),
+                default_task_timeout: self.inner.config.default_task_timeout,
+                kill_grace: self.inner.config.kill_grace,
+                keep_workspaces: self.inner.config.keep_workspaces,
+                shutdown: self.inner.shutdown.clone(),
+                http: self.inner.deploy.http.clone(),
+                slots: self.inner.slots.clone(),
+            };
+            let me = self.clone();
+            self.inner.tracker.spawn(async move {
+                let id = started.deployment.id;
+                deploy_run::run_deployment(ctx, started, plan, token).await;
+                lock(&me.inner.deploy.running).remove(&id);
+                // A place in the stage is free, and `after` triggers may have queued more.
+                me.notify_deployments();
+            });
+        }
+        Ok(())
+    }
+
+    async fn deploy_heartbeat_loop(self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.heartbeat) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if let Err(e) = self.deploy_heartbeat_once().await {
+                tracing::error!(error = %e, "deployment heartbeat");
+            }
+        }
+    }
+
+    async fn deploy_heartbeat_once(&self) -> Result<(), EngineError> {
+        let runner = self.runner();
+        let local = self.running_deployments();
+        let stale = stale_before(self.inner.config.stale_after);
+        let (states, recovered) = blocking(&self.inner.db, move |conn| {
+            storage::deployments::heartbeat_deployments(conn, &runner)?;
+            let states = storage::deployments::deployment_states(conn, &local)?;
+            let recovered = deployments::interrupt_orphans(conn, None, stale)?;
+            Ok((states, recovered))
+        })
+        .await?;
+        for (id, state) in states {
+            if state.is_terminal() {
+                // Canceled through another instance.
+                self.signal_cancel_deployment(id);
+            }
+        }
+        for d in recovered {
+            tracing::warn!(
+                deployment = d.id,
+                runner = d.runner.as_deref().unwrap_or("-"),
+                "a running deployment's instance went silent; marked interrupted"
+            );
+        }
+        Ok(())
+    }
+}

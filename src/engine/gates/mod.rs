@@ -1,0 +1,780 @@
+//! Gates (issue 6): health checks sampled before or after a stage until all
+//! of them are green in the same round and stay green for `steady`.
+//!
+//! - **Runs.** A deployment that enters `evaluating_gates` gets a gate run
+//!   (`gate_runs`: phase `before` when its tasks have not run, else
+//!   `after`). The [`Gates`] scanner finds such deployments (woken by
+//!   [`Gates::notify`] and every second) and starts a run; the same scan
+//!   resumes the runs a restarted server left `evaluating`.
+//! - **Timers.** Each run is one tokio task sleeping until its next round
+//!   (`next_at`, stored), never a thread or a busy loop. A round samples
+//!   every check concurrently with one pooled HTTP client, then stores the
+//!   samples, the run's progress and — when it ended — the deployment's
+//!   transition with its audit record, in one transaction. The decision is
+//!   the domain's ([`crate::domain::gate_eval::after_round`]).
+//! - **Resume.** Times are absolute (started, deadline, next round), so a
+//!   restarted server resumes sampling where it was with the elapsed time
+//!   counted.
+//! - **Outcome.** Passed before the stage → approvals (when they come after
+//!   gates) or left for the deployment dispatcher to claim and run; passed
+//!   after the stage → approvals after it, else `succeeded` (and the
+//!   stages `after:` it requested). Timed out → `failed` with the reason
+//!   and the last values.
+//! - **People.** A release manager can re-evaluate now or bypass a run
+//!   with a reason (`gate.reevaluate`, `gate.bypass`, audited).
+pub mod checks;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::checks::{CheckContext, Sample};
+use super::builds::{ENGINE_ACTOR, blocking};
+use super::deployments::{self, subject};
+use super::secrets::{self, SecretKey};
+use super::{EngineError, pipelines};
+use crate::domain::gate_eval::{self, CheckResult, GateDecision, GateProgress, GateTiming};
+use crate::domain::secrets::Masker;
+use crate::domain::{ApprovalOrder, DeploymentEvent, DeploymentState, GatePolicy, Stage, Upstream};
+use crate::storage::gates::{self as store, EVALUATING, NewGateRun, NewGateSample, RoundUpdate};
+use crate::storage::{self, Db, DbConn, DeploymentRow, GateRunRow, GateSampleRow};
+
+/// `before` or `after` the stage's tasks.
+pub const BEFORE: &str = "before";
+/// See [`BEFORE`].
+pub const AFTER: &str = "after";
+
+/// The last result of one check, as stored with its run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastResult {
+    pub name: String,
+    /// `pass`, `fail`, `inconclusive`, or `None` before the first sample.
+    pub verdict: Option<String>,
+    pub value: Option<String>,
+    pub sampled_at: Option<NaiveDateTime>,
+}
+
+/// Called when a gate run ended (to wake the deployment dispatcher).
+pub type OnFinish = Arc<dyn Fn() + Send + Sync>;
+
+/// The gates of this instance: the scanner and one timer per run.
+#[derive(Clone)]
+pub struct Gates {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    secret_key: Arc<SecretKey>,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// The runs with a timer on this instance, and how to wake each.
+    timers: Mutex<HashMap<i64, Arc<Notify>>>,
+    scan: Notify,
+    on_finish: Mutex<Option<OnFinish>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Gates {
+    /// The gates over `db`; nothing runs until [`Gates::start`].
+    pub fn new(
+        db: Db,
+        secret_key: Arc<SecretKey>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Gates {
+        Gates {
+            inner: Arc::new(Inner {
+                db,
+                secret_key,
+                http: checks::http_client(),
+                shutdown,
+                tracker,
+                timers: Mutex::new(HashMap::new()),
+                scan: Notify::new(),
+                on_finish: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the scanner (which also resumes the runs left `evaluating`).
+    pub fn start(&self, on_finish: OnFinish) {
+        *lock(&self.inner.on_finish) = Some(on_finish);
+        let me = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { me.scan_loop().await });
+    }
+
+    /// Looks for deployments that entered `evaluating_gates` now.
+    pub fn notify(&self) {
+        self.inner.scan.notify_one();
+    }
+
+    /// The runs with a timer on this instance.
+    pub fn active_runs(&self) -> usize {
+        lock(&self.inner.timers).len()
+    }
+
+    async fn scan_loop(self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            if let Err(e) = self.scan_once().await {
+                tracing::error!(error = %e, "gate scan");
+            }
+            tokio::select! {
+                _ = self.inner.scan.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Starts runs for deployments waiting on gates, and timers for runs
+    /// without one.
+    async fn scan_once(&self) -> Result<(), EngineError> {
+        let runs = blocking(&self.inner.db, |conn| {
+            for d in store::deployments_evaluating_gates(conn)? {
+                let phase = phase_of(&d);
+                if store::gate_run_of(conn, d.id, phase)?.is_none()
+                    && let Err(e) = start_run(conn, &d, phase)
+                {
+                    tracing::error!(deployment = d.id, error = %e, "cannot start a gate run");
+                }
+            }
+            Ok(store::evaluating_gate_runs(conn)?)
+        })
+        .await?;
+        for run in runs {
+            self.ensure_timer(run.id);
+        }
+        Ok(())
+    }
+
+    fn ensure_timer(&self, id: i64) {
+        let wake = {
+            let mut timers = lock(&self.inner.timers);
+            if timers.contains_key(&id) {
+                return;
+            }
+            let wake = Arc::new(Notify::new());
+            timers.insert(id, wake.clone());
+            wake
+        };
+        let me = self.clone();
+        self.inner.tracker.spawn(async move {
+            if let Err(e) = me.drive(id, wake).await {
+                tracing::error!(gate_run = id, error = %e, "gate run");
+            }
+            lock(&me.inner.timers).remove(&id);
+        });
+    }
+
+    /// The timer of one run: sleep until the next round, sample, record.
+    async fn drive(&self, id: i64, wake: Arc<Notify>) -> Result<(), EngineError> {
+        let key = self.inner.secret_key.clone();
+        let loaded = blocking(&self.inner.db, move |conn| load_run(conn, &key, id)).await?;
+        let Some(mut loaded) = loaded else {
+            return Ok(());
+        };
+        loop {
+            let Some(next_at) = loaded.run.next_at else {
+                return Ok(());
+            };
+            let wait = (next_at - storage::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wake.notified() => {
+                    // Re-evaluated or bypassed: read the run again.
+                    match blocking(&self.inner.db, move |conn| Ok(store::find_gate_run(conn, id)?)).await? {
+                        Some(run) if run.state == EVALUATING => {
+                            loaded.run = run;
+                            continue;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+            }
+            let samples = futures_util::future::join_all(
+                loaded
+                    .policy
+                    .checks
+                    .iter()
+                    .map(|c| checks::sample(&self.inner.http, c, &loaded.ctx)),
+            )
+            .await;
+            let round = Round {
+                scheduled_at: next_at,
+                samples,
+            };
+            let l = loaded.clone();
+            let outcome =
+                blocking(&self.inner.db, move |conn| record_round(conn, &l, round)).await?;
+            match outcome {
+                Some(run) => loaded.run = run,
+                None => {
+                    if let Some(f) = lock(&self.inner.on_finish).clone() {
+                        f();
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Samples a run now (`gate.reevaluate` by `actor`).
+    pub async fn reevaluate(&self, id: i64, actor: &str) -> Result<(), EngineError> {
+        let actor = actor.to_owned();
+        blocking(&self.inner.db, move |conn| {
+            storage::write_transaction(conn, |conn| {
+                let run = evaluating(conn, id)?;
+                store::reschedule_gate_run(conn, id, storage::now())?;
+                storage::append_audit(
+                    conn,
+                    &actor,
+                    "gate.reevaluate",
+                    &subject(&run.pipeline, run.deployment_id),
+                    &format!("gate_run={id} stage={} phase={}", run.stage, run.phase),
+                )?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.wake(id);
+        Ok(())
+    }
+
+    /// Lets a run pass without its checks (`gate.bypass` by `actor`, with
+    /// the reason); the deployment moves on as if the gate had passed.
+    pub async fn bypass(&self, id: i64, actor: &str, reason: &str) -> Result<(), EngineError> {
+        let reason = reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(EngineError::Invalid(
+                "bypassing a gate needs a reason".into(),
+            ));
+        }
+        let actor = actor.to_owned();
+        blocking(&self.inner.db, move |conn| {
+            storage::write_transaction(conn, |conn| {
+                let run = evaluating(conn, id)?;
+                let d = deployments::find(conn, run.deployment_id)?;
+                if !store::finish_gate_run(conn, id, "bypassed", Some(&reason), &actor)? {
+                    return Err(EngineError::Conflict("the gate run has ended".into()));
+                }
+                storage::append_audit(
+                    conn,
+                    &actor,
+                    "gate.bypass",
+                    &subject(&run.pipeline, run.deployment_id),
+                    &format!(
+                        "gate_run={id} stage={} phase={} reason={reason}",
+                        run.stage, run.phase
+                    ),
+                )?;
+                let stage = stage_for(conn, &run.pipeline, &d)?;
+                passed(conn, &run, &d, &stage, &actor)
+            })
+        })
+        .await?;
+        self.wake(id);
+        if let Some(f) = lock(&self.inner.on_finish).clone() {
+            f();
+        }
+        Ok(())
+    }
+
+    fn wake(&self, id: i64) {
+        if let Some(w) = lock(&self.inner.timers).get(&id) {
+            w.notify_one();
+        }
+    }
+}
+
+fn evaluating(conn: &mut DbConn, id: i64) -> Result<GateRunRow, EngineError> {
+    let run = store::find_gate_run(conn, id)?
+        .ok_or_else(|| EngineError::NotFound(format!("no gate run #{id}")))?;
+    if run.state != EVALUATING {
+        return Err(EngineError::Conflict(format!(
+            "gate run #{id} has ended ({})",
+            run.state
+        )));
+    }
+    Ok(run)
+}
+
+/// `before` while the deployment's tasks have not started, else `after`.
+pub fn phase_of(d: &DeploymentRow) -> &'static str {
+    if d.started_at.is_some() {
+        AFTER
+    } else {
+        BEFORE
+    }
+}
+
+fn stage_for(conn: &mut DbConn, pipeline: &str, d: &DeploymentRow) -> Result<Stage, EngineError> {
+    let release = storage::find_release_by_id(conn, d.release_id)?
+        .ok_or_else(|| EngineError::NotFound(format!("deployment #{} has no release", d.id)))?;
+    let own = deployments::release_definition(conn, pipeline, &release).ok();
+    let current = pipelines::load(conn, pipeline)?.definition;
+    deployments::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
+        EngineError::NotFound(format!("the stage `{}` is not in the pipeline", d.stage))
+    })
+}
+
+fn policy_of<'s>(stage: &'s Stage, phase: &str) -> Option<&'s GatePolicy> {
+    if phase == AFTER {
+        stage.gates.after.as_ref()
+    } else {
+        stage.gates.before.as_ref()
+    }
+}
+
+/// Inserts a run for a deployment in `evaluating_gates` (`gate.start`).
+fn start_run(conn: &mut DbConn, d: &DeploymentRow, phase: &str) -> Result<(), EngineError> {
+    storage::write_transaction(conn, |conn| {
+        let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?.name;
+        let release = storage::find_release_by_id(conn, d.release_id)?
+            .ok_or_else(|| EngineError::NotFound(format!("deployment #{} has no release", d.id)))?;
+        let stage = stage_for(conn, &pipeline, d)?;
+        let Some(policy) = policy_of(&stage, phase) else {
+            return Err(EngineError::Invalid(format!(
+                "the stage `{}` has no gates {phase} it",
+                d.stage
+            )));
+        };
+        let timing = GateTiming::of(policy);
+        let started_at = storage::now();
+        let progress = GateProgress {
+            streaks: vec![0; policy.checks.len()],
+            inconclusive: vec![0; policy.checks.len()],
+            ..GateProgress::default()
+        };
+        let id = store::insert_gate_run(
+            conn,
+            &NewGateRun {
+                deployment_id: d.id,
+                pipeline: pipeline.clone(),
+                release_version: release.version.clone(),
+                stage: d.stage.clone(),
+                phase: phase.to_owned(),
+                started_at,
+                deadline_at: timing.deadline(started_at),
+                next_at: timing.due(started_at, 0),
+                progress: to_json(&progress),
+            },
+        )?;
+        let last: Vec<LastResult> = policy
+            .checks
+            .iter()
+            .map(|c| LastResult {
+                name: checks::check_label(c),
+                verdict: None,
+                value: None,
+                sampled_at: None,
+            })
+            .collect();
+        store::record_round(
+            conn,
+            id,
+            &RoundUpdate {
+                round: 0,
+                next_at: Some(timing.due(started_at, 0)),
+                green_since: None,
+                progress: to_json(&progress),
+                last_results: to_json(&last),
+            },
+        )?;
+        storage::append_audit(
+            conn,
+            ENGINE_ACTOR,
+            "gate.start",
+            &subject(&pipeline, d.id),
+            &format!(
+                "gate_run={id} stage={} phase={phase} release={} checks={}",
+                d.stage,
+                release.version,
+                policy.checks.len()
+            ),
+        )?;
+        Ok(())
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// What a timer needs: the run, its policy and stage, the checks' context.
+#[derive(Clone)]
+struct Loaded {
+    run: GateRunRow,
+    stage: Stage,
+    policy: GatePolicy,
+    ctx: CheckContext,
+}
+
+/// Reads a run with its policy and the pipeline's secrets; `None` when it
+/// ended. A run whose stage lost its gates fails.
+fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded>, EngineError> {
+    let Some(run) = store::find_gate_run(conn, id)? else {
+        return Ok(None);
+    };
+    if run.state != EVALUATING {
+        return Ok(None);
+    }
+    let d = deployments::find(conn, run.deployment_id)?;
+    let stage = stage_for(conn, &run.pipeline, &d)?;
+    let Some(policy) = policy_of(&stage, &run.phase).cloned() else {
+        let reason = format!("the stage has no gates {} it any more", run.phase);
+        storage::write_transaction(conn, |conn| failed(conn, &run, &d, &reason))?;
+        return Ok(None);
+    };
+    let secrets: BTreeMap<String, String> = secrets::resolve_all(conn, key, d.pipeline_id)?
+        .into_iter()
+        .map(|(name, value)| {
+            use secrecy::ExposeSecret;
+            (name, value.expose_secret().to_string())
+        })
+        .collect();
+    let masker = Masker::new(secrets.values());
+    let ctx = CheckContext {
+        secrets: Arc::new(secrets),
+        masker,
+        extension_input: serde_json::json!({
+            "pipeline": run.pipeline,
+            "release": run.release_version,
+            "stage": run.stage,
+            "deployment_id": run.deployment_id,
+            "phase": run.phase,
+        }),
+        command_timeout: policy.interval.to_std().max(Duration::from_secs(5)),
+        compiled: Arc::new(checks::compile_all(&policy.checks)),
+    };
+    Ok(Some(Loaded {
+        run,
+        stage,
+        policy,
+        ctx,
+    }))
+}
+
+struct Round {
+    scheduled_at: NaiveDateTime,
+    samples: Vec<Sample>,
+}
+
+/// Stores a round and its consequences in one transaction; the run as it
+/// continues, or `None` when it ended.
+fn record_round(
+    conn: &mut DbConn,
+    l: &Loaded,
+    round: Round,
+) -> Result<Option<GateRunRow>, EngineError> {
+    let id = l.run.id;
+    storage::write_transaction(conn, |conn| {
+        let Some(run) = store::find_gate_run(conn, id)? else {
+            return Ok(None);
+        };
+        if run.state != EVALUATING {
+            return Ok(None);
+        }
+        let d = deployments::find(conn, run.deployment_id)?;
+        if d.state != DeploymentState::EvaluatingGates || phase_of(&d) != run.phase {
+            // Canceled or superseded meanwhile.
+            store::finish_gate_run(
+                conn,
+                id,
+                "canceled",
+                Some(&format!("the deployment is {}", d.state.as_str())),
+                ENGINE_ACTOR,
+            )?;
+            return Ok(None);
+        }
+        let mut progress: GateProgress = serde_json::from_str(&run.progress).unwrap_or_default();
+        let number = i32::try_from(progress.round + 1).unwrap_or(i32::MAX);
+        let mut results = Vec::new();
+        let mut last = Vec::new();
+        for (check, s) in l.policy.checks.iter().zip(&round.samples) {
+            let name = checks::check_label(check);
+            store::insert_gate_sample(
+                conn,
+                &NewGateSample {
+                    gate_run_id: id,
+                    deployment_id: run.deployment_id,
+                    phase: run.phase.clone(),
+                    round: number,
+                    check_name: name.clone(),
+                    scheduled_at: round.scheduled_at,
+                    sampled_at: s.sampled_at,
+                    duration_ms: i64::try_from(s.duration.as_millis()).unwrap_or(i64::MAX),
+                    request: s.request.clone(),
+                    value: s.value.clone(),
+                    verdict: s.verdict.as_str().to_owned(),
+                    body: s.body.clone(),
+                },
+            )?;
+            last.push(LastResult {
+                name: name.clone(),
+                verdict: Some(s.verdict.as_str().to_owned()),
+                value: Some(s.value.clone()),
+                sampled_at: Some(s.sampled_at),
+            });
+            results.push(CheckResult {
+                name,
+                verdict: s.verdict,
+                value: s.value.clone(),
+            });
+        }
+        let now = storage::now();
+        let decision =
+            gate_eval::after_round(&l.policy, run.started_at, &mut progress, &results, now);
+        let next_at = match &decision {
+            GateDecision::Continue { next_at, .. } => Some(*next_at),
+            _ => None,
+        };
+        store::record_round(
+            conn,
+            id,
+            &RoundUpdate {
+                round: i32::try_from(progress.round).unwrap_or(i32::MAX),
+                next_at,
+                green_since: progress.green_since,
+                progress: to_json(&progress),
+                last_results: to_json(&last),
+            },
+        )?;
+        match decision {
+            GateDecision::Continue { ask, .. } => {
+                for i in ask {
+                    let name = results.get(i).map(|r| r.name.clone()).unwrap_or_default();
+                    let question = format!(
+                        "The check `{name}` has been inconclusive for {} samples in a row: \
+                         should the gate be bypassed?",
+                        gate_eval::ASK_AFTER
+                    );
+                    store::set_gate_question(conn, id, &question)?;
+                    storage::append_audit(
+                        conn,
+                        ENGINE_ACTOR,
+                        "gate.ask",
+                        &subject(&run.pipeline, run.deployment_id),
+                        &format!("gate_run={id} stage={} check={name}", run.stage),
+                    )?;
+                }
+                Ok(Some(GateRunRow {
+                    round: i32::try_from(progress.round).unwrap_or(i32::MAX),
+                    next_at,
+                    green_since: progress.green_since,
+                    ..run
+                }))
+            }
+            GateDecision::Pass => {
+                store::finish_gate_run(conn, id, "passed", None, ENGINE_ACTOR)?;
+                storage::append_audit(
+                    conn,
+                    ENGINE_ACTOR,
+                    "gate.pass",
+                    &subject(&run.pipeline, run.deployment_id),
+                    &format!(
+                        "gate_run={id} stage={} phase={} rounds={}",
+                        run.stage, run.phase, progress.round
+                    ),
+                )?;
+                passed(conn, &run, &d, &l.stage, ENGINE_ACTOR)?;
+                Ok(None)
+            }
+            GateDecision::Fail { reason } => {
+                failed(conn, &run, &d, &reason)?;
+                Ok(None)
+            }
+        }
+    })
+}
+
+/// The run failed: it and its deployment end `failed` with the reason.
+fn failed(
+    conn: &mut DbConn,
+    run: &GateRunRow,
+    d: &DeploymentRow,
+    reason: &str,
+) -> Result<(), EngineError> {
+    store::finish_gate_run(conn, run.id, "failed", Some(reason), ENGINE_ACTOR)?;
+    let to = deployments::transition(DeploymentState::EvaluatingGates, DeploymentEvent::Fail)?;
+    let message = format!("gates {} the stage failed: {reason}", run.phase);
+    if storage::deployments::transition_deployment(
+        conn,
+        d.id,
+        DeploymentState::EvaluatingGates,
+        to,
+        Some(&message),
+    )? {
+        storage::append_audit(
+            conn,
+            ENGINE_ACTOR,
+            "deployment.fail",
+            &subject(&run.pipeline, d.id),
+            &format!("gate_run={} {message}", run.id),
+        )?;
+    }
+    Ok(())
+}
+
+/// The run passed (or was bypassed): the deployment moves on. Before the
+/// stage with no approvals after the gates, the deployment stays in
+/// `evaluating_gates` with a passed run, for the dispatcher to claim.
+fn passed(
+    conn: &mut DbConn,
+    run: &GateRunRow,
+    d: &DeploymentRow,
+    stage: &Stage,
+    actor: &str,
+) -> Result<(), EngineError> {
+    let approvals_next = stage.approvals.order == ApprovalOrder::AfterGates
+        && if run.phase == AFTER {
+            stage.approvals.after.is_some()
+        } else {
+            stage.approvals.before.is_some()
+        };
+    let event = if approvals_next {
+        DeploymentEvent::RequestApproval
+    } else if run.phase == AFTER {
+        DeploymentEvent::Succeed
+    } else {
+        // The deployment dispatcher claims it (see `deploy_run::advance`).
+        return Ok(());
+    };
+    let to = deployments::transition(DeploymentState::EvaluatingGates, event)?;
+    if !storage::deployments::transition_deployment(
+        conn,
+        d.id,
+        DeploymentState::EvaluatingGates,
+        to,
+        None,
+    )? {
+        return Ok(());
+    }
+    storage::append_audit(
+        conn,
+        actor,
+        &format!("deployment.{}", event.as_str()),
+        &subject(&run.pipeline, d.id),
+        &format!(
+            "stage={} release={} after gates",
+            d.stage, run.release_version
+        ),
+    )?;
+    if to == DeploymentState::Succeeded
+        && let Some(release) = storage::find_release_by_id(conn, d.release_id)?
+    {
+        let current = pipelines::load(conn, &run.pipeline)?.definition;
+        deployments::request_after(
+            conn,
+            &run.pipeline,
+            &current,
+            &Upstream::Stage(stage.name.clone()),
+            &release,
+        )?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Reading gate runs back
+// ---------------------------------------------------------------------------
+
+/// One check of a run: its last result and recent samples (oldest first).
+#[derive(Clone, Debug)]
+pub struct CheckView {
+    pub name: String,
+    pub last: Option<LastResult>,
+    pub samples: Vec<GateSampleRow>,
+}
+
+/// A run with its checks.
+#[derive(Clone, Debug)]
+pub struct GateRunView {
+    pub run: GateRunRow,
+    pub checks: Vec<CheckView>,
+}
+
+/// Evaluating runs and recently finished ones.
+#[derive(Clone, Debug)]
+pub struct GatesOverview {
+    pub evaluating: Vec<GateRunView>,
+    pub recent: Vec<GateRunView>,
+}
+
+/// Samples of each check shown with a run.
+pub const RECENT_SAMPLES: i64 = 30;
+
+/// A run with its checks and their recent samples.
+pub fn run_view(conn: &mut DbConn, run: GateRunRow) -> Result<GateRunView, EngineError> {
+    let last: Vec<LastResult> = serde_json::from_str(&run.last_results).unwrap_or_default();
+    let names: Vec<String> = last.iter().map(|l| l.name.clone()).collect();
+    let per_run = RECENT_SAMPLES * i64::try_from(names.len().max(1)).unwrap_or(1);
+    let samples = store::samples_of_run(conn, run.id, per_run)?;
+    let mut checks: Vec<CheckView> = last
+        .into_iter()
+        .map(|l| CheckView {
+            name: l.name.clone(),
+            last: Some(l),
+            samples: Vec::new(),
+        })
+        .collect();
+    let mut seen: HashSet<String> = names.into_iter().collect();
+    for s in samples {
+        if !seen.contains(&s.check_name) {
+            seen.insert(s.check_name.clone());
+            checks.push(CheckView {
+                name: s.check_name.clone(),
+                last: None,
+                samples: Vec::new(),
+            });
+        }
+        if let Some(c) = checks.iter_mut().find(|c| c.name == s.check_name) {
+            c.samples.push(s);
+        }
+    }
+    Ok(GateRunView { run, checks })
+}
+
+/// One run by id.
+pub fn gate_run(conn: &mut DbConn, id: i64) -> Result<GateRunView, EngineError> {
+    let run = store::find_gate_run(conn, id)?
+        .ok_or_else(|| EngineError::NotFound(format!("no gate run #{id}")))?;
+    run_view(conn, run)
+}
+
+/// Every run being evaluated and the `recent` last finished ones.
+pub fn overview(conn: &mut DbConn, recent: i64) -> Result<GatesOverview, EngineError> {
+    let evaluating = store::evaluating_gate_runs(conn)?
+        .into_iter()
+        .map(|r| run_view(conn, r))
+        .collect::<Result<_, _>>()?;
+    let recent = store::finished_gate_runs(conn, recent)?
+        .into_iter()
+        .map(|r| run_view(conn, r))
+        .collect::<Result<_, _>>()?;
+    Ok(GatesOverview { evaluating, recent })
+}
+
+/// Every sample of a deployment, oldest first.
+pub fn samples_of_deployment(
+    conn: &mut DbConn,
+    deployment_id: i64,
+) -> Result<Vec<GateSampleRow>, EngineError> {
+    Ok(store::samples_of_deployment(conn, deployment_id)?)
+}

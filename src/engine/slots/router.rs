@@ -1,0 +1,673 @@
+//! The slot router: a reverse proxy in `slipway serve` (`--router-listen`,
+//! default `127.0.0.1:8081`) that sends each request to the process of the
+//! slot its `Host:` names.
+//!
+//! - Slot `S` of app `A` answers to `A-S.<domain>` and, for the slot named
+//!   `production`, also to `A.<domain>` (`<domain>` is `localhost` unless
+//!   `--router-domain` / `SLIPWAY_ROUTER_DOMAIN` says otherwise). The
+//!   [`RouteTable`] is keyed by the label in front of the domain (`A-S`, `A`).
+//! - The table is an `ArcSwap` of an immutable map: a request loads it
+//!   without a lock, and a change (a deployment, a swap) stores a whole new
+//!   map, so a swap moves both host names at the same instant.
+//! - Bodies stream both ways (nothing is buffered whole). Hop-by-hop headers
+//!   are removed; `X-Forwarded-For` is appended to, `X-Forwarded-Host` and
+//!   `X-Forwarded-Proto` are set. Connections to the apps are pooled and
+//!   kept alive.
+//! - Every forwarded request counts as *in flight* on its [`Backend`] until
+//!   its response body has been sent, so a replaced process is stopped only
+//!   once the requests it took have finished ([`Backend::drain`]). A request
+//!   that picked a backend just as it was retired goes to the new one.
+//! - Answers of its own: `404` for a host that names no slot, `503` when the
+//!   slot runs nothing, `502` when its process does not answer — each a small
+//!   HTML page that says which.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The default address of the router (`--router-listen`).
+pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:8081";
+/// The default domain of slot host names (`--router-domain`).
+pub const DEFAULT_ROUTER_DOMAIN: &str = "localhost";
+/// The slot that also answers to the app's bare host name.
+pub const PRODUCTION_SLOT: &str = "production";
+
+/// The process a slot's requests go to: `127.0.0.1:PORT`, with the count
+/// of requests it is serving.
+#[derive(Debug)]
+pub struct Backend {
+    addr: SocketAddr,
+    /// `127.0.0.1:PORT`, for request URIs.
+    authority: Authority,
+    /// For logs and pages: `APP/SLOT release VERSION`.
+    label: String,
+    in_flight: AtomicUsize,
+    retired: AtomicBool,
+    idle: Notify,
+}
+
+impl Backend {
+    /// A backend at `127.0.0.1:port`.
+    pub fn new(port: u16, label: impl Into<String>) -> Backend {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Backend {
+            authority: Authority::try_from(addr.to_string().as_str())
+                .unwrap_or_else(|_| Authority::from_static("127.0.0.1")),
+            addr,
+            label: label.into(),
+            in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            idle: Notify::new(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Requests it is serving now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in; `None` when the backend was retired (the
+    /// caller looks the route up again).
+    fn enter(self: &Arc<Self>) -> Option<InFlight> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(Arc::clone(self));
+        // Checked after counting in (both SeqCst): either `drain` sees this
+        // request, or this request sees the backend retired.
+        if self.retired.load(Ordering::SeqCst) {
+            drop(guard);
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Takes no new requests (call after the route moved away), then waits
+    /// until the ones it took have finished, at most `timeout`. Returns
+    /// whether it drained.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.retired.store(true, Ordering::SeqCst);
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// One request in flight on a backend, until dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Backend>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Where a host name leads.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A slot with a process.
+    Backend(Arc<Backend>),
+    /// A slot that runs nothing (503).
+    Idle { app: String, slot: String },
+}
+
+/// Host label → route, swapped whole.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    map: ArcSwap<HashMap<String, Route>>,
+    /// Serializes writers (they copy, change and store the map).
+    write: Mutex<()>,
+}
+
+/// The labels a slot answers to: `APP-SLOT`, and `APP` for `production`.
+pub fn labels(app: &str, slot: &str) -> Vec<String> {
+    let mut labels = vec![format!("{app}-{slot}")];
+    if slot == PRODUCTION_SLOT {
+        labels.push(app.to_string());
+    }
+    labels
+}
+
+/// The host names of a slot under `domain`: `APP-SLOT.domain` (and `APP.domain`).
+pub fn host_names(app: &str, slot: &str, domain: &str) -> Vec<String> {
+    labels(app, slot)
+        .into_iter()
+        .map(|l| format!("{l}.{domain}"))
+        .collect()
+}
+
+impl RouteTable {
+    pub fn new() -> RouteTable {
+        RouteTable::default()
+    }
+
+    /// The route of a label, without taking a lock.
+    pub fn lookup(&self, label: &str) -> Option<Route> {
+        self.map.load().get(label).cloned()
+    }
+
+    /// Applies `change` to a copy of the table and stores it: readers see
+    /// the table before or after, never half of it.
+    pub fn update(&self, change: impl FnOnce(&mut HashMap<String, Route>)) {
+        let _writer = self
+            .write
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = HashMap::clone(&self.map.load());
+        change(&mut next);
+        self.map.store(Arc::new(next));
+    }
+
+    /// Points every label of (app, slot) at `route`, within `change`.
+    pub fn set(map: &mut HashMap<String, Route>, app: &str, slot: &str, route: Route) {
+        for label in labels(app, slot) {
+            map.insert(label, route.clone());
+        }
+    }
+}
+
+/// What the router needs to answer.
+struct RouterCtx {
+    table: Arc<RouteTable>,
+    /// `.localhost`, lower case, with the leading dot.
+    suffix: String,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+type ProxyBody = Either<Incoming, Empty<Bytes>>;
+type ResponseBody = Either<Tracked<Incoming>, Full<Bytes>>;
+
+/// Headers that concern one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Runs the router on `listener` until `shutdown`, then lets open
+/// requests finish (at most 5 s).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    table: Arc<RouteTable>,
+    domain: &str,
+    shutdown: CancellationToken,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let ctx = Arc::new(RouterCtx {
+        table,
+        suffix: format!(".{}", domain.trim_matches('.').to_ascii_lowercase()),
+        client,
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Too many open files and the like: wait a little, go on.
+                tracing::warn!(error = %e, "slot router cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = Arc::clone(&ctx);
+        let service = hyper::service::service_fn(move |req| {
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not news.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("slot router: open connections did not finish in 5 s");
+    }
+}
+
+/// The label a `Host:` value names under the router's domain, if any.
+fn label_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
+    // Strip a port (`name:8081`); IPv6 literals name no slot anyway.
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.len() <= suffix.len() {
+        return None;
+    }
+    let (label, tail) = name.split_at(name.len() - suffix.len());
+    tail.eq_ignore_ascii_case(suffix).then_some(label)
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+async fn handle(
+    ctx: &RouterCtx,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    let Some(host) = request_host(&req) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "No host name",
+            "The request has no Host header, so Slipway's slot router cannot tell which app it is for.",
+        );
+    };
+    let label = label_of(&host, &ctx.suffix).map(str::to_ascii_lowercase);
+    let mut route = label.as_deref().and_then(|l| ctx.table.lookup(l));
+    // A request that picked a backend as it was retired looks again (a
+    // deployment or swap just moved the route; the new one is in the table).
+    for _ in 0..3 {
+        match route {
+            None => {
+                return page(
+                    StatusCode::NOT_FOUND,
+                    "No such slot",
+                    &format!(
+                        "{} names no slot of an app on this Slipway. Slots answer to APP-SLOT{} (and the production slot to APP{}).",
+                        host, ctx.suffix, ctx.suffix
+                    ),
+                );
+            }
+            Some(Route::Idle { app, slot }) => {
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Nothing is running in this slot",
+                    &format!(
+                        "The slot {slot} of {app} has no release running yet. Deploy one to it (a deploy_slot task), or swap a slot into it."
+                    ),
+                );
+            }
+            Some(Route::Backend(backend)) => match backend.enter() {
+                Some(guard) => return forward(ctx, req, peer, &host, guard).await,
+                None => {
+                    tokio::task::yield_now().await;
+                    route = label.as_deref().and_then(|l| ctx.table.lookup(l));
+                }
+            },
+        }
+    }
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The slot is changing",
+        "The slot's process was being replaced; try again.",
+    )
+}
+
+async fn forward(
+    ctx: &RouterCtx,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    guard: InFlight,
+) -> Response<ResponseBody> {
+    let backend = Arc::clone(&guard.0);
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(backend.authority.clone())
+        .path_and_query(path)
+        .build();
+    let uri = match uri {
+        Ok(uri) => uri,
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad request target",
+                "The request's path cannot be forwarded.",
+            );
+        }
+    };
+    parts.uri = uri;
+    // The router speaks HTTP/1.1 to the app whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded_headers(&mut parts.headers, peer, host);
+    // A request without a body can be sent again if the pooled connection
+    // it went out on had just been closed by the app.
+    let retryable = body.is_end_stream()
+        && matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
+        );
+    let copy = retryable.then(|| {
+        let mut copy = Request::new(Either::Right(Empty::new()));
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.version_mut() = parts.version;
+        *copy.headers_mut() = parts.headers.clone();
+        copy
+    });
+    let request = Request::from_parts(parts, Either::Left(body));
+    let mut answer = ctx.client.request(request).await;
+    if let (Err(e), Some(copy)) = (&answer, copy)
+        && !e.is_connect()
+    {
+        tracing::debug!(backend = backend.label(), error = %e, "retrying a request on a fresh connection");
+        answer = ctx.client.request(copy).await;
+    }
+    match answer {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            // An HTTP/1.0 app (python's http.server) must not end the
+            // client's keep-alive connection.
+            parts.version = Version::HTTP_11;
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(
+                parts,
+                Either::Left(Tracked {
+                    inner: body,
+                    _guard: guard,
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(backend = backend.label(), error = %e, "slot process did not answer");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The slot's process does not answer",
+                &format!(
+                    "Slipway forwarded the request to {} ({}), which did not answer: {}. It may be starting, restarting after a crash, or stopped; the environments page says which.",
+                    backend.label(),
+                    backend.addr,
+                    error_chain(&e)
+                ),
+            )
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // Upgrades (WebSocket) are not proxied: without `Connection: upgrade`
+    // the header means nothing.
+    headers.remove(header::UPGRADE);
+}
+
+fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+    let client = peer.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(before) if !before.trim().is_empty() => format!("{before}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+/// A small HTML page of the router's own.
+fn page(status: StatusCode, title: &str, message: &str) -> Response<ResponseBody> {
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {title} · Slipway slot router</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}</style></head>\
+<body><h1>{code} · {title}</h1><p>{message}</p><p><small>Slipway slot router</small></p></body></html>\n",
+        code = status.as_u16(),
+        title = escape(title),
+        message = escape(message),
+    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A response body that keeps its request counted in flight until it ends.
+struct Tracked<B> {
+    inner: B,
+    _guard: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads a whole body (for tests and the benchmark).
+pub async fn collect_body<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: Body,
+{
+    Ok(body.collect().await?.to_bytes())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_host_names() {
+        let suffix = ".localhost";
+        assert_eq!(
+            label_of("space-game-dev.localhost:8081", suffix),
+            Some("space-game-dev")
+        );
+        assert_eq!(
+            label_of("Space-Game.LOCALHOST.", suffix),
+            Some("Space-Game")
+        );
+        assert_eq!(label_of("localhost:8081", suffix), None);
+        assert_eq!(label_of(".localhost", suffix), None);
+        assert_eq!(label_of("example.com", suffix), None);
+        assert_eq!(label_of("app.localhost.evil", suffix), None);
+        assert_eq!(labels("web", "production"), vec!["web-production", "web"]);
+        assert_eq!(labels("web", "dev"), vec!["web-dev"]);
+        assert_eq!(
+            host_names("web", "staging", "slots.example"),
+            vec!["web-staging.slots.example"]
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarded_headers_come() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
+        strip_hop_by_hop(&mut h);
+        forwarded_headers(
+            &mut h,
+            "127.0.0.1:5000".parse().unwrap(),
+            "web.localhost:8081",
+        );
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-private").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h[header::ACCEPT], "text/html");
+        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_HOST], "web.localhost:8081");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_requests_in_flight() {
+        let backend = Arc::new(Backend::new(1, "web/dev"));
+        let guard = backend.enter().unwrap();
+        assert_eq!(backend.in_flight(), 1);
+        let b = Arc::clone(&backend);
+        let drained = tokio::spawn(async move { b.drain(Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!drained.is_finished());
+        // Retired: a new request is turned away.
+        assert!(backend.enter().is_none());
+        drop(guard);
+        assert!(drained.await.unwrap());
+        assert_eq!(backend.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_table_moves_both_names_at_once() {
+        let table = RouteTable::new();
+        let a = Arc::new(Backend::new(1000, "a"));
+        let b = Arc::new(Backend::new(2000, "b"));
+        table.update(|m| {
+            RouteTable::set(m, "web", "staging", Route::Backend(Arc::clone(&a)));
+            RouteTable::set(m, "web", "production", Route::Backend(Arc::clone(&b)));
+        });
+        let port = |label: &str| match table.lookup(label) {
+            Some(Route::Backend(b)) => b.addr().port(),
+            _ => 0,
+        };
+        assert_eq!(
+            (port("web"), port("web-production"), port("web-staging")),
+            (2000, 2000, 1000)
+        );
+        table.update(|m| {
+            RouteTable::set(m, "web", "staging", Route::Backend(Arc::clone(&b)));
+            RouteTable::set(m, "web", "production", Route::Backend(Arc::clone(&a)));
+        });
+        assert_eq!(
+            (port("web"), port("web-production"), port("web-staging")),
+            (1000, 1000, 2000)
+        );
+        assert!(table.lookup("web-dev").is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! Gate runs and their samples (issue 6). A run is `evaluating` until it
+//! ends `passed`, `failed`, `bypassed` or `canceled`; every change is
+//! conditional on `evaluating`, so two actors (the sampler and a release
+//! manager's bypass) settle in the database.
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::StorageError;
+use super::conn::{DbConn, now};
+use super::models::{DeploymentRow, GateRunRow, GateSampleRow};
+use super::schema::{deployments, gate_runs, gate_samples};
+use crate::domain::DeploymentState;
+
+/// The state of a run being sampled.
+pub const EVALUATING: &str = "evaluating";
+
+/// A gate run to insert.
+#[derive(Clone, Debug)]
+pub struct NewGateRun {
+    pub deployment_id: i64,
+    pub pipeline: String,
+    pub release_version: String,
+    pub stage: String,
+    pub phase: String,
+    pub started_at: NaiveDateTime,
+    pub deadline_at: NaiveDateTime,
+    pub next_at: NaiveDateTime,
+    pub progress: String,
+}
+
+/// A sample to insert.
+#[derive(Clone, Debug)]
+pub struct NewGateSample {
+    pub gate_run_id: i64,
+    pub deployment_id: i64,
+    pub phase: String,
+    pub round: i32,
+    pub check_name: String,
+    pub scheduled_at: NaiveDateTime,
+    pub sampled_at: NaiveDateTime,
+    pub duration_ms: i64,
+    pub request: String,
+    pub value: String,
+    pub verdict: String,
+    pub body: Option<String>,
+}
+
+/// What a round changes in its run.
+#[derive(Clone, Debug)]
+pub struct RoundUpdate {
+    pub round: i32,
+    pub next_at: Option<NaiveDateTime>,
+    pub green_since: Option<NaiveDateTime>,
+    pub progress: String,
+    pub last_results: String,
+}
+
+/// Inserts an `evaluating` run.
+pub fn insert_gate_run(conn: &mut DbConn, run: &NewGateRun) -> Result<i64, StorageError> {
+    let at = now();
+    let (id,): (i64,) = diesel::insert_into(gate_runs::table)
+        .values((
+            gate_runs::deployment_id.eq(run.deployment_id),
+            gate_runs::pipeline.eq(&run.pipeline),
+            gate_runs::release_version.eq(&run.release_version),
+            gate_runs::stage.eq(&run.stage),
+            gate_runs::phase.eq(&run.phase),
+            gate_runs::state.eq(EVALUATING),
+            gate_runs::started_at.eq(run.started_at),
+            gate_runs::deadline_at.eq(run.deadline_at),
+            gate_runs::next_at.eq(Some(run.next_at)),
+            gate_runs::round.eq(0),
+            gate_runs::progress.eq(&run.progress),
+            gate_runs::last_results.eq("[]"),
+            gate_runs::created_at.eq(at),
+            gate_runs::updated_at.eq(at),
+        ))
+        .returning((gate_runs::id,))
+        .get_result(conn)?;
+    Ok(id)
+}
+
+/// One run by id.
+pub fn find_gate_run(conn: &mut DbConn, id: i64) -> Result<Option<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .find(id)
+        .select(GateRunRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The newest run of a deployment's phase, if any.
+pub fn gate_run_of(
+    conn: &mut DbConn,
+    deployment_id: i64,
+    phase: &str,
+) -> Result<Option<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::deployment_id.eq(deployment_id))
+        .filter(gate_runs::phase.eq(phase))
+        .order(gate_runs::id.desc())
+        .select(GateRunRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Every run being sampled, oldest first.
+pub fn evaluating_gate_runs(conn: &mut DbConn) -> Result<Vec<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::state.eq(EVALUATING))
+        .order(gate_runs::id.asc())
+        .select(GateRunRow::as_select())
+        .load(conn)?)
+}
+
+/// The most recently finished runs, newest first.
+pub fn finished_gate_runs(conn: &mut DbConn, limit: i64) -> Result<Vec<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::state.ne(EVALUATING))
+        .order(gate_runs::id.desc())
+        .limit(limit)
+        .select(GateRunRow::as_select())
+        .load(conn)?)
+}
+
+/// Every run of a deployment, oldest first.
+pub fn gate_runs_of_deployment(
+    conn: &mut DbConn,
+    deployment_id: i64,
+) -> Result<Vec<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::deployment_id.eq(deployment_id))
+        .order(gate_runs::id.asc())
+        .select(GateRunRow::as_select())
+        .load(conn)?)
+}
+
+/// Records a round's outcome on a run still `evaluating`; false otherwise.
+pub fn record_round(
+    conn: &mut DbConn,
+    id: i64,
+    update: &RoundUpdate,
+) -> Result<bool, StorageError> {
+    let n = diesel::update(
+        gate_runs::table
+            .find(id)
+            .filter(gate_runs::state.eq(EVALUATING)),
+    )
+    .set((
+        gate_runs::round.eq(update.round),
+        gate_runs::next_at.eq(update.next_at),
+        gate_runs::green_since.eq(update.green_since),
+        gate_runs::progress.eq(&update.progress),
+        gate_runs::last_results.eq(&update.last_results),
+        gate_runs::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    Ok(n > 0)
+}
+
+/// Moves the next round of an `evaluating` run to `at` (re-evaluate now).
+pub fn reschedule_gate_run(
+    conn: &mut DbConn,
+    id: i64,
+    at: NaiveDateTime,
+) -> Result<bool, StorageError> {
+    let n = diesel::update(
+        gate_runs::table
+            .find(id)
+            .filter(gate_runs::state.eq(EVALUATING)),
+    )
+    .set((
+        gate_runs::next_at.eq(Some(at)),
+        gate_runs::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    Ok(n > 0)
+}
+
+/// Records the question a run asks the stage's approvers.
+pub fn set_gate_question(conn: &mut DbConn, id: i64, question: &str) -> Result<(), StorageError> {
+    diesel::update(gate_runs::table.find(id))
+        .set((
+            gate_runs::question.eq(Some(question)),
+            gate_runs::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Ends an `evaluating` run in `state`; false when it had ended already.
+pub fn finish_gate_run(
+    conn: &mut DbConn,
+    id: i64,
+    state: &str,
+    reason: Option<&str>,
+    by: &str,
+) -> Result<bool, StorageError> {
+    let at = now();
+    let n = diesel::update(
+        gate_runs::table
+            .find(id)
+            .filter(gate_runs::state.eq(EVALUATING)),
+    )
+    .set((
+        gate_runs::state.eq(state),
+        gate_runs::reason.eq(reason),
+        gate_runs::finished_by.eq(Some(by)),
+        gate_runs::finished_at.eq(Some(at)),
+        gate_runs::next_at.eq(None::<NaiveDateTime>),
+        gate_runs::updated_at.eq(at),
+    ))
+    .execute(conn)?;
+    Ok(n > 0)
+}
+
+/// Stores one sample.
+pub fn insert_gate_sample(conn: &mut DbConn, s: &NewGateSample) -> Result<(), StorageError> {
+    diesel::insert_into(gate_samples::table)
+        .values((
+            gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
+            gate_samples::deployment_id.eq(s.deployment_id),
+            gate_samples::phase.eq(&s.phase),
+            gate_samples::round.eq(s.round),
+            gate_samples::check_name.eq(&s.check_name),
+            gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
+            gate_samples::sampled_at.eq(s.sampled_at),
+            gate_samples::duration_ms.eq(s.duration_ms),
+            gate_samples::request.eq(&s.request),
+            gate_samples::value.eq(&s.value),
+            gate_samples::verdict.eq(&s.verdict),
+            gate_samples::body.eq(&s.body),
+            gate_samples::created_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The newest `limit` samples of a run, oldest first.
+pub fn samples_of_run(
+    conn: &mut DbConn,
+    gate_run_id: i64,
+    limit: i64,
+) -> Result<Vec<GateSampleRow>, StorageError> {
+    let mut rows: Vec<GateSampleRow> = gate_samples::table
+        .filter(gate_samples::gate_run_id.eq(gate_run_id))
+        .order(gate_samples::id.desc())
+        .limit(limit)
+        .select(GateSampleRow::as_select())
+        .load(conn)?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Every sample of a deployment, oldest first.
+pub fn samples_of_deployment(
+    conn: &mut DbConn,
+    deployment_id: i64,
+) -> Result<Vec<GateSampleRow>, StorageError> {
+    Ok(gate_samples::table
+        .filter(gate_samples::deployment_id.eq(deployment_id))
+        .order(gate_samples::id.asc())
+        .select(GateSampleRow::as_select())
+        .load(conn)?)
+}
+
+/// Deployments in `evaluating_gates`, oldest first.
+pub fn deployments_evaluating_gates(conn: &mut DbConn) -> Result<Vec<DeploymentRow>, StorageError> {
+    Ok(deployments::table
+        .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
+        .order(deployments::id.asc())
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
+/// Deployments in `evaluating_gates` before their stage whose gate run
+/// passed (or was bypassed): ready for the dispatcher to claim.
+pub fn deployments_past_gates(
+    conn: &mut DbConn,
+    limit: i64,
+) -> Result<Vec<DeploymentRow>, StorageError> {
+    let passed = gate_runs::table
+        .filter(gate_runs::phase.eq("before"))
+        .filter(gate_runs::state.eq_any(["passed", "bypassed"]))
+        .select(gate_runs::deployment_id);
+    Ok(deployments::table
+        .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
+        .filter(deployments::started_at.is_null())
+        .filter(deployments::id.eq_any(passed))
+        .order(deployments::id.asc())
+        .limit(limit.max(0))
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}

@@ -1,0 +1,197 @@
+//! `/pipelines/{p}/releases/{v}/deployments/{id}`: one deployment with its
+//! tasks and logs (live while it runs), and its Cancel and Redeploy forms.
+
+use actix_session::Session;
+use actix_web::{HttpResponse, http::header, web};
+use askama::Template;
+
+use super::actions::CsrfForm;
+use super::builds::{LogLine, TaskView};
+use super::render;
+use crate::domain::{DeploymentState, Role};
+use crate::engine::deployments::{self, DeploymentDetail, DeploymentLogChunk};
+use crate::web::api::deployments::log_api_url;
+use crate::web::auth::CurrentUser;
+use crate::web::session::{Nav, check_csrf};
+use crate::web::views::{StateBadge, time};
+use crate::web::{State, WebError, urls};
+
+#[derive(Template)]
+#[template(path = "pages/deployment.html")]
+pub struct DeploymentPage {
+    pub nav: Nav,
+    pub id: i64,
+    pub pipeline: String,
+    pub pipeline_url: String,
+    pub version: String,
+    pub release_url: String,
+    pub stage: String,
+    pub stage_url: String,
+    pub attempt: i32,
+    pub badge: StateBadge,
+    pub trigger: String,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    /// The superseding release's version and page.
+    pub superseded_by: Option<(String, String)>,
+    pub error: Option<String>,
+    /// What a waiting deployment waits for.
+    pub waiting: Option<String>,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub ended: bool,
+    pub tasks: Vec<TaskView>,
+    /// The last log sequence number shown, for live tailing.
+    pub last_seq: i64,
+    pub log_url: String,
+    pub cancel_url: String,
+    pub redeploy_url: String,
+}
+
+/// How many log chunks the page shows at once (the rest: the log API).
+const LOG_CHUNKS: i64 = 5000;
+
+fn task_views(detail: &DeploymentDetail, chunks: &[DeploymentLogChunk]) -> Vec<TaskView> {
+    detail
+        .tasks
+        .iter()
+        .map(|t| TaskView {
+            position: t.position,
+            name: t.name.clone(),
+            badge: StateBadge::task(t.state),
+            exit_code: t.exit_code,
+            lines: chunks
+                .iter()
+                .filter(|c| c.task_position == t.position)
+                .flat_map(|c| {
+                    c.text.lines().map(|l| LogLine {
+                        stream: c.stream.clone(),
+                        text: l.to_string(),
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn waiting_text(state: DeploymentState, stage: &str) -> Option<String> {
+    match state {
+        DeploymentState::Queued => Some(format!(
+            "Queued: it starts when {stage} has room (its queue policy says how many run at once)."
+        )),
+        DeploymentState::WaitingForApproval => Some(format!(
+            "Waiting for the approvals of {stage}; approvers decide on the approval page."
+        )),
+        DeploymentState::EvaluatingGates => {
+            Some(format!("Waiting for the gates of {stage} to pass."))
+        }
+        _ => None,
+    }
+}
+
+/// The deployment, checked against the pipeline and version of the URL.
+async fn load(
+    state: &State,
+    pipeline: &str,
+    version: &str,
+    id: i64,
+) -> Result<DeploymentDetail, WebError> {
+    let detail = state
+        .with_conn::<_, WebError, _>(move |conn| Ok(deployments::deployment_detail(conn, id)?))
+        .await?;
+    if detail.pipeline != pipeline || detail.release != version {
+        return Err(WebError::NotFound(format!(
+            "{pipeline} {version} has no deployment #{id}."
+        )));
+    }
+    Ok(detail)
+}
+
+pub async fn detail(
+    state: State,
+    nav: Nav,
+    path: web::Path<(String, String, i64)>,
+) -> Result<HttpResponse, WebError> {
+    let (pipeline, version, id) = path.into_inner();
+    let detail = load(&state, &pipeline, &version, id).await?;
+    let log = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            Ok(deployments::deployment_log(conn, id, 0, LOG_CHUNKS)?)
+        })
+        .await?;
+    let d = &detail.deployment;
+    let page_url = urls::deployment(&pipeline, &version, id);
+    render(&DeploymentPage {
+        id,
+        pipeline_url: urls::pipeline(&pipeline),
+        release_url: urls::release(&pipeline, &version),
+        stage_url: urls::stage(&pipeline, &d.stage),
+        stage: d.stage.clone(),
+        attempt: d.attempt,
+        badge: StateBadge::of(d.state),
+        trigger: d.trigger.clone(),
+        requested_by: d.requested_by.clone(),
+        reason: d.reason.clone(),
+        superseded_by: detail
+            .superseded_by
+            .as_ref()
+            .map(|v| (v.clone(), urls::release(&pipeline, v))),
+        error: d.error.clone(),
+        waiting: waiting_text(d.state, &d.stage),
+        created: time(&d.created_at),
+        started: d.started_at.as_ref().map(time),
+        finished: d.finished_at.as_ref().map(time),
+        ended: d.state.is_terminal(),
+        tasks: task_views(&detail, &log.chunks),
+        last_seq: log.chunks.last().map(|c| c.seq).unwrap_or(0),
+        log_url: log_api_url(id),
+        cancel_url: format!("{page_url}/cancel"),
+        redeploy_url: format!("{page_url}/redeploy"),
+        nav,
+        pipeline,
+        version,
+    })
+}
+
+fn see_other(location: String) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// `POST …/deployments/{id}/cancel`
+pub async fn cancel(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<(String, String, i64)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let user = user.require(Role::Deployer)?;
+    let (pipeline, version, id) = path.into_inner();
+    load(&state, &pipeline, &version, id).await?;
+    state.engine.cancel_deployment(id, &user.username).await?;
+    Ok(see_other(urls::deployment(&pipeline, &version, id)))
+}
+
+/// `POST …/deployments/{id}/redeploy`: shows the new attempt.
+pub async fn redeploy(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<(String, String, i64)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let user = user.require(Role::Deployer)?;
+    let (pipeline, version, id) = path.into_inner();
+    load(&state, &pipeline, &version, id).await?;
+    let outcome = state.engine.redeploy(id, &user.username).await?;
+    Ok(see_other(urls::deployment(
+        &pipeline,
+        &version,
+        outcome.deployment_id(),
+    )))
+}

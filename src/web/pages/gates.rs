@@ -1,0 +1,373 @@
+//! `/gates`: every gate being evaluated now (pipeline, release, stage,
+//! phase, time left), each check with its last result and an SVG strip of
+//! its recent samples (pass ●, fail ✕, inconclusive ? — shapes as well as
+//! colours, each with a `<title>`), and the recently finished runs.
+//! `/gates/{id}` is the stable page of one run with every sample; release
+//! managers get Re-evaluate and Bypass forms there and on `/gates`.
+
+use actix_session::Session;
+use actix_web::{HttpResponse, http::header, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::render;
+use crate::domain::Role;
+use crate::domain::gate_eval::Verdict;
+use crate::engine::gates::{self, GateRunView};
+use crate::storage::GateSampleRow;
+use crate::web::auth::CurrentUser;
+use crate::web::session::{Nav, check_csrf};
+use crate::web::views::time;
+use crate::web::{State, WebError, urls};
+
+/// One check of a run on the page.
+pub struct CheckRow {
+    pub name: String,
+    /// Symbol and word of the last verdict (`—` before the first sample).
+    pub symbol: &'static str,
+    pub verdict: String,
+    pub class: &'static str,
+    pub value: String,
+    /// The inline SVG strip of its recent samples (our own markup).
+    pub strip: String,
+}
+
+/// A gate run on the page.
+pub struct RunView {
+    pub id: i64,
+    pub url: String,
+    pub pipeline: String,
+    pub pipeline_url: String,
+    pub release: String,
+    pub release_url: String,
+    pub deployment_url: String,
+    pub stage: String,
+    pub phase: String,
+    pub state: String,
+    pub state_symbol: &'static str,
+    pub started: String,
+    pub time_left: String,
+    pub rounds: i32,
+    pub reason: Option<String>,
+    pub question: Option<String>,
+    pub finished: Option<String>,
+    pub evaluating: bool,
+    pub checks: Vec<CheckRow>,
+    pub reevaluate_url: String,
+    pub bypass_url: String,
+}
+
+/// One sample in the full list of a run.
+pub struct SampleRow {
+    pub check: String,
+    pub round: i32,
+    pub at: String,
+    pub duration_ms: i64,
+    pub request: String,
+    pub value: String,
+    pub symbol: &'static str,
+    pub verdict: String,
+    pub class: &'static str,
+    pub body: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "pages/gates.html")]
+pub struct GatesPage {
+    pub nav: Nav,
+    pub evaluating: Vec<RunView>,
+    pub recent: Vec<RunView>,
+    pub can_act: bool,
+}
+
+#[derive(Template)]
+#[template(path = "pages/gate_run.html")]
+pub struct GateRunPage {
+    pub nav: Nav,
+    pub run: RunView,
+    pub samples: Vec<SampleRow>,
+    pub can_act: bool,
+}
+
+fn verdict_mark(verdict: Option<&str>) -> (&'static str, &'static str) {
+    match verdict.and_then(Verdict::parse) {
+        Some(v @ Verdict::Pass) => (v.symbol(), "ok"),
+        Some(v @ Verdict::Fail) => (v.symbol(), "bad"),
+        Some(v @ Verdict::Inconclusive) => (v.symbol(), "waiting"),
+        None => ("—", "muted"),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The SVG strip of samples: a filled circle for pass, a cross for fail,
+/// a question mark for inconclusive, each with a `<title>`.
+pub fn strip(name: &str, samples: &[GateSampleRow]) -> String {
+    const STEP: usize = 14;
+    let width = (samples.len().max(1)) * STEP;
+    let mut svg = format!(
+        r#"<svg class="gate-strip" role="img" width="{width}" height="14" viewBox="0 0 {width} 14" aria-label="{} recent samples of {}">"#,
+        samples.len(),
+        escape(name)
+    );
+    for (i, s) in samples.iter().enumerate() {
+        let x = i * STEP + 7;
+        let title = format!(
+            "{} {} — {} ({} ms)",
+            time_secs(&s.sampled_at),
+            s.verdict,
+            s.value,
+            s.duration_ms
+        );
+        let shape = match Verdict::parse(&s.verdict) {
+            Some(Verdict::Pass) => {
+                format!(r#"<circle class="pass" cx="{x}" cy="7" r="5"/>"#)
+            }
+            Some(Verdict::Fail) => format!(
+                r#"<path class="fail" d="M{} 2 L{} 12 M{} 2 L{} 12" stroke-width="2.5"/>"#,
+                x - 5,
+                x + 5,
+                x + 5,
+                x - 5
+            ),
+            _ => format!(
+                r#"<text class="inconclusive" x="{x}" y="12" text-anchor="middle">?</text>"#
+            ),
+        };
+        svg.push_str(&format!("<g><title>{}</title>{shape}</g>", escape(&title)));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn time_secs(t: &chrono::NaiveDateTime) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+fn left(seconds: i64) -> String {
+    if seconds <= 0 {
+        return "—".into();
+    }
+    let (h, m, s) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
+    if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn run_view(v: &GateRunView) -> RunView {
+    let r = &v.run;
+    let evaluating = r.state == "evaluating";
+    let state_symbol = match r.state.as_str() {
+        "evaluating" => "◐",
+        "passed" => "●",
+        "bypassed" => "↷",
+        "failed" => "✕",
+        _ => "■",
+    };
+    let seconds = (r.deadline_at - crate::storage::now()).num_seconds();
+    RunView {
+        id: r.id,
+        url: urls::gate_run(r.id),
+        pipeline: r.pipeline.clone(),
+        pipeline_url: urls::pipeline(&r.pipeline),
+        release: r.release_version.clone(),
+        release_url: urls::release(&r.pipeline, &r.release_version),
+        deployment_url: urls::deployment(&r.pipeline, &r.release_version, r.deployment_id),
+        stage: r.stage.clone(),
+        phase: r.phase.clone(),
+        state: r.state.clone(),
+        state_symbol,
+        started: time(&r.started_at),
+        time_left: if evaluating {
+            left(seconds)
+        } else {
+            "—".into()
+        },
+        rounds: r.round,
+        reason: r.reason.clone(),
+        question: r.question.clone(),
+        finished: r
+            .finished_at
+            .as_ref()
+            .map(|t| format!("{} by {}", time(t), r.finished_by.as_deref().unwrap_or("-"))),
+        evaluating,
+        checks: v
+            .checks
+            .iter()
+            .map(|c| {
+                let verdict = c.last.as_ref().and_then(|l| l.verdict.clone());
+                let (symbol, class) = verdict_mark(verdict.as_deref());
+                CheckRow {
+                    name: c.name.clone(),
+                    symbol,
+                    verdict: verdict.unwrap_or_else(|| "not sampled yet".into()),
+                    class,
+                    value: c
+                        .last
+                        .as_ref()
+                        .and_then(|l| l.value.clone())
+                        .unwrap_or_default(),
+                    strip: strip(&c.name, &c.samples),
+                }
+            })
+            .collect(),
+        reevaluate_url: format!("{}/reevaluate", urls::gate_run(r.id)),
+        bypass_url: format!("{}/bypass", urls::gate_run(r.id)),
+    }
+}
+
+fn can_act(nav: &Nav) -> bool {
+    matches!(nav.role, Some(r) if r == Role::ReleaseManager.label() || r == Role::Admin.label())
+}
+
+/// `GET /gates`
+pub async fn index(state: State, nav: Nav) -> Result<HttpResponse, WebError> {
+    let overview = state
+        .with_conn::<_, WebError, _>(|conn| Ok(gates::overview(conn, 20)?))
+        .await?;
+    render(&GatesPage {
+        can_act: can_act(&nav),
+        nav,
+        evaluating: overview.evaluating.iter().map(run_view).collect(),
+        recent: overview.recent.iter().map(run_view).collect(),
+    })
+}
+
+/// `GET /gates/{id}`
+pub async fn show(state: State, nav: Nav, path: web::Path<i64>) -> Result<HttpResponse, WebError> {
+    let id = path.into_inner();
+    let (view, samples) = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            let view = gates::gate_run(conn, id)?;
+            let samples = crate::storage::gates::samples_of_run(conn, id, 500)?;
+            Ok((view, samples))
+        })
+        .await?;
+    let samples = samples
+        .iter()
+        .rev()
+        .map(|s| {
+            let (symbol, class) = verdict_mark(Some(&s.verdict));
+            SampleRow {
+                check: s.check_name.clone(),
+                round: s.round,
+                at: format!(
+                    "{} {}",
+                    s.sampled_at.format("%Y-%m-%d"),
+                    time_secs(&s.sampled_at)
+                ),
+                duration_ms: s.duration_ms,
+                request: s.request.clone(),
+                value: s.value.clone(),
+                symbol,
+                verdict: s.verdict.clone(),
+                class,
+                body: s.body.clone(),
+            }
+        })
+        .collect();
+    render(&GateRunPage {
+        can_act: can_act(&nav),
+        nav,
+        run: run_view(&view),
+        samples,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /gates/{id}/reevaluate` (release manager)
+pub async fn reevaluate(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<i64>,
+    form: web::Form<ActionForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let id = path.into_inner();
+    state.engine.gates().reevaluate(id, &actor).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, urls::gate_run(id)))
+        .finish())
+}
+
+/// `POST /gates/{id}/bypass` (release manager, with a reason)
+pub async fn bypass(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<i64>,
+    form: web::Form<ActionForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let id = path.into_inner();
+    if form.reason.trim().is_empty() {
+        return Err(WebError::Unprocessable(
+            "Say why the gate is bypassed.".into(),
+        ));
+    }
+    state
+        .engine
+        .gates()
+        .bypass(id, &actor, &form.reason)
+        .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, urls::gate_run(id)))
+        .finish())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strip_differs_by_shape() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let sample = |verdict: &str| GateSampleRow {
+            id: 1,
+            deployment_id: 1,
+            phase: "before".into(),
+            round: 1,
+            check_name: "health".into(),
+            sampled_at: at,
+            duration_ms: 3,
+            request: "GET /".into(),
+            value: "<200>".into(),
+            verdict: verdict.into(),
+            created_at: at,
+            gate_run_id: Some(1),
+            body: None,
+            scheduled_at: None,
+        };
+        let svg = strip(
+            "health",
+            &[sample("pass"), sample("fail"), sample("inconclusive")],
+        );
+        assert!(svg.contains("<circle class=\"pass\""));
+        assert!(svg.contains("<path class=\"fail\""));
+        assert!(svg.contains(">?</text>"));
+        assert_eq!(svg.matches("<title>").count(), 3);
+        assert!(svg.contains("&lt;200&gt;"));
+    }
+}

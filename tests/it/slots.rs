@@ -1,0 +1,912 @@
+//! Deployment slots: a real app (a small Python HTTP server shipped in the
+//! release's artifacts) deployed to slots behind the slot router; swaps
+//! under load with no failed request; rollback; a release whose health
+//! check fails; a crashing process; Slipway restarted with slots running.
+//! Both databases.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use slipway::config::{Overrides, Settings};
+use slipway::domain::Role;
+use slipway::engine::slots::{SlotDeploy, SlotDeployed, SwapOutcome};
+use slipway::engine::{Engine, EngineError, artifacts, pipelines, users};
+use slipway::storage::testing::{TestDb, test_databases};
+use slipway::storage::{self, Db, NewArtifact, NewRelease};
+use slipway::web::{self, AppState};
+
+use crate::helpers::{browser, csrf_of, texts};
+
+/// The app: answers `/` with its release, `/health` with 200 (500 when the
+/// release ships a file `broken`), `/headers` with the forwarded headers,
+/// `/env` with its settings, `/slow` after 300 ms, and exits on `/crash`.
+const SERVER_PY: &str = r#"import os, sys, time, json, http.server
+here = os.getcwd()
+version = open(os.path.join(here, "version.txt")).read().strip()
+broken = os.path.exists(os.path.join(here, "broken"))
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def answer(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/health":
+            self.answer(500 if broken else 200, "broken\n" if broken else "ok\n")
+        elif self.path == "/crash":
+            os._exit(3)
+        elif self.path == "/headers":
+            self.answer(200, json.dumps({k.lower(): v for k, v in self.headers.items()}))
+        elif self.path == "/env":
+            keys = ["PORT", "SLIPWAY_APP", "SLIPWAY_SLOT", "SLIPWAY_RELEASE", "GREETING", "DATABASE"]
+            self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}))
+        elif self.path == "/slow":
+            time.sleep(0.3)
+            self.answer(200, "release " + version + "\n")
+        else:
+            self.answer(200, "release " + version + "\n")
+    def log_message(self, fmt, *args):
+        sys.stderr.write("request " + (fmt % args) + "\n")
+print("listening on", os.environ["PORT"], flush=True)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server.daemon_threads = True
+server.serve_forever()
+"#;
+
+const RUN_SH: &str = "#!/bin/sh\nset -eu\ncd \"$(dirname \"$0\")\"\nexec python3 app/server.py\n";
+
+const PIPELINE: &str = r#"pipeline: shop-web
+source: { repo: /srv/git/shop, branch: main }
+version: "1.0.{build}"
+apps:
+  - name: shop
+    start: "./run.sh"
+    health: /health
+    slots: [staging, production]
+    settings:
+      GREETING: hello
+      DATABASE: { value: slot-database, sticky: true }
+build:
+  tasks: [ { shell: "true" } ]
+  artifacts: [ "**" ]
+stages:
+  - name: staging
+    trigger: manual
+    environment: { slot: { app: shop, name: staging } }
+    tasks: [ { deploy_slot: { app: shop, slot: staging } } ]
+  - name: production
+    trigger: { after: staging }
+    environment: { slot: { app: shop, name: production } }
+    tasks: [ { swap_slots: { app: shop, from: staging, to: production } } ]
+"#;
+
+/// Slipway with its slot router, restartable on the same data and database.
+struct Slipway {
+    label: String,
+    db: Db,
+    data: tempfile::TempDir,
+    database_url: String,
+    router_port: u16,
+    running: Option<Running>,
+    _test_db: TestDb,
+}
+
+struct Running {
+    base: String,
+    engine: Engine,
+    rt: tokio::runtime::Handle,
+    server: actix_web::dev::ServerHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Slipway {
+    fn new(label: String, test_db: TestDb) -> Slipway {
+        let data = tempfile::tempdir().unwrap();
+        let db = Db::connect(&test_db.url, 8).unwrap();
+        db.run_migrations().unwrap();
+        {
+            let mut conn = db.get().unwrap();
+            users::ensure_initial_admin(&mut conn, data.path()).unwrap();
+            let definition = pipelines::parse(PIPELINE, "shop.yaml").unwrap();
+            pipelines::import(&mut conn, definition, None, "test", None).unwrap();
+        }
+        let mut slipway = Slipway {
+            label,
+            db,
+            database_url: test_db.url.clone(),
+            data,
+            router_port: 0,
+            running: None,
+            _test_db: test_db,
+        };
+        slipway.start();
+        slipway
+    }
+
+    /// Starts the web server, the engine (which starts the slots again)
+    /// and the router (on the port it had, if it had one).
+    fn start(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = TcpListener::bind(("127.0.0.1", self.router_port)).unwrap();
+        self.router_port = router.local_addr().unwrap().port();
+        let settings = Settings::load(Overrides {
+            listen: Some(addr.to_string()),
+            data_dir: Some(self.data.path().to_path_buf()),
+            database_url: Some(self.database_url.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let db = self.db.clone();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(3)
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = rt.handle().clone();
+            rt.block_on(async move {
+                let key = Arc::new(slipway::engine::secrets::SecretKey::generate().unwrap());
+                let state = AppState::new(db, settings, key);
+                let engine = state.engine.clone();
+                engine.start().await.unwrap();
+                engine.slots().start_router(router, "localhost").unwrap();
+                let server = web::server(state, listener).unwrap();
+                tx.send((server.handle(), engine.clone(), handle)).unwrap();
+                let _ = server.await;
+                engine.shutdown().await;
+            });
+        });
+        let (server, engine, rt) = rx.recv().unwrap();
+        self.running = Some(Running {
+            base: format!("http://{addr}"),
+            engine,
+            rt,
+            server,
+            thread,
+        });
+    }
+
+    /// Stops the server and the engine (slot processes stop too).
+    fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let (tx, rx) = mpsc::channel();
+            let server = running.server.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(server.stop(true));
+                let _ = tx.send(());
+            });
+            let _ = rx.recv();
+            drop(running.engine);
+            let _ = running.thread.join();
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("Slipway runs")
+    }
+
+    fn router(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.router_port))
+    }
+
+    /// Stores a release whose artifacts are the app (`broken` makes its
+    /// health check answer 500).
+    fn release(&self, version: &str, broken: bool) {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(work.path().join("app")).unwrap();
+        std::fs::write(work.path().join("app/server.py"), SERVER_PY).unwrap();
+        std::fs::write(work.path().join("run.sh"), RUN_SH).unwrap();
+        std::fs::write(work.path().join("version.txt"), version).unwrap();
+        if broken {
+            std::fs::write(work.path().join("broken"), "yes").unwrap();
+        }
+        let mut files = vec!["app/server.py", "run.sh", "version.txt"];
+        if broken {
+            files.push("broken");
+        }
+        let stored: Vec<NewArtifact> = files
+            .iter()
+            .map(|path| {
+                let found = artifacts::FoundArtifact {
+                    path: path.to_string(),
+                    file: work.path().join(path),
+                };
+                let s = artifacts::store(self.data.path(), &found).unwrap();
+                NewArtifact {
+                    path: s.path,
+                    sha256: s.sha256,
+                    size: s.size as i64,
+                }
+            })
+            .collect();
+        let mut conn = self.db.get().unwrap();
+        let p = storage::find_pipeline(&mut conn, "shop-web")
+            .unwrap()
+            .unwrap();
+        let revision = storage::current_revision(&mut conn, p.id).unwrap();
+        storage::insert_release(
+            &mut conn,
+            &NewRelease {
+                pipeline_id: p.id,
+                version: version.into(),
+                build_id: None,
+                revision_id: revision.id,
+                commit_sha: format!("{:0>40}", version.replace('.', "")),
+                branch: "main".into(),
+                message: format!("release {version}"),
+                author: "Mara <mara@shop.example>".into(),
+                fixes_release_id: None,
+            },
+            &stored,
+        )
+        .unwrap();
+    }
+
+    fn deploy(&self, slot: &str, version: &str) -> Result<SlotDeployed, EngineError> {
+        let running = self.running();
+        let engine = running.engine.clone();
+        let request = SlotDeploy {
+            app: "shop".into(),
+            slot: slot.into(),
+            release: version.into(),
+            artifacts_dir: None,
+            health_timeout: Some(Duration::from_secs(3)),
+            actor: "test".into(),
+        };
+        running
+            .rt
+            .block_on(async move { engine.slots().deploy_to_slot(request, None).await })
+    }
+
+    fn swap(&self, from: &str, to: &str) -> Result<SwapOutcome, EngineError> {
+        let running = self.running();
+        let engine = running.engine.clone();
+        let (from, to) = (from.to_string(), to.to_string());
+        running
+            .rt
+            .block_on(async move { engine.slots().swap("shop", &from, &to, "test", None).await })
+    }
+
+    /// A keep-alive client that resolves every `*.localhost` name used here
+    /// to the router (127.0.0.1).
+    fn client(&self) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(4);
+        for host in [
+            "shop.localhost",
+            "shop-production.localhost",
+            "shop-staging.localhost",
+            "nope.localhost",
+        ] {
+            builder = builder.resolve(host, self.router());
+        }
+        builder.build().unwrap()
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}.localhost:{}{path}", self.router_port)
+    }
+
+    /// `GET http://HOST.localhost:ROUTER/PATH`: (status, body).
+    fn get(&self, client: &reqwest::blocking::Client, host: &str, path: &str) -> (u16, String) {
+        match client.get(self.url(host, path)).send() {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.text().unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    fn slot_row(&self, slot: &str) -> storage::SlotRow {
+        let mut conn = self.db.get().unwrap();
+        let (app, _) = storage::slots::find_app(&mut conn, "shop")
+            .unwrap()
+            .unwrap();
+        storage::slots::find_slot(&mut conn, app.id, slot)
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for Slipway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn each(f: impl Fn(&mut Slipway)) {
+    for (label, db) in test_databases() {
+        let mut slipway = Slipway::new(label, db);
+        f(&mut slipway);
+    }
+}
+
+/// Waits until `cond` holds, at most `secs`.
+fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One answer of the load generator.
+#[derive(Debug, Clone)]
+struct Sample {
+    started: Instant,
+    status: u16,
+    body: String,
+}
+
+/// Sends GETs to `host` through the router on `threads` keep-alive
+/// connections until stopped (at most 60 s or 50,000 requests each).
+struct Load {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(slipway: &Slipway, host: &str, path: &str, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let threads = (0..threads)
+            .map(|_| {
+                let (client, url, stop) = (slipway.client(), slipway.url(host, path), stop.clone());
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let began = Instant::now();
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::SeqCst)
+                        && samples.len() < 50_000
+                        && began.elapsed() < Duration::from_secs(60)
+                    {
+                        let started = Instant::now();
+                        let (status, body) = match client.get(&url).send() {
+                            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                            Err(e) => (0, e.to_string()),
+                        };
+                        samples.push(Sample {
+                            started,
+                            status,
+                            body,
+                        });
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            count,
+            threads,
+        }
+    }
+
+    /// Waits until `more` further answers came back (at most 30 s).
+    fn wait_for(&self, more: usize) {
+        let target = self.count.load(Ordering::SeqCst) + more;
+        wait_until("the load generator's answers", 30, || {
+            self.count.load(Ordering::SeqCst) >= target
+        });
+    }
+
+    fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    }
+}
+
+fn failures(samples: &[Sample]) -> Vec<&Sample> {
+    samples.iter().filter(|s| s.status != 200).collect()
+}
+
+#[test]
+fn a_swap_under_load_fails_no_request_and_swapping_back_rolls_back() {
+    each(|s| {
+        let label = s.label.clone();
+        s.release("1.0.1", false);
+        s.release("1.0.2", false);
+        let client = s.client();
+        // Nothing deployed yet: the slot says so.
+        let (status, body) = s.get(&client, "shop", "/");
+        assert_eq!(status, 503, "[{label}] {body}");
+        assert!(body.contains("Nothing is running in this slot"), "{body}");
+        let (status, _) = s.get(&client, "nope", "/");
+        assert_eq!(status, 404, "[{label}]");
+
+        let deployed = s.deploy("production", "1.0.1").unwrap();
+        assert_eq!(deployed.replaced, None);
+        s.deploy("staging", "1.0.2").unwrap();
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+        assert_eq!(
+            s.get(&client, "shop-production", "/"),
+            (200, "release 1.0.1\n".into())
+        );
+        assert_eq!(
+            s.get(&client, "shop-staging", "/"),
+            (200, "release 1.0.2\n".into())
+        );
+        // Unpacked with its relative paths; run.sh made executable.
+        use std::os::unix::fs::PermissionsExt;
+        let workdir = deployed.workdir.clone();
+        assert!(workdir.starts_with(s.data.path().join("slots/shop/production")));
+        assert!(workdir.join("app/server.py").is_file());
+        let mode = std::fs::metadata(workdir.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // The process's environment and the forwarded headers.
+        let (_, env) = s.get(&client, "shop-staging", "/env");
+        let env: HashMap<String, Option<String>> = serde_json::from_str(&env).unwrap();
+        assert_eq!(env["SLIPWAY_SLOT"].as_deref(), Some("staging"));
+        assert_eq!(env["SLIPWAY_APP"].as_deref(), Some("shop"));
+        assert_eq!(env["SLIPWAY_RELEASE"].as_deref(), Some("1.0.2"));
+        assert_eq!(env["GREETING"].as_deref(), Some("hello"));
+        assert_eq!(env["DATABASE"].as_deref(), Some("slot-database"));
+        let (_, headers) = s.get(&client, "shop", "/headers");
+        let headers: HashMap<String, String> = serde_json::from_str(&headers).unwrap();
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(
+            headers["x-forwarded-host"],
+            format!("shop.localhost:{}", s.router_port)
+        );
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert!(!headers.contains_key("connection"), "{headers:?}");
+
+        // The swap, while four connections keep asking production.
+        let load = Load::start(s, "shop", "/", 4);
+        load.wait_for(100);
+        let outcome = s.swap("staging", "production").unwrap();
+        let swapped_at = Instant::now();
+        assert_eq!(outcome.release.as_deref(), Some("1.0.2"));
+        assert_eq!(outcome.replaced.as_deref(), Some("1.0.1"));
+        load.wait_for(100);
+        let samples = load.finish();
+        assert!(
+            samples.len() > 50,
+            "[{label}] only {} requests",
+            samples.len()
+        );
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {} of {} requests failed: {:?}",
+            failures(&samples).len(),
+            samples.len(),
+            failures(&samples).iter().take(3).collect::<Vec<_>>()
+        );
+        assert!(
+            samples
+                .iter()
+                .all(|x| x.body == "release 1.0.1\n" || x.body == "release 1.0.2\n")
+        );
+        assert!(samples.iter().any(|x| x.body == "release 1.0.1\n"));
+        let after: Vec<&Sample> = samples.iter().filter(|x| x.started > swapped_at).collect();
+        assert!(!after.is_empty());
+        assert!(
+            after.iter().all(|x| x.body == "release 1.0.2\n"),
+            "[{label}] an answer from the old release after the swap"
+        );
+        assert_eq!(
+            s.get(&client, "shop-staging", "/"),
+            (200, "release 1.0.1\n".into())
+        );
+        // Sticky settings stayed, the process moved.
+        let (_, env) = s.get(&client, "shop", "/env");
+        let env: HashMap<String, Option<String>> = serde_json::from_str(&env).unwrap();
+        assert_eq!(env["SLIPWAY_RELEASE"].as_deref(), Some("1.0.2"));
+        let production = s.slot_row("production");
+        let staging = s.slot_row("staging");
+        assert!(production.last_swap_at.is_some());
+        assert_ne!(production.release_id, staging.release_id);
+
+        // Rollback: the same swap again, under load too.
+        let load = Load::start(s, "shop", "/", 3);
+        load.wait_for(50);
+        s.swap("staging", "production").unwrap();
+        let rolled_back_at = Instant::now();
+        load.wait_for(50);
+        let samples = load.finish();
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {:?}",
+            failures(&samples).first()
+        );
+        assert!(
+            samples
+                .iter()
+                .filter(|x| x.started > rolled_back_at)
+                .all(|x| x.body == "release 1.0.1\n")
+        );
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+
+        // A new release into the live slot, under load: no request fails
+        // (the old process finishes what it took, even slow requests).
+        s.release("1.0.3", false);
+        let load = Load::start(s, "shop", "/slow", 3);
+        load.wait_for(3);
+        let deployed = s.deploy("production", "1.0.3").unwrap();
+        assert_eq!(deployed.replaced.as_deref(), Some("1.0.1"));
+        let deployed_at = Instant::now();
+        load.wait_for(6);
+        let samples = load.finish();
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {:?}",
+            failures(&samples).first()
+        );
+        assert!(
+            samples
+                .iter()
+                .filter(|x| x.started > deployed_at)
+                .all(|x| x.body == "release 1.0.3\n")
+        );
+        // Audited.
+        let mut conn = s.db.get().unwrap();
+        let actions: Vec<String> = storage::list_audit(&mut conn, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(actions.iter().filter(|a| *a == "slot.swap").count(), 2);
+        assert!(actions.iter().any(|a| a == "slot.deploy"));
+        storage::verify_audit_chain(&mut conn).unwrap();
+    });
+}
+
+#[test]
+fn a_release_that_fails_its_health_check_never_takes_traffic() {
+    each(|s| {
+        let label = s.label.clone();
+        s.release("1.0.1", false);
+        s.release("1.0.2", true);
+        s.deploy("production", "1.0.1").unwrap();
+        let client = s.client();
+        let load = Load::start(s, "shop", "/", 2);
+        let err = s.deploy("production", "1.0.2").unwrap_err().to_string();
+        let samples = load.finish();
+        assert!(err.contains("did not become healthy"), "[{label}] {err}");
+        assert!(err.contains("answered 500"), "[{label}] {err}");
+        // Its log is in the error.
+        assert!(err.contains("listening on"), "[{label}] {err}");
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {:?}",
+            failures(&samples).first()
+        );
+        assert!(samples.iter().all(|x| x.body == "release 1.0.1\n"));
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+        let row = s.slot_row("production");
+        assert!(
+            row.error.as_deref().unwrap_or_default().contains("500"),
+            "{row:?}"
+        );
+        let mut conn = s.db.get().unwrap();
+        let p = storage::find_pipeline(&mut conn, "shop-web")
+            .unwrap()
+            .unwrap();
+        let good = storage::find_release(&mut conn, p.id, "1.0.1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.release_id, Some(good.id));
+        // Its directory is gone; the good one stays.
+        let dirs: Vec<String> = std::fs::read_dir(s.data.path().join("slots/shop/production"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("1.0."))
+            .collect();
+        assert_eq!(dirs, vec!["1.0.1-1".to_string()], "[{label}]");
+        // A slot with nothing to swap is refused.
+        let err = s.swap("staging", "production").unwrap_err().to_string();
+        assert!(err.contains("runs nothing"), "{err}");
+    });
+}
+
+#[test]
+fn a_crashed_slot_process_is_restarted() {
+    each(|s| {
+        s.release("1.0.1", false);
+        s.deploy("staging", "1.0.1").unwrap();
+        let client = s.client();
+        let pid = |s: &Slipway| {
+            s.running()
+                .engine
+                .slots()
+                .process_status("shop", "staging")
+                .and_then(|p| p.pid)
+        };
+        let before = pid(s).unwrap();
+        let (status, _) = s.get(&client, "shop-staging", "/crash");
+        assert_ne!(status, 200);
+        wait_until("the process to come back", 20, || {
+            s.get(&client, "shop-staging", "/") == (200, "release 1.0.1\n".to_string())
+        });
+        let status = s
+            .running()
+            .engine
+            .slots()
+            .process_status("shop", "staging")
+            .unwrap();
+        assert!(status.restarts >= 1, "{status:?}");
+        assert_ne!(pid(s), Some(before));
+        assert!(status.last_exit.unwrap().contains("exited with code 3"));
+        let log =
+            std::fs::read_to_string(s.data.path().join("slots/shop/staging/process.log")).unwrap();
+        assert!(log.contains("exited with code 3"), "{log}");
+        assert!(log.contains("starting it again"), "{log}");
+    });
+}
+
+#[test]
+fn slipway_restarted_with_slots_running_comes_back_serving() {
+    each(|s| {
+        let label = s.label.clone();
+        s.release("1.0.1", false);
+        s.release("1.0.2", false);
+        s.deploy("production", "1.0.1").unwrap();
+        s.deploy("staging", "1.0.2").unwrap();
+        let port = s
+            .running()
+            .engine
+            .slots()
+            .port_of("shop", "production")
+            .unwrap();
+        s.stop();
+        // Stopped with Slipway.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        s.start();
+        let client = s.client();
+        wait_until("production to serve again", 20, || {
+            s.get(&client, "shop", "/") == (200, "release 1.0.1\n".to_string())
+        });
+        wait_until("staging to serve again", 20, || {
+            s.get(&client, "shop-staging", "/") == (200, "release 1.0.2\n".to_string())
+        });
+        assert_eq!(
+            s.slot_row("production").port,
+            Some(i32::from(port)),
+            "[{label}]"
+        );
+        // And a swap works on the restarted slots.
+        s.swap("staging", "production").unwrap();
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.2\n".into()));
+    });
+}
+
+#[test]
+fn the_environments_page_and_the_api_swap() {
+    each(|s| {
+        let label = s.label.clone();
+        s.release("1.0.1", false);
+        s.release("1.0.2", false);
+        s.deploy("production", "1.0.1").unwrap();
+        s.deploy("staging", "1.0.2").unwrap();
+        let base = s.running().base.clone();
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let viewer = token(s, "vera", Role::Viewer);
+        let manager = token(s, "max", Role::ReleaseManager);
+        let page = http
+            .get(format!("{base}/environments"))
+            .bearer_auth(&viewer)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let html = scraper::Html::parse_document(&page);
+        let rows = texts(&html, "table.slots tbody tr");
+        assert_eq!(rows.len(), 2, "[{label}] {rows:?}");
+        assert!(rows[0].starts_with("staging"), "{rows:?}");
+        assert!(rows[0].contains("shop-staging.localhost"), "{rows:?}");
+        assert!(rows[0].contains("1.0.2"), "{rows:?}");
+        assert!(rows[1].contains("shop.localhost"), "{rows:?}");
+        assert!(rows[1].contains("running"), "{rows:?}");
+        let links = crate::helpers::attrs(&html, "table.slots a", "href");
+        assert!(
+            links.contains(&format!("http://shop.localhost:{}/", s.router_port)),
+            "{links:?}"
+        );
+        assert!(links.contains(&"/pipelines/shop-web/releases/1.0.1".to_string()));
+        assert!(texts(&html, "nav a").iter().any(|t| t == "Environments"));
+
+        // The API: a viewer may not swap; a release manager may.
+        let url = format!("{base}/api/v1/apps/shop/swap");
+        let res = http
+            .post(&url)
+            .bearer_auth(&viewer)
+            .json(&serde_json::json!({"from": "staging", "to": "production"}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let res = http
+            .post(&url)
+            .bearer_auth(&manager)
+            .json(&serde_json::json!({"from": "staging", "to": "nowhere"}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let res = http
+            .post(&url)
+            .bearer_auth(&manager)
+            .json(&serde_json::json!({"from": "staging", "to": "production"}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().unwrap();
+        assert_eq!(body["release"], "1.0.2");
+        assert_eq!(body["replaced"], "1.0.1");
+        assert_eq!(body["state"], "swapped");
+        let client = s.client();
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.2\n".into()));
+        let slots: serde_json::Value = http
+            .get(format!("{base}/api/v1/apps/shop/slots"))
+            .bearer_auth(&viewer)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(slots[1]["slot"], "production");
+        assert_eq!(slots[1]["release"], "1.0.2");
+        assert_eq!(slots[1]["hosts"][1], "shop.localhost");
+        let spec: serde_json::Value = http
+            .get(format!("{base}/api/v1/openapi.json"))
+            .bearer_auth(&viewer)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(spec["paths"]["/api/v1/apps/{app}/swap"]["post"].is_object());
+
+        // The page's Roll back button (a signed-in release manager with CSRF).
+        let browser = browser();
+        users::create_user(
+            &mut s.db.get().unwrap(),
+            users::NewLocalUser {
+                username: "rita",
+                role: Role::ReleaseManager,
+                groups: &[],
+                password: "a long test password",
+            },
+            "test",
+        )
+        .unwrap();
+        let login = browser
+            .get(format!("{base}/login"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let csrf = csrf_of(&scraper::Html::parse_document(&login));
+        let res = browser
+            .post(format!("{base}/login"))
+            .form(&[
+                ("username", "rita"),
+                ("password", "a long test password"),
+                ("csrf", csrf.as_str()),
+                ("next", "/environments"),
+            ])
+            .send()
+            .unwrap();
+        assert!(res.status().is_redirection(), "{}", res.status());
+        let page = browser
+            .get(format!("{base}/environments"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let html = scraper::Html::parse_document(&page);
+        let buttons = texts(&html, "table.slots button");
+        assert!(
+            buttons.iter().any(|b| b == "Roll back production to 1.0.1"),
+            "{buttons:?}"
+        );
+        let csrf = csrf_of(&html);
+        // Without the CSRF token: refused, nothing changes.
+        let res = browser
+            .post(format!("{base}/environments/shop/swap"))
+            .form(&[("from", "staging"), ("to", "production")])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let res = browser
+            .post(format!("{base}/environments/shop/swap"))
+            .form(&[("from", "staging"), ("to", "production"), ("csrf", &csrf)])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+        let page = browser
+            .get(format!("{base}/environments"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(page.contains("staging → production"), "{page}");
+
+        // A swap with preview waits for a person; a plain swap waits too.
+        let swap = |body: serde_json::Value| {
+            http.post(&url)
+                .bearer_auth(&manager)
+                .json(&body)
+                .send()
+                .unwrap()
+        };
+        let res = swap(serde_json::json!({"from": "staging", "to": "production", "preview": true}));
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<serde_json::Value>().unwrap()["state"], "pending");
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+        let res = swap(serde_json::json!({"from": "staging", "to": "production"}));
+        assert_eq!(res.status(), 409);
+        let page = browser
+            .get(format!("{base}/environments"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(page.contains("A swap waits for confirmation"), "{page}");
+        let res = http
+            .post(format!("{url}/cancel"))
+            .bearer_auth(&manager)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        swap(serde_json::json!({"from": "staging", "to": "production", "preview": true}));
+        let res = http
+            .post(format!("{url}/confirm"))
+            .bearer_auth(&manager)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<serde_json::Value>().unwrap()["state"], "swapped");
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.2\n".into()));
+        let mut conn = s.db.get().unwrap();
+        let actions: Vec<String> = storage::list_audit(&mut conn, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        for action in ["slot.swap.preview", "slot.swap.cancel", "slot.swap"] {
+            assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+        }
+    });
+}
+
+fn token(s: &Slipway, name: &str, role: Role) -> String {
+    let mut conn = s.db.get().unwrap();
+    users::create_user(
+        &mut conn,
+        users::NewLocalUser {
+            username: name,
+            role,
+            groups: &[],
+            password: "a long test password",
+        },
+        "test",
+    )
+    .unwrap();
+    users::create_token(&mut conn, name, "test", "test").unwrap()
+}
