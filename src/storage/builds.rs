@@ -337,3 +337,13 @@ pub fn release_versions_of_builds(
         .filter_map(|(id, version)| id.map(|id| (id, version)))
         .collect())
 }
+
+/// Builds that are queued or running, oldest first, in one query (the board
+/// shows them).
+pub fn unfinished_builds(conn: &mut DbConn) -> Result<Vec<BuildRow>, StorageError> {
+    Ok(builds::table
+        .filter(builds::state.eq_any([BuildState::Queued.as_str(), BuildState::Running.as_str()]))
+        .order(builds::id.asc())
+        .select(BuildRow::as_select())
+        .load(conn)?)
+}

@@ -266,3 +266,44 @@ fn secrets_are_set_from_the_pipeline_page_and_never_shown() {
         assert_eq!(res.status(), 403);
     });
 }
+
+#[test]
+fn the_board_shows_a_running_build_until_it_ends() {
+    each_backend(|app| {
+        let gate = tempfile::tempdir().unwrap();
+        let file = gate.path().join("go");
+        let build = format!(
+            "  tasks:\n    - shell: \"while [ ! -f '{}' ]; do sleep 0.05; done\"\n  artifacts: []",
+            file.display()
+        );
+        let repo = git_repo(&[("README.md", "x\n")]);
+        import(
+            app,
+            &pipeline_yaml("web", &repo.url(), "1.0.{build}", &build),
+        );
+        let token = app.token("andy", Role::Deployer);
+        let number = crate::builds::queue(app, &token, "web", serde_json::json!({}));
+        let running = crate::builds::wait_until(
+            "the board to show the running build",
+            std::time::Duration::from_secs(60),
+            || {
+                let html = app.page("/");
+                let line = texts(&html, "#board-web p.board-build").join(" ");
+                line.contains("Running").then_some(html)
+            },
+        );
+        assert_eq!(
+            attrs(&running, "#board-web p.board-build a", "href"),
+            vec![format!("/pipelines/web/builds/{number}")]
+        );
+        assert_eq!(
+            attrs(&running, "#board-web", "data-live").len(),
+            1,
+            "the section refreshes itself"
+        );
+        std::fs::write(&file, "go").unwrap();
+        finished(app, &token, "web", number);
+        let html = app.page("/");
+        assert!(texts(&html, "#board-web p.board-build").is_empty());
+    });
+}

@@ -66,6 +66,8 @@ pub struct BoardPipeline {
     pub rows: Vec<Row>,
     /// Something is queued, waiting or running: refresh it.
     pub live: bool,
+    /// Builds of this pipeline that are queued or running now.
+    pub builds: Vec<super::builds::BuildSummary>,
 }
 
 #[derive(Template)]
@@ -380,6 +382,7 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
     let positions = queue_positions(&store::queued_deployments(conn)?);
     let last_fires = store::last_fires(conn, &ids)?;
     let next_fires = next_fires_of(&all_stages, now);
+    let unfinished = storage::builds::unfinished_builds(conn)?;
     Ok(pipelines
         .iter()
         .zip(releases)
@@ -402,7 +405,20 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
                     .iter()
                     .map(|r| release_row(&p.name, r, &stages, &latest, &explain))
                     .collect(),
-                live: mine.iter().any(|d| !d.state.is_terminal()),
+                live: mine.iter().any(|d| !d.state.is_terminal())
+                    || unfinished.iter().any(|b| b.pipeline_id == p.id),
+                builds: unfinished
+                    .iter()
+                    .filter(|b| b.pipeline_id == p.id)
+                    .map(|b| {
+                        super::builds::summary(&crate::engine::builds::BuildDetail {
+                            pipeline: p.name.clone(),
+                            build: b.clone(),
+                            tasks: Vec::new(),
+                            release: None,
+                        })
+                    })
+                    .collect(),
             }
         })
         .collect())
