@@ -843,6 +843,8 @@ fn builds_are_listed_newest_first_and_logs_tail_from_a_cursor() {
             ),
             (Some("echo one"), Some("stdout"), Some("one\n"))
         );
+        // The build page's live log files each chunk under its task by position.
+        assert_eq!(chunks[0]["task_position"], 0, "{log}");
         assert_eq!(
             (chunks[1]["stream"].as_str(), chunks[1]["text"].as_str()),
             (Some("stderr"), Some("two\n"))

@@ -140,6 +140,9 @@ pub struct LogChunkDto {
     pub seq: i64,
     /// The task it belongs to.
     pub task: String,
+    /// The task's position in the build (the build page's live log files
+    /// each chunk under its task by this).
+    pub task_position: i32,
     /// `stdout`, `stderr` or `system` (Slipway's own lines).
     pub stream: String,
     /// Whole lines, each ending in a newline; secret values are `***`.
@@ -175,6 +178,7 @@ impl BuildLogDto {
                 .map(|c| LogChunkDto {
                     seq: c.seq,
                     task: c.task,
+                    task_position: c.task_position,
                     stream: c.stream,
                     text: c.text,
                     created_at: utc(&c.created_at),
