@@ -1,7 +1,8 @@
 //! Gate benchmark: N gates (default 1,000) of one `http` check each,
 //! sampling every 5 s against a local endpoint, for one minute of steady
 //! state, through the real gate engine (`engine::gates`: one tokio timer
-//! per run, one pooled HTTP client, every round stored in SQLite).
+//! per run, one pooled HTTP client, every round stored in SQLite by the
+//! batching writer).
 //!
 //! The endpoint runs in a child process (this binary with `--endpoint`), so
 //! the CPU figure is Slipway's alone: user + system time of this process

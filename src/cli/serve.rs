@@ -48,7 +48,7 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
             );
         }
         if args.demo {
-            match demo::ensure_demo(&mut conn, &settings.data_dir)? {
+            match demo::ensure_demo(&mut conn, &settings.data_dir, settings.router.listen)? {
                 demo::DemoOutcome::Created { repo } => tracing::info!(
                     repo = %repo.display(),
                     "created the demo pipeline {}",

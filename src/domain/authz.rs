@@ -6,9 +6,9 @@
 //!
 //! | role | may |
 //! | --- | --- |
-//! | viewer | read every page and API, manage their own API tokens |
+//! | viewer | read every page and API, manage their own API tokens, decide the approvals that list them |
 //! | deployer | also queue and cancel builds, deploy by hand to a stage that does not restrict its deployers (or lists them), cancel deployments |
-//! | release manager | also configure stages, import pipelines, roll back, stop the line, swap slots, manage secrets, read the audit log |
+//! | release manager | also configure stages, import pipelines, roll back, stop the line, swap slots, manage secrets, read the audit log, re-evaluate or bypass gates |
 //! | admin | everything, including users, groups and other people's tokens |
 
 use super::{Approver, Role, Stage};
@@ -43,11 +43,16 @@ pub enum Action {
     ReadAudit,
     /// Manage users, their roles and groups, and anyone's tokens.
     ManageUsers,
+    /// Approve, reject or defer an approval; the approval's own list of
+    /// approvers decides who (see `domain::approval::may_decide`).
+    Approve,
+    /// Re-evaluate a gate now, or bypass it with a reason.
+    OverrideGates,
 }
 
 impl Action {
     /// Every action, for exhaustive tests and documentation.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 15] = [
         Action::Read,
         Action::ManageOwnTokens,
         Action::Build,
@@ -61,12 +66,14 @@ impl Action {
         Action::ManageSecrets,
         Action::ReadAudit,
         Action::ManageUsers,
+        Action::Approve,
+        Action::OverrideGates,
     ];
 
     /// The least powerful role that may take this action.
     pub fn minimum_role(self) -> Role {
         match self {
-            Action::Read | Action::ManageOwnTokens => Role::Viewer,
+            Action::Read | Action::ManageOwnTokens | Action::Approve => Role::Viewer,
             Action::Build | Action::Deploy | Action::CancelDeployment => Role::Deployer,
             Action::ConfigureStage
             | Action::ImportPipeline
@@ -74,7 +81,8 @@ impl Action {
             | Action::StopTheLine
             | Action::SwapSlots
             | Action::ManageSecrets
-            | Action::ReadAudit => Role::ReleaseManager,
+            | Action::ReadAudit
+            | Action::OverrideGates => Role::ReleaseManager,
             Action::ManageUsers => Role::Admin,
         }
     }
@@ -95,6 +103,8 @@ impl Action {
             Action::ManageSecrets => "manage secrets",
             Action::ReadAudit => "read the audit log",
             Action::ManageUsers => "manage users and groups",
+            Action::Approve => "decide approvals",
+            Action::OverrideGates => "re-evaluate or bypass gates",
         }
     }
 }
@@ -151,6 +161,8 @@ mod tests {
             (ManageSecrets, false, false, true, true),
             (ReadAudit, false, false, true, true),
             (ManageUsers, false, false, false, true),
+            (Approve, true, true, true, true),
+            (OverrideGates, false, false, true, true),
         ];
         assert_eq!(
             table.len(),

@@ -12,6 +12,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 mod export;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod notification_tests;
 mod parse;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -42,6 +45,74 @@ pub struct PipelineDefinition {
     pub build: Build,
     /// The stages, in order (at least one).
     pub stages: Vec<Stage>,
+    /// Outgoing webhooks about approvals (`docs/notifications.md`).
+    pub notifications: Vec<Notification>,
+}
+
+/// An outgoing webhook of a pipeline, sent when an approval event happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The target's name, unique in the pipeline (shown on the admin page).
+    pub name: String,
+    /// Where the body is POSTed (`http://` or `https://`).
+    pub url: String,
+    /// The body's shape (default generic JSON).
+    pub format: NotificationFormat,
+    /// The key of the `X-Slipway-Signature` HMAC, by reference.
+    pub secret: Option<SecretRef>,
+    /// The events sent, in [`NotificationEvent::ALL`] order (default all).
+    pub events: Vec<NotificationEvent>,
+}
+
+/// The body of a notification.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFormat {
+    /// The event as JSON (default).
+    #[default]
+    Generic,
+    /// A Slack incoming-webhook message (`text` and `blocks`).
+    Slack,
+}
+
+/// What a notification is sent for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    /// Approvers are asked to decide.
+    ApprovalRequested,
+    /// An approval was decided (approved, rejected, timed out).
+    ApprovalDecided,
+    /// An approval times out soon.
+    ApprovalExpiring,
+}
+
+impl NotificationFormat {
+    /// The word used in YAML and storage.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotificationFormat::Generic => "generic",
+            NotificationFormat::Slack => "slack",
+        }
+    }
+}
+
+impl NotificationEvent {
+    /// Every event, in canonical order.
+    pub const ALL: [NotificationEvent; 3] = [
+        NotificationEvent::ApprovalRequested,
+        NotificationEvent::ApprovalDecided,
+        NotificationEvent::ApprovalExpiring,
+    ];
+
+    /// The word used in YAML, storage and the `X-Slipway-Event` header.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotificationEvent::ApprovalRequested => "approval_requested",
+            NotificationEvent::ApprovalDecided => "approval_decided",
+            NotificationEvent::ApprovalExpiring => "approval_expiring",
+        }
+    }
 }
 
 /// The git repository a pipeline builds.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 
-fn unknown(kind: &'static str, value: &str, expected: &[&str]) -> DomainError {
+pub(crate) fn unknown(kind: &'static str, value: &str, expected: &[&str]) -> DomainError {
     DomainError::UnknownValue {
         kind,
         value: value.to_owned(),

@@ -114,12 +114,22 @@ fn execute(
     headers: &BTreeMap<String, String>,
     body: &serde_json::Value,
 ) -> Result<bool, String> {
-    let mut context = cel::Context::default();
+    // The standard library is built once (`Context::default()` builds it
+    // on every call), and only the variables the expression reads are
+    // converted: a sample of `status == 200` converts no body.
+    static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
+        std::sync::LazyLock::new(|| std::sync::Arc::new(cel::Env::stdlib()));
+    let mut context = cel::Context::with_env(STDLIB.clone());
+    let references = program.references();
     context.add_variable_from_value("status", i64::from(status));
-    let headers = cel::to_value(headers).map_err(|e| e.to_string())?;
-    context.add_variable_from_value("headers", headers);
-    let body = cel::to_value(body).map_err(|e| e.to_string())?;
-    context.add_variable_from_value("body", body);
+    if references.has_variable("headers") {
+        let headers = cel::to_value(headers).map_err(|e| e.to_string())?;
+        context.add_variable_from_value("headers", headers);
+    }
+    if references.has_variable("body") {
+        let body = cel::to_value(body).map_err(|e| e.to_string())?;
+        context.add_variable_from_value("body", body);
+    }
     match program.execute(&context) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!(

@@ -5,6 +5,7 @@
 //! Everything public is re-exported from this module, so callers write
 //! `use crate::domain::{PipelineDefinition, StageName, DeploymentState};`.
 
+pub mod approval;
 pub mod authz;
 pub mod build;
 pub mod definition;
@@ -21,6 +22,7 @@ mod text;
 pub mod version;
 pub mod webhook;
 
+pub use approval::{ApprovalState, Decision};
 pub use build::{PastDeployment, TaskRunState, branch_may_build, release_to_fix};
 pub use definition::yaml::{
     DefinitionError, DefinitionErrors, EXAMPLE_YAML, parse_definition, to_canonical_yaml,

@@ -17,9 +17,7 @@
 
 use std::fmt;
 
-use super::{
-    ApprovalOrder, Approver, DeploymentEvent, DeploymentState, QueueMode, Stage, Trigger, Upstream,
-};
+use super::{ApprovalOrder, DeploymentEvent, DeploymentState, QueueMode, Stage, Trigger, Upstream};
 
 /// A release as the rules see it: its id (creation order) and version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +209,25 @@ pub fn after_tasks(stage: &Stage) -> DeploymentEvent {
     )
 }
 
+/// The step a deployment takes when its approval (before the stage, or
+/// after it when `after`) is approved: gates of that phase when they come
+/// after approvals, else its tasks (before) or done (after).
+pub fn after_approval(stage: &Stage, after: bool) -> DeploymentEvent {
+    let gates = if after {
+        stage.gates.after.is_some()
+    } else {
+        stage.gates.before.is_some()
+    };
+    match (
+        gates && stage.approvals.order == ApprovalOrder::BeforeGates,
+        after,
+    ) {
+        (true, _) => DeploymentEvent::StartGates,
+        (false, false) => DeploymentEvent::Start,
+        (false, true) => DeploymentEvent::Succeed,
+    }
+}
+
 fn step(
     approvals: bool,
     gates: bool,
@@ -239,16 +256,6 @@ pub fn stages_after<'s>(stages: &'s [Stage], upstream: &Upstream, branch: &str) 
             _ => false,
         })
         .collect()
-}
-
-/// Whether `user` (a member of `groups`) may start a deployment to a stage
-/// whose `deployers` are these; an empty list lets every deployer.
-pub fn may_deploy_by_hand(deployers: &[Approver], user: &str, groups: &[String]) -> bool {
-    deployers.is_empty()
-        || deployers.iter().any(|d| match d {
-            Approver::User(name) => name == user,
-            Approver::Group(group) => groups.iter().any(|g| g == group),
-        })
 }
 
 #[cfg(test)]
@@ -528,6 +535,30 @@ stages:
     }
 
     #[test]
+    fn an_approved_deployment_goes_on_to_its_gates_tasks_or_end() {
+        let def = parse_definition(STEPS, "steps.yaml").unwrap();
+        let next = |name: &str| {
+            let s = def.stage(name).unwrap();
+            (after_approval(s, false), after_approval(s, true))
+        };
+        use DeploymentEvent as E;
+        assert_eq!(next("approved"), (E::Start, E::Succeed));
+        assert_eq!(next("both"), (E::StartGates, E::Succeed));
+        // Gates came first: approval is the last step of each phase.
+        assert_eq!(next("gates-first"), (E::Start, E::Succeed));
+        // Each is a legal move from waiting for approval.
+        for s in &def.stages {
+            for after in [false, true] {
+                assert!(
+                    S::WaitingForApproval
+                        .transition(after_approval(s, after))
+                        .is_ok()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn after_triggers_follow_their_upstream_and_branch_filter() {
         let def = parse_definition(STEPS, "steps.yaml").unwrap();
         let names = |upstream: Upstream, branch: &str| -> Vec<String> {
@@ -543,14 +574,5 @@ stages:
         assert_eq!(names(plain, "release/2"), ["approved", "both"]);
         let approved = Upstream::Stage("approved".parse().unwrap());
         assert!(names(approved, "main").is_empty());
-    }
-
-    #[test]
-    fn who_may_deploy_by_hand() {
-        assert!(may_deploy_by_hand(&[], "anyone", &[]));
-        let deployers = [Approver::User("mara".into()), Approver::Group("ops".into())];
-        assert!(may_deploy_by_hand(&deployers, "mara", &[]));
-        assert!(may_deploy_by_hand(&deployers, "dana", &["ops".into()]));
-        assert!(!may_deploy_by_hand(&deployers, "dana", &["qa".into()]));
     }
 }

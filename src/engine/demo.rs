@@ -1,14 +1,26 @@
 //! `serve --demo`: the sample app `space-game-web` as a real local git
-//! repository under the data dir, and its pipeline, created once.
+//! repository under the data dir, and its pipeline, created once. The
+//! story it tells (build → dev → test → preprod → production by a swap
+//! after management's approval) is in the README and `docs/slots.md`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{EngineError, pipelines};
+use super::{EngineError, pipelines, users};
 use crate::storage::{self, DbConn};
 
 /// The demo pipeline's name.
 pub const DEMO_PIPELINE: &str = "space-game-web";
+
+/// The group whose members approve the demo's production deployments; the
+/// first admin (`admin`) is made a member, so one person can walk the story.
+pub const DEMO_APPROVERS: &str = "management";
+
+/// The slot router's address as written in `demo_app/slipway.yaml` (the
+/// production gate checks staging's health through it); replaced by the
+/// address the router really listens on.
+const DEFAULT_ROUTER: &str = "127.0.0.1:8081";
 
 /// The files of the sample app: path in the repository, contents, executable.
 const FILES: &[(&str, &str, bool)] = &[
@@ -38,8 +50,14 @@ pub enum DemoOutcome {
 }
 
 /// Creates the sample repository (if missing) and imports its pipeline,
-/// unless the pipeline exists already.
-pub fn ensure_demo(conn: &mut DbConn, data_dir: &Path) -> Result<DemoOutcome, EngineError> {
+/// unless the pipeline exists already; makes the user `admin` (when there
+/// is one) a member of [`DEMO_APPROVERS`]. `router` is where the slot
+/// router listens (`--router-listen`).
+pub fn ensure_demo(
+    conn: &mut DbConn,
+    data_dir: &Path,
+    router: SocketAddr,
+) -> Result<DemoOutcome, EngineError> {
     if storage::find_pipeline(conn, DEMO_PIPELINE)?.is_some() {
         return Ok(DemoOutcome::AlreadyThere);
     }
@@ -50,7 +68,7 @@ pub fn ensure_demo(conn: &mut DbConn, data_dir: &Path) -> Result<DemoOutcome, En
         }
     })?;
     if !repo.join(".git").exists() {
-        create_repository(&repo)?;
+        create_repository(&repo, router)?;
     }
     let file = repo.join("slipway.yaml");
     let yaml = std::fs::read_to_string(&file).map_err(|source| EngineError::Io {
@@ -65,10 +83,30 @@ pub fn ensure_demo(conn: &mut DbConn, data_dir: &Path) -> Result<DemoOutcome, En
         "demo",
         Some("sample pipeline created by serve --demo"),
     )?;
+    make_admin_an_approver(conn)?;
     Ok(DemoOutcome::Created { repo })
 }
 
-fn create_repository(repo: &Path) -> Result<(), EngineError> {
+/// `admin` joins the group that approves production (audit `user.group_add`).
+fn make_admin_an_approver(conn: &mut DbConn) -> Result<(), EngineError> {
+    storage::write_transaction(conn, |conn| {
+        let Some(admin) = storage::find_user_by_name(conn, users::INITIAL_ADMIN)? else {
+            return Ok(());
+        };
+        if storage::add_membership(conn, admin.id, DEMO_APPROVERS, storage::GROUP_SOURCE_LOCAL)? {
+            storage::append_audit(
+                conn,
+                "demo",
+                "user.group_add",
+                &format!("user:{}", admin.username),
+                &format!("group={DEMO_APPROVERS}"),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+fn create_repository(repo: &Path, router: SocketAddr) -> Result<(), EngineError> {
     for (path, contents, executable) in FILES {
         let target = repo.join(path);
         if let Some(parent) = target.parent() {
@@ -77,6 +115,11 @@ fn create_repository(repo: &Path) -> Result<(), EngineError> {
                 source,
             })?;
         }
+        let contents = if *path == "slipway.yaml" {
+            contents.replace(DEFAULT_ROUTER, &router.to_string())
+        } else {
+            contents.to_string()
+        };
         std::fs::write(&target, contents).map_err(|source| EngineError::Io {
             context: format!("cannot write {}", target.display()),
             source,

@@ -151,8 +151,12 @@ pub(crate) fn advance(
     plan: &Plan,
     runner: &str,
 ) -> Result<Option<Started>, EngineError> {
-    if d.state == DeploymentState::EvaluatingGates {
-        // Its gates before the stage passed (`engine::gates`): claim it.
+    if matches!(
+        d.state,
+        DeploymentState::EvaluatingGates | DeploymentState::WaitingForApproval
+    ) {
+        // Its gates (`engine::gates`) or approval (`engine::approvals`)
+        // before the stage passed: claim it.
         return claim(conn, d, plan, runner);
     }
     match rules::first_step(&plan.stage) {

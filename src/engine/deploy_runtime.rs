@@ -102,6 +102,27 @@ impl Engine {
         Ok(d)
     }
 
+    /// Records a decision on an approval (`engine::approvals::decide`) and
+    /// wakes the dispatcher and the gates when the deployment moved on.
+    pub async fn decide_approval(
+        &self,
+        id: i64,
+        person: crate::engine::approvals::Person,
+        input: crate::engine::approvals::DecisionInput,
+    ) -> Result<crate::engine::approvals::Decided, crate::engine::approvals::DecideError> {
+        let decided = blocking(&self.inner.db, move |conn| {
+            Ok(crate::engine::approvals::decide(conn, id, &person, &input))
+        })
+        .await??;
+        // Its notices were committed with it: deliver them now.
+        self.notify_notifications();
+        if decided.moved {
+            self.notify_deployments();
+            self.inner.gates.notify();
+        }
+        Ok(decided)
+    }
+
     /// Wakes the deployment dispatcher: call it after queuing a deployment
     /// (or anything that may let one start).
     pub fn notify_deployments(&self) {
@@ -177,10 +198,13 @@ impl Engine {
         }
         let me = self.clone();
         let runner = self.runner();
+        let data_dir = self.inner.data_dir.clone();
         let claimed = blocking(&self.inner.db, move |conn| {
             let mut queued = storage::deployments::queued_deployments(conn, 200)?;
-            // Deployments whose gates before the stage passed are claimed too.
+            // Deployments whose gates or approval before the stage passed
+            // are claimed too.
             queued.extend(storage::gates::deployments_past_gates(conn, 200)?);
+            queued.extend(storage::approvals::deployments_past_approvals(conn, 200)?);
             queued.sort_by_key(|d| d.id);
             let mut plans = deploy_run::Plans::default();
             let mut claimed = Vec::new();
@@ -212,6 +236,7 @@ impl Engine {
                 };
                 let stage_key = (d.pipeline_id, d.stage.clone());
                 let claims = d.state == DeploymentState::EvaluatingGates
+                    || d.state == DeploymentState::WaitingForApproval
                     || rules::first_step(&plan.stage) == DeploymentEvent::Start;
                 if claims && blocked.contains(&stage_key) {
                     continue;
@@ -231,6 +256,15 @@ impl Engine {
                         tracing::error!(deployment = d.id, error = %e, "cannot start a deployment");
                     }
                 }
+            }
+            // Deployments waiting for approval get their approvals; due
+            // ones time out.
+            if crate::engine::approvals::open_waiting(conn, &data_dir)? > 0 {
+                me.notify_notifications();
+            }
+            if crate::engine::approvals::sweep(conn)? {
+                me.notify_deployments();
+                me.notify_notifications();
             }
             Ok(claimed)
         })

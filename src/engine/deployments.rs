@@ -12,7 +12,8 @@
 
 use crate::domain::rules::{self, DeployCheck, DeployKind, ReleaseRef, WaitingDeployment};
 use crate::domain::{
-    DeploymentEvent, DeploymentState, PipelineDefinition, Stage, TaskRunState, Upstream,
+    ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Stage, TaskRunState,
+    Upstream,
 };
 use crate::storage::{self, DbConn, DeploymentRow, LogChunkRow, ReleaseRow, TaskRunRow};
 
@@ -126,11 +127,14 @@ pub fn request_deployment(
         EngineError::NotFound(format!("{} has no release {}.", loaded.name, req.release))
     })?;
     if by_hand(&req.trigger) && !stage.deployers.is_empty() {
-        let groups = match storage::find_user_by_name(conn, &req.requested_by)? {
-            Some(user) => storage::user_groups(conn, user.id)?,
-            None => Vec::new(),
+        let (role, groups) = match storage::find_user_by_name(conn, &req.requested_by)? {
+            Some(user) => (Some(user.role), storage::user_groups(conn, user.id)?),
+            None => (None, Vec::new()),
         };
-        if !rules::may_deploy_by_hand(&stage.deployers, &req.requested_by, &groups) {
+        // The one rule the pages and the API use too (`domain::authz`).
+        if !role.is_some_and(|role| {
+            crate::domain::authz::may_deploy(role, &req.requested_by, &groups, stage)
+        }) {
             return Err(EngineError::Forbidden(format!(
                 "{} may not deploy to {} by hand; its deployers are {}.",
                 req.requested_by,
@@ -258,6 +262,13 @@ pub fn request_deployment(
         for w in waiting.iter().filter(|w| supersede.contains(&w.id)) {
             transition(w.state, DeploymentEvent::Supersede)?;
             if storage::deployments::supersede_deployment(conn, w.id, w.state, release.id)? {
+                super::approvals::close_for_deployment(
+                    conn,
+                    &pipeline_name,
+                    w.id,
+                    ApprovalState::Superseded,
+                    &req.requested_by,
+                )?;
                 storage::deployments::close_task_runs_of_deployment(
                     conn,
                     w.id,
@@ -377,6 +388,13 @@ pub fn cancel_deployment(
             )));
         }
         storage::deployments::close_task_runs_of_deployment(conn, id, TaskRunState::Canceled)?;
+        super::approvals::close_for_deployment(
+            conn,
+            &pipeline.name,
+            id,
+            ApprovalState::Canceled,
+            actor,
+        )?;
         storage::append_audit(
             conn,
             actor,

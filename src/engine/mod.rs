@@ -4,6 +4,7 @@
 //! record). Builds, deployments, triggers, gates and slots arrive with
 //! their issues.
 
+pub mod approvals;
 pub mod artifacts;
 pub mod builds;
 pub mod demo;
@@ -11,6 +12,7 @@ mod deploy_run;
 pub mod deployments;
 pub mod gates;
 pub mod git;
+pub mod notify;
 pub mod pipelines;
 pub mod runner;
 mod runtime;

@@ -64,6 +64,8 @@ pub struct EngineConfig {
     pub keep_workspaces: bool,
     /// How slot processes run (health time-out, restarts, draining).
     pub slots: super::slots::SlotsConfig,
+    /// How notifications are sent (links, retries; `engine::notify`).
+    pub notifications: super::notify::NotifyConfig,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +81,7 @@ impl Default for EngineConfig {
             poll_tick: Duration::from_secs(1),
             keep_workspaces: false,
             slots: super::slots::SlotsConfig::default(),
+            notifications: super::notify::NotifyConfig::default(),
         }
     }
 }
@@ -120,6 +123,8 @@ struct Inner {
     deploy: deploy_runtime::DeployState,
     /// Gate runs and their timers (`engine::gates`).
     gates: super::gates::Gates,
+    /// The notification delivery worker (`engine::notify`).
+    notifications: super::notify::Deliveries,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,8 +155,16 @@ impl Engine {
             shutdown.clone(),
             tracker.clone(),
         );
+        let notifications = super::notify::Deliveries::new(
+            db.clone(),
+            secret_key.clone(),
+            config.notifications.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
         Engine {
             inner: Arc::new(Inner {
+                notifications,
                 gates,
                 slots,
                 db,
@@ -184,6 +197,17 @@ impl Engine {
     /// The gates: runs being sampled, re-evaluate and bypass.
     pub fn gates(&self) -> &super::gates::Gates {
         &self.inner.gates
+    }
+
+    /// The notification deliveries: the worker and retry now.
+    pub fn notifications(&self) -> &super::notify::Deliveries {
+        &self.inner.notifications
+    }
+
+    /// Wakes the notification worker: call it after committing a
+    /// transaction that enqueued notifications.
+    pub fn notify_notifications(&self) {
+        self.inner.notifications.wake();
     }
 
     /// This instance's name in `builds.runner` (set by [`Engine::start`]).
@@ -290,6 +314,7 @@ impl Engine {
                 Engine { inner }.notify_deployments();
             }
         }));
+        self.inner.notifications.start();
         super::scheduler::run(
             self,
             &self.inner.db,

@@ -1,4 +1,5 @@
-//! Editing one stage's configuration (the stage page's form): the edited
+//! Editing one stage's configuration (the stage page's form: trigger,
+//! tasks, variables, queue, approvals and gates): the edited
 //! stage replaces the current one in the pipeline's definition, the whole
 //! definition is validated like an import, and a change is stored as a new
 //! revision (who, when, "stage NAME edited") through [`pipelines::import`].
@@ -9,13 +10,13 @@ use std::collections::BTreeMap;
 use super::EngineError;
 use super::pipelines::{self, ImportOutcome};
 use crate::domain::{
-    self, DefinitionError, DefinitionErrors, PipelineDefinition, QueuePolicy, Stage, TaskSpec,
-    Trigger,
+    self, Approvals, DefinitionError, DefinitionErrors, Gates, PipelineDefinition, QueuePolicy,
+    Stage, TaskSpec, Trigger,
 };
 use crate::storage::{self, DbConn};
 
-/// What the stage form changes; everything else (environment, approvals,
-/// gates, deployers) stays as it is.
+/// What the stage form changes; everything else (name, environment,
+/// deployers) stays as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageEdit {
     pub trigger: Trigger,
@@ -23,6 +24,10 @@ pub struct StageEdit {
     pub tasks: Vec<TaskSpec>,
     pub variables: BTreeMap<String, String>,
     pub queue: QueuePolicy,
+    /// Approvals before and after the deployment, and their order with gates.
+    pub approvals: Approvals,
+    /// Gates before and after the deployment.
+    pub gates: Gates,
 }
 
 /// The comment stored with a revision made by the stage form.
@@ -51,6 +56,8 @@ pub fn apply_edit(
     target.tasks = edit.tasks;
     target.variables = edit.variables;
     target.queue = edit.queue;
+    target.approvals = edit.approvals;
+    target.gates = edit.gates;
     edited.validate()?;
     Ok(edited)
 }
@@ -313,6 +320,8 @@ mod tests {
             tasks: stage.tasks.clone(),
             variables: BTreeMap::from([("GREETING".into(), "hi".into())]),
             queue: stage.queue,
+            approvals: stage.approvals.clone(),
+            gates: stage.gates.clone(),
         };
         let edited = apply_edit(&def, "test", edit).unwrap();
         assert_eq!(edited.stage("test").unwrap().trigger, Trigger::Manual);
@@ -326,6 +335,8 @@ mod tests {
             tasks: Vec::new(),
             variables: BTreeMap::new(),
             queue: stage.queue,
+            approvals: Default::default(),
+            gates: Default::default(),
         };
         match apply_edit(&def, "test", bad) {
             Err(EngineError::Definition(errors)) => {
@@ -336,6 +347,83 @@ mod tests {
                         .field
                         .starts_with("stages[1].trigger")
                 )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn approvals_and_gates_are_edited_and_validated() {
+        use crate::domain::{
+            ApprovalMode, ApprovalPolicy, Approver, CheckKind, Duration, GateCheck, GatePolicy,
+            InconclusivePolicy,
+        };
+        let def = spec();
+        let stage = def.stage("test").unwrap().clone();
+        let check = |success: &str| GateCheck {
+            name: Some("health".into()),
+            kind: CheckKind::Http {
+                method: "GET".into(),
+                url: "https://status.example.com/health".into(),
+                headers: BTreeMap::new(),
+                body: None,
+                timeout: Duration::from_secs(10),
+                success: success.into(),
+            },
+            consecutive_successes: 2,
+            on_inconclusive: InconclusivePolicy::Ask,
+        };
+        let edit = |success: &str| StageEdit {
+            trigger: stage.trigger.clone(),
+            catch_up: stage.catch_up,
+            tasks: stage.tasks.clone(),
+            variables: stage.variables.clone(),
+            queue: stage.queue,
+            approvals: Approvals {
+                before: Some(ApprovalPolicy {
+                    approvers: vec![Approver::Group("management".into())],
+                    policy: ApprovalMode::Any,
+                    timeout: Duration::from_days(7),
+                    fresh_sign_in: Some(Duration::from_mins(15)),
+                    requester_can_approve: false,
+                    exclude_authors: true,
+                }),
+                after: None,
+                order: domain::ApprovalOrder::AfterGates,
+            },
+            gates: Gates {
+                before: None,
+                after: Some(GatePolicy {
+                    delay: Duration::ZERO,
+                    interval: Duration::from_mins(1),
+                    timeout: Duration::from_hours(1),
+                    steady: Duration::ZERO,
+                    checks: vec![check(success)],
+                }),
+            },
+        };
+        let edited = apply_edit(&def, "test", edit("status == 200")).unwrap();
+        let yaml = domain::to_canonical_yaml(&edited);
+        assert!(yaml.contains("group:management"), "{yaml}");
+        assert!(yaml.contains("order: after_gates"), "{yaml}");
+        assert!(yaml.contains("on_inconclusive: ask"), "{yaml}");
+        // The other stages are untouched, byte for byte.
+        let before = domain::to_canonical_yaml(&def);
+        let untouched = |y: &str| {
+            y.split("\n- name: ")
+                .filter(|s| !s.starts_with("test\n"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(untouched(&yaml), untouched(&before));
+        match apply_edit(&def, "test", edit("status ==")) {
+            Err(EngineError::Definition(errors)) => {
+                let e = errors.first().unwrap();
+                assert!(
+                    e.field.starts_with("stages[1].gates.after.checks[0]"),
+                    "{e:?}"
+                );
+                assert!(e.message.contains("column"), "{e:?}");
             }
             other => panic!("{other:?}"),
         }

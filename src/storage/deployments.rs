@@ -288,10 +288,12 @@ pub fn start_deployment(conn: &mut DbConn, id: i64, runner: &str) -> Result<bool
     let updated = diesel::update(
         deployments::table
             .find(id)
-            // Queued, or past its gates before the stage (`engine::gates`).
+            // Queued, or past its gates or approvals before the stage
+            // (`engine::gates`, `engine::approvals`).
             .filter(deployments::state.eq_any([
                 DeploymentState::Queued.as_str(),
                 DeploymentState::EvaluatingGates.as_str(),
+                DeploymentState::WaitingForApproval.as_str(),
             ])),
     )
     .set((

@@ -188,6 +188,54 @@ pub fn set_gate_question(conn: &mut DbConn, id: i64, question: &str) -> Result<(
     Ok(())
 }
 
+/// Clears the question of an `evaluating` run that asks one (an approver
+/// answered it), storing `progress` when given; false when the run ended or
+/// the question was answered already (so two answers settle here).
+pub fn answer_gate_question(
+    conn: &mut DbConn,
+    id: i64,
+    progress: Option<&str>,
+) -> Result<bool, StorageError> {
+    let target = gate_runs::table
+        .find(id)
+        .filter(gate_runs::state.eq(EVALUATING))
+        .filter(gate_runs::question.is_not_null());
+    let n = match progress {
+        Some(progress) => diesel::update(target)
+            .set((
+                gate_runs::question.eq(None::<String>),
+                gate_runs::progress.eq(progress),
+                gate_runs::updated_at.eq(now()),
+            ))
+            .execute(conn)?,
+        None => diesel::update(target)
+            .set((
+                gate_runs::question.eq(None::<String>),
+                gate_runs::updated_at.eq(now()),
+            ))
+            .execute(conn)?,
+    };
+    Ok(n > 0)
+}
+
+/// Runs being sampled that ask their approvers a question, oldest first.
+pub fn gate_runs_asking(conn: &mut DbConn) -> Result<Vec<GateRunRow>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::state.eq(EVALUATING))
+        .filter(gate_runs::question.is_not_null())
+        .order(gate_runs::id.asc())
+        .select(GateRunRow::as_select())
+        .load(conn)?)
+}
+
+/// How many samples a run has.
+pub fn count_samples_of_run(conn: &mut DbConn, gate_run_id: i64) -> Result<i64, StorageError> {
+    Ok(gate_samples::table
+        .filter(gate_samples::gate_run_id.eq(gate_run_id))
+        .count()
+        .get_result(conn)?)
+}
+
 /// Ends an `evaluating` run in `state`; false when it had ended already.
 pub fn finish_gate_run(
     conn: &mut DbConn,

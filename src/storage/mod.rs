@@ -12,6 +12,7 @@
 //!   `audit.rs` (a `match` on the [`DbConn`] variant).
 //! - Timestamps are UTC `NaiveDateTime` from [`now`], never the database clock.
 
+pub mod approvals;
 pub mod audit;
 pub mod builds;
 pub mod conn;
@@ -20,6 +21,7 @@ mod error;
 pub mod gates;
 pub mod logs;
 pub mod models;
+pub mod notifications;
 pub mod pipelines;
 pub mod releases;
 pub mod schedules;

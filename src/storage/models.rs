@@ -149,14 +149,47 @@ pub struct LogChunkRow {
 pub struct ApprovalRow {
     pub id: i64,
     pub deployment_id: i64,
+    pub pipeline_id: i64,
+    /// `before` or `after` the stage's tasks.
     pub phase: String,
-    pub approver: String,
+    /// `pending`, `approved`, `rejected`, `timed_out`, `superseded`, `canceled`.
     pub state: String,
-    pub decided_by: Option<String>,
+    /// JSON list: `["group:management", "alice"]`.
+    pub approvers: String,
+    /// `any`, `all` or `n:K`.
+    pub policy: String,
+    pub requester_can_approve: bool,
+    pub exclude_authors: bool,
+    pub fresh_sign_in_secs: Option<i64>,
+    pub requested_by: String,
+    /// The version in the stage when the approval was requested.
+    pub base_release: Option<String>,
+    /// JSON list of the commits the release adds over `base_release`.
+    pub commits: String,
+    pub deadline: NaiveDateTime,
+    /// When the "about to time out" notice went out.
+    pub warned_at: Option<NaiveDateTime>,
+    /// Why it closed (the rejection comment, "timed out", …).
+    pub reason: Option<String>,
+    pub closed_by: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub closed_at: Option<NaiveDateTime>,
+}
+
+/// One person's decision on an approval (immutable).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = approval_decisions, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ApprovalDecisionRow {
+    pub id: i64,
+    pub approval_id: i64,
+    pub user_name: String,
+    /// JSON list of the person's groups when they decided.
+    pub groups: String,
+    /// `approve`, `reject` or `defer`.
+    pub decision: String,
     pub comment: Option<String>,
     pub defer_until: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
-    pub decided_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -371,4 +404,35 @@ pub struct SourceHeadRow {
     pub checked_at: NaiveDateTime,
     /// When `commit_sha` last changed.
     pub changed_at: NaiveDateTime,
+}
+
+/// One outgoing notification (`storage::notifications`): its target, the
+/// event's body, and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = notification_deliveries, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct NotificationDeliveryRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub pipeline: String,
+    /// The notification's name in the definition.
+    pub notification: String,
+    pub url: String,
+    /// `generic` or `slack`.
+    pub format: String,
+    /// The secret whose value signs the body (resolved at each attempt).
+    pub secret_name: Option<String>,
+    /// `approval_requested`, `approval_decided` or `approval_expiring`.
+    pub event: String,
+    /// The event as JSON (`engine::notify` renders the sent body from it).
+    pub body: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub last_attempt_at: Option<NaiveDateTime>,
+    /// The HTTP status of the last attempt, when it got an answer.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub delivered_at: Option<NaiveDateTime>,
 }

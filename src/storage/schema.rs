@@ -143,14 +143,36 @@ diesel::table! {
     approvals (id) {
         id -> BigInt,
         deployment_id -> BigInt,
+        pipeline_id -> BigInt,
         phase -> Text,
-        approver -> Text,
         state -> Text,
-        decided_by -> Nullable<Text>,
+        approvers -> Text,
+        policy -> Text,
+        requester_can_approve -> Bool,
+        exclude_authors -> Bool,
+        fresh_sign_in_secs -> Nullable<BigInt>,
+        requested_by -> Text,
+        base_release -> Nullable<Text>,
+        commits -> Text,
+        deadline -> Timestamp,
+        warned_at -> Nullable<Timestamp>,
+        reason -> Nullable<Text>,
+        closed_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    approval_decisions (id) {
+        id -> BigInt,
+        approval_id -> BigInt,
+        user_name -> Text,
+        groups -> Text,
+        decision -> Text,
         comment -> Nullable<Text>,
         defer_until -> Nullable<Timestamp>,
         created_at -> Timestamp,
-        decided_at -> Nullable<Timestamp>,
     }
 }
 
@@ -314,6 +336,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    notification_deliveries (id) {
+        id -> BigInt,
+        pipeline_id -> BigInt,
+        pipeline -> Text,
+        notification -> Text,
+        url -> Text,
+        format -> Text,
+        secret_name -> Nullable<Text>,
+        event -> Text,
+        body -> Text,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_attempt_at -> Nullable<Timestamp>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     webhook_deliveries (id) {
         id -> BigInt,
         pipeline_id -> BigInt,
@@ -403,6 +447,7 @@ diesel::joinable!(task_runs -> deployments (deployment_id));
 diesel::joinable!(task_runs -> builds (build_id));
 diesel::joinable!(log_chunks -> task_runs (task_run_id));
 diesel::joinable!(approvals -> deployments (deployment_id));
+diesel::joinable!(approval_decisions -> approvals (approval_id));
 diesel::joinable!(gate_samples -> deployments (deployment_id));
 diesel::joinable!(gate_runs -> deployments (deployment_id));
 diesel::joinable!(apps -> pipelines (pipeline_id));
@@ -414,6 +459,7 @@ diesel::joinable!(user_groups -> groups (group_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(secrets -> pipelines (pipeline_id));
 diesel::joinable!(webhook_deliveries -> pipelines (pipeline_id));
+diesel::joinable!(notification_deliveries -> pipelines (pipeline_id));
 diesel::joinable!(freezes -> pipelines (pipeline_id));
 diesel::joinable!(source_heads -> pipelines (pipeline_id));
 diesel::joinable!(trigger_runs -> pipelines (pipeline_id));
@@ -429,6 +475,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     task_runs,
     log_chunks,
     approvals,
+    approval_decisions,
     gate_samples,
     gate_runs,
     apps,
@@ -441,6 +488,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     secrets,
     audit_events,
     webhook_deliveries,
+    notification_deliveries,
     freezes,
     settings,
     agents,

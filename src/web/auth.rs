@@ -101,6 +101,42 @@ pub fn may_deploy(user: &AuthUser, stage: &Stage) -> bool {
     authz::may_deploy(user.role, &user.username, &user.groups, stage)
 }
 
+/// How many approvals wait for the signed-in user, counted by
+/// [`authenticate`] for page requests (GET and HEAD outside `/api/`) and
+/// shown in the navigation by [`super::session::Nav`].
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingApprovals(pub usize);
+
+/// Counts the approvals waiting for the request's user, for a page's
+/// navigation; nothing for the API, forms and public routes.
+async fn count_approvals(req: &ServiceRequest, state: &State, path: &str) {
+    let is_page = matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    ) && !is_api(path)
+        && !is_public(path);
+    let who = req
+        .extensions()
+        .get::<AuthUser>()
+        .map(|u| (u.username.clone(), u.groups.clone()));
+    let (true, Some((name, groups))) = (is_page, who) else {
+        return;
+    };
+    match state
+        .with_conn::<_, WebError, _>(move |conn| {
+            Ok(crate::engine::approvals::count_waiting_for(
+                conn, &name, &groups,
+            )?)
+        })
+        .await
+    {
+        Ok(n) => {
+            req.extensions_mut().insert(WaitingApprovals(n));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the approvals waiting"),
+    }
+}
+
 /// The signed-in user, if any (set by [`authenticate`]).
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Option<AuthUser>);
@@ -278,6 +314,7 @@ pub async fn authenticate(
         let response = sign_in_redirect(&req);
         return Ok(req.into_response(response).map_into_right_body());
     }
+    count_approvals(&req, &state, &path).await;
     Ok(next.call(req).await?.map_into_left_body())
 }
 

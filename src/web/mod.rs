@@ -51,11 +51,23 @@ impl AppState {
         settings: Settings,
         secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
     ) -> web::Data<AppState> {
+        Self::with_engine_config(db, settings, secret_key, Default::default())
+    }
+
+    /// [`AppState::new`] with an engine configured by `config` (its
+    /// notifications' public URL is the settings').
+    pub fn with_engine_config(
+        db: Db,
+        settings: Settings,
+        secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
+        mut config: crate::engine::EngineConfig,
+    ) -> web::Data<AppState> {
+        config.notifications.public_url = settings.public_url.clone();
         let engine = crate::engine::Engine::new(
             db.clone(),
             settings.data_dir.clone(),
             secret_key.clone(),
-            crate::engine::EngineConfig::default(),
+            config,
         );
         web::Data::new(AppState {
             engine,
@@ -119,6 +131,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/users/{id}/enable",
             web::post().to(pages::admin::enable),
+        )
+        .route(
+            "/admin/notifications",
+            web::get().to(pages::notifications::list),
+        )
+        .route(
+            "/admin/notifications/{id}/retry",
+            web::post().to(pages::notifications::retry),
         )
         .route("/audit", web::get().to(pages::audit::list))
         .route(
@@ -190,6 +210,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(pages::deploy::deploy),
         )
         .route("/environments", web::get().to(pages::environments::index))
+        .route("/approvals", web::get().to(pages::approvals::index))
+        .route("/approvals/batch", web::post().to(pages::approvals::batch))
+        .route("/approvals/{id}", web::get().to(pages::approvals::show))
+        .route("/approvals/{id}", web::post().to(pages::approvals::decide))
         .route("/gates", web::get().to(pages::gates::index))
         .route("/gates/{id}", web::get().to(pages::gates::show))
         .route(
@@ -197,6 +221,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(pages::gates::reevaluate),
         )
         .route("/gates/{id}/bypass", web::post().to(pages::gates::bypass))
+        .route("/gates/{id}/answer", web::post().to(pages::gates::answer))
         .route(
             "/environments/{app}/swap",
             web::post().to(pages::environments::swap),

@@ -186,6 +186,9 @@ pub struct Nav {
     pub here: String,
     /// The signed-in user's role, for [`Nav::may`].
     pub rank: Option<crate::domain::Role>,
+    /// How many approvals wait for the signed-in user ("Approvals (N)"),
+    /// counted once per page request by [`super::auth::authenticate`].
+    pub approvals: Option<usize>,
 }
 
 impl Nav {
@@ -197,6 +200,7 @@ impl Nav {
             csrf: String::new(),
             here: "/".into(),
             rank: None,
+            approvals: None,
         }
     }
 
@@ -220,6 +224,10 @@ impl FromRequest for Nav {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.get_session();
         let user = req.extensions().get::<AuthUser>().cloned();
+        let approvals = req
+            .extensions()
+            .get::<super::auth::WaitingApprovals>()
+            .map(|w| w.0);
         let here = match req.uri().query() {
             Some(q) => format!("{}?{q}", req.path()),
             None => req.path().to_string(),
@@ -230,6 +238,7 @@ impl FromRequest for Nav {
             user: user.map(|u| u.username),
             csrf: csrf_token(&session),
             here,
+            approvals,
         }))
     }
 }

@@ -94,6 +94,16 @@ pub fn gate_run(id: i64) -> String {
     format!("/gates/{id}")
 }
 
+/// The approval inbox.
+pub fn approvals() -> String {
+    "/approvals".to_string()
+}
+
+/// The page of one approval.
+pub fn approval(id: i64) -> String {
+    format!("/approvals/{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

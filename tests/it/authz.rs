@@ -84,6 +84,13 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         A,
     ),
     ("GET", "/audit", "/audit", RM),
+    ("GET", "/admin/notifications", "/admin/notifications", A),
+    (
+        "POST",
+        "/admin/notifications/{id}/retry",
+        "/admin/notifications/1/retry",
+        A,
+    ),
     // Pipelines, releases, stages, builds, deployments.
     ("GET", "/", "/", V),
     (
@@ -196,10 +203,16 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         "/environments/space-game/swap/cancel",
         RM,
     ),
+    // Approvals: every signed-in role (the approval's list decides).
+    ("GET", "/approvals", "/approvals", V),
+    ("POST", "/approvals/batch", "/approvals/batch", V),
+    ("GET", "/approvals/{id}", "/approvals/1", V),
+    ("POST", "/approvals/{id}", "/approvals/1", V),
     ("GET", "/gates", "/gates", V),
     ("GET", "/gates/{id}", "/gates/1", V),
     ("POST", "/gates/{id}/reevaluate", "/gates/1/reevaluate", RM),
     ("POST", "/gates/{id}/bypass", "/gates/1/bypass", RM),
+    ("POST", "/gates/{id}/answer", "/gates/1/answer", V),
     // The JSON API.
     ("GET", "/api/v1/openapi.json", "/api/v1/openapi.json", V),
     ("GET", "/api/v1/pipelines", "/api/v1/pipelines", V),
@@ -312,6 +325,9 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         "/api/v1/deployments/{d}/redeploy",
         D,
     ),
+    ("GET", "/api/v1/approvals", "/api/v1/approvals", V),
+    ("GET", "/api/v1/approvals/{id}", "/api/v1/approvals/1", V),
+    ("POST", "/api/v1/approvals/{id}", "/api/v1/approvals/1", V),
     ("GET", "/api/v1/gates", "/api/v1/gates", V),
     ("GET", "/api/v1/gates/{id}", "/api/v1/gates/1", V),
     (
@@ -325,6 +341,12 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         "/api/v1/gates/{id}/bypass",
         "/api/v1/gates/1/bypass",
         RM,
+    ),
+    (
+        "POST",
+        "/api/v1/gates/{id}/answer",
+        "/api/v1/gates/1/answer",
+        V,
     ),
     (
         "GET",

@@ -149,9 +149,7 @@ fn build_now_needs_the_deployer_role_and_a_valid_form() {
             app,
             &pipeline_yaml("web", &repo.url(), "1.0.{build}", BUILD),
         );
-        app.user("tim", Role::Viewer, "tim's long password");
-        let client = browser();
-        app.sign_in(&client, "tim", "tim's long password", "/");
+        let client = app.signed_in("tim", Role::Viewer);
         let html = Html::parse_document(
             &client
                 .get(app.url("/pipelines/web"))
@@ -169,9 +167,7 @@ fn build_now_needs_the_deployer_role_and_a_valid_form() {
         assert_eq!(res.status(), 403);
         assert!(res.text().unwrap().contains("needs the Deployer role"));
 
-        app.user("andy", Role::Deployer, "andy's long password");
-        let client = browser();
-        app.sign_in(&client, "andy", "andy's long password", "/");
+        let client = app.signed_in("andy", Role::Deployer);
         let html = Html::parse_document(
             &client
                 .get(app.url("/pipelines/web"))
@@ -211,9 +207,7 @@ fn secrets_are_set_from_the_pipeline_page_and_never_shown() {
             app,
             &pipeline_yaml("web", &repo.url(), "1.0.{build}", BUILD),
         );
-        app.user("mara", Role::ReleaseManager, "mara's long password");
-        let client = browser();
-        app.sign_in(&client, "mara", "mara's long password", "/");
+        let client = app.signed_in("mara", Role::ReleaseManager);
         let html = Html::parse_document(
             &client
                 .get(app.url("/pipelines/web"))

@@ -15,7 +15,7 @@ use slipway::storage;
 
 use crate::builds::{finished, get_json, import, post_json, queue, wait_until};
 use crate::git::{TempRepo, git_repo};
-use crate::helpers::{TestApp, attrs, browser, csrf_of, each_backend, texts};
+use crate::helpers::{TestApp, attrs, csrf_of, each_backend, texts};
 
 mod crash;
 
@@ -943,10 +943,7 @@ fn the_deploy_form_and_the_page_buttons_work_in_a_browser() {
         let token = app.token("dana", Role::Deployer);
         let v = build(app, &token, "clicky");
         ended(app, &token, deployment_to(app, &token, "clicky", &v, "dev"));
-        app.user("paula", Role::Deployer, "a long test password");
-        let client = browser();
-        let res = app.sign_in(&client, "paula", "a long test password", "/");
-        assert_eq!(res.status(), 303);
+        let client = app.signed_in("paula", Role::Deployer);
         let page = client
             .get(app.url("/pipelines/clicky/stages/test"))
             .send()

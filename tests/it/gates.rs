@@ -18,6 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A tiny HTTP server on 127.0.0.1: `answer(path)` gives status and body.
 fn serve(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> String {
+    serve_requests(move |path, _| answer(path))
+}
+
+/// [`serve`], with the request's header lines (`name: value`, as sent).
+fn serve_requests(answer: impl Fn(&str, &[String]) -> (u16, String) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -28,14 +33,16 @@ fn serve(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> String {
             if reader.read_line(&mut first).is_err() {
                 continue;
             }
+            let mut headers = Vec::new();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
+                headers.push(line.trim_end().to_string());
             }
             let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) = answer(&path);
+            let (status, body) = answer(&path, &headers);
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -326,4 +333,499 @@ fn a_restarted_server_resumes_a_gate_where_it_was() {
             .count();
         assert_eq!(runs, 1, "{all}");
     }
+}
+
+/// A user with a role, groups and an API token.
+fn member(app: &TestApp, username: &str, role: Role, groups: &[&str]) -> String {
+    use slipway::engine::users;
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let mut conn = app.conn();
+    users::create_user(
+        &mut conn,
+        users::NewLocalUser {
+            username,
+            role,
+            groups: &groups,
+            password: "a long test password",
+        },
+        "test",
+    )
+    .unwrap();
+    users::create_token(&mut conn, username, "test", "test").unwrap()
+}
+
+/// The audit records with this action, oldest first.
+fn audit(app: &TestApp, action: &str) -> Vec<slipway::storage::AuditEventRow> {
+    let mut conn = app.conn();
+    let mut rows: Vec<_> = slipway::storage::list_audit(&mut conn, None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == action)
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Waits until the gate run of `deployment` satisfies `ready`.
+fn run_when(
+    app: &TestApp,
+    token: &str,
+    deployment: i64,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_until(what, DEADLINE, || {
+        gate_run_of(app, token, deployment).filter(|r| ready(r))
+    })
+}
+
+fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+    post_json(app, token, path, &body)
+}
+
+#[test]
+fn a_release_manager_reevaluates_now_and_bypasses_with_a_recorded_reason() {
+    each_backend(|app| {
+        let url = serve(|_| (503, r#"{"status":"down"}"#.into()));
+        let rm = app.token("rm", Role::ReleaseManager);
+        let deployer = app.token("dev", Role::Deployer);
+        // One sample now, the next in an hour: only "re-evaluate" samples sooner.
+        let gate = format!(
+            r#"        delay: 0s
+        interval: 1h
+        timeout: 2h
+        checks:
+          - name: health
+            http: {{ url: "{url}/health", success: "status == 200" }}
+"#
+        );
+        let id = deploy(app, &rm, "bypassed", &gated_stage(&gate));
+        let run = run_when(app, &rm, id, "the first sample", |r| r["rounds"] == 1);
+        let run_id = run["id"].as_i64().unwrap();
+
+        let (status, v) = post(
+            app,
+            &deployer,
+            &format!("/api/v1/gates/{run_id}/reevaluate"),
+            json!({}),
+        );
+        assert_eq!(status, 403, "{v}");
+        let res = app
+            .client
+            .post(app.url(&format!("/api/v1/gates/{run_id}/reevaluate")))
+            .bearer_auth(&rm)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        wait_until("a second sample after re-evaluating", DEADLINE, || {
+            (samples(app, &rm, id).len() >= 2).then_some(())
+        });
+        assert_eq!(audit(app, "gate.reevaluate").last().unwrap().actor, "rm");
+
+        // A bypass needs a reason, and the release manager role.
+        let bypass = format!("/api/v1/gates/{run_id}/bypass");
+        let (status, v) = post(app, &rm, &bypass, json!({ "reason": "  " }));
+        assert_eq!(status, 422, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("reason"),
+            "{v}"
+        );
+        let (status, v) = post(app, &rm, &bypass, json!({}));
+        assert!((400..500).contains(&status), "{status} {v}");
+        let (status, v) = post(app, &deployer, &bypass, json!({ "reason": "hurry" }));
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(gate_run_of(app, &rm, id).unwrap()["state"], "evaluating");
+
+        let (status, v) = post(
+            app,
+            &rm,
+            &bypass,
+            json!({ "reason": "the status page is down, not the app" }),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["state"], "bypassed");
+        assert_eq!(v["finished_by"], "rm");
+        let d = ended(app, &rm, id);
+        assert_eq!(d["state"], "succeeded", "{d}");
+        let record = audit(app, "gate.bypass").pop().unwrap();
+        assert_eq!(record.actor, "rm");
+        assert!(
+            record
+                .detail
+                .contains("the status page is down, not the app"),
+            "{}",
+            record.detail
+        );
+        // A second bypass of the ended run is a conflict, not a 500.
+        let (status, _) = post(app, &rm, &bypass, json!({ "reason": "again" }));
+        assert_eq!(status, 409);
+    });
+}
+
+#[test]
+fn command_checks_pass_on_exit_code_zero_and_the_evidence_is_on_the_deployment() {
+    each_backend(|app| {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ready");
+        let token = app.token("rm", Role::ReleaseManager);
+        let gate = format!(
+            r#"        delay: 0s
+        interval: 1s
+        timeout: 60s
+        checks:
+          - name: ready-file
+            command: "echo checking; test -f {}"
+"#,
+            flag.display()
+        );
+        let id = deploy(app, &token, "commanded", &gated_stage(&gate));
+        wait_until("a failing command sample", DEADLINE, || {
+            samples(app, &token, id)
+                .iter()
+                .any(|s| s["verdict"] == "fail")
+                .then_some(())
+        });
+        std::fs::write(&flag, "").unwrap();
+        let d = ended(app, &token, id);
+        assert_eq!(d["state"], "succeeded", "{d}");
+        let s = d["gate_samples"].as_array().unwrap();
+        let fail = s.iter().find(|s| s["verdict"] == "fail").unwrap();
+        assert_eq!(fail["value"], "1", "{fail}");
+        assert!(fail["body"].as_str().unwrap().contains("checking"));
+        let pass = s.iter().rev().find(|s| s["verdict"] == "pass").unwrap();
+        assert_eq!(pass["value"], "0", "{pass}");
+        // The runs, with their checks, in the deployment's JSON.
+        let gates = d["gates"].as_array().unwrap();
+        assert_eq!(gates.len(), 1, "{d}");
+        assert_eq!(gates[0]["state"], "passed");
+        assert_eq!(gates[0]["phase"], "before");
+        assert_eq!(gates[0]["checks"][0]["name"], "ready-file");
+
+        // The deployment page shows every sample: time, check, verdict in
+        // words with a symbol, value, request, duration.
+        let page = app.page(d["url"].as_str().unwrap());
+        let rows = crate::helpers::texts(&page, "section.gate-evidence tr.gate-sample");
+        assert_eq!(rows.len(), s.len().min(50), "{rows:?}");
+        assert!(
+            rows[0].contains("ready-file") && rows[0].contains("● pass"),
+            "{rows:?}"
+        );
+        assert!(rows.last().unwrap().contains("✕ fail"), "{rows:?}");
+        assert!(
+            rows.iter()
+                .all(|r| r.contains(" ms") && r.contains("sh -c")),
+            "{rows:?}"
+        );
+        let heading = crate::helpers::texts(&page, "section.gate-evidence h3");
+        assert!(
+            heading[0].contains("before the stage") && heading[0].contains("passed"),
+            "{heading:?}"
+        );
+        let strips = crate::helpers::texts(&page, "section.gate-evidence svg title");
+        assert!(!strips.is_empty());
+    });
+}
+
+#[test]
+fn an_extension_gate_on_the_stage_path_gets_json_and_decides_by_exit_code() {
+    use std::os::unix::fs::PermissionsExt;
+    each_backend(|app| {
+        let bin = tempfile::tempdir().unwrap();
+        let seen = bin.path().join("input.json");
+        let script = format!(
+            "#!/bin/sh\ncat > {}\necho \"error rate fine\"\nexit 0\n",
+            seen.display()
+        );
+        let exe = bin.path().join("slipway-gate-errors");
+        std::fs::write(&exe, script).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.path().display());
+        let token = app.token("rm", Role::ReleaseManager);
+        let stages = format!(
+            r#"  - name: prod
+    trigger: manual
+    variables: {{ PATH: "{path}" }}
+    gates:
+      before:
+        delay: 0s
+        interval: 1s
+        timeout: 60s
+        checks:
+          - check: errors
+            with: {{ max: 0.01 }}
+    tasks: [ {{ shell: "echo deployed" }} ]
+"#
+        );
+        let id = deploy(app, &token, "extended-gate", &stages);
+        let d = ended(app, &token, id);
+        assert_eq!(d["state"], "succeeded", "{d}");
+        let s = &d["gate_samples"][0];
+        assert_eq!(s["verdict"], "pass", "{s}");
+        assert_eq!(s["value"], "0");
+        assert_eq!(s["request"], "slipway-gate-errors");
+        assert!(s["body"].as_str().unwrap().contains("error rate fine"));
+        let input: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+        assert_eq!(input["pipeline"], "extended-gate", "{input}");
+        assert_eq!(input["stage"], "prod");
+        assert_eq!(input["deployment_id"], id);
+        assert_eq!(input["phase"], "before");
+        assert_eq!(input["with"]["max"], 0.01);
+    });
+}
+
+#[test]
+fn a_secret_header_reaches_the_server_but_the_evidence_shows_stars() {
+    each_backend(|app| {
+        const SECRET: &str = "s3cret-health-token-7781";
+        let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = received.clone();
+        let url = serve_requests(move |_, headers| {
+            let auth = headers
+                .iter()
+                .find(|h| h.to_ascii_lowercase().starts_with("authorization:"))
+                .cloned()
+                .unwrap_or_default();
+            log.lock().unwrap().push(auth.clone());
+            if auth.ends_with(&format!("Bearer {SECRET}")) {
+                (200, r#"{"status":"healthy"}"#.into())
+            } else {
+                (401, r#"{"status":"who are you"}"#.into())
+            }
+        });
+        let token = app.token("rm", Role::ReleaseManager);
+        let gate = format!(
+            r#"        delay: 0s
+        interval: 1s
+        timeout: 60s
+        checks:
+          - name: health
+            http:
+              url: "{url}/health"
+              headers: {{ Authorization: "Bearer ${{{{ secrets.HEALTH_TOKEN }}}}" }}
+              success: "status == 200 && body.status == 'healthy'"
+"#
+        );
+        let repo = repo();
+        import(app, &pipeline("secretive", &repo, &gated_stage(&gate)));
+        let res = app
+            .client
+            .put(app.url("/api/v1/pipelines/secretive/secrets/HEALTH_TOKEN"))
+            .bearer_auth(&token)
+            .json(&json!({ "value": SECRET }))
+            .send()
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().unwrap());
+        let version = build(app, &token, "secretive");
+        let (status, v) = post(
+            app,
+            &token,
+            "/api/v1/pipelines/secretive/stages/prod/deployments",
+            json!({ "release": version }),
+        );
+        assert_eq!(status, 202, "{v}");
+        let id = v["id"].as_i64().unwrap();
+        let d = ended(app, &token, id);
+        assert_eq!(d["state"], "succeeded", "{d}");
+        // The server got the real value…
+        assert!(
+            received.lock().unwrap().iter().any(|h| h.ends_with(SECRET)),
+            "{:?}",
+            received.lock().unwrap()
+        );
+        // …what is stored and shown says `***`.
+        let request = d["gate_samples"][0]["request"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(request.contains("Authorization: Bearer ***"), "{request}");
+        let json_text = d.to_string();
+        assert!(!json_text.contains(SECRET), "{json_text}");
+        let stored: Vec<String> = {
+            let mut conn = app.conn();
+            slipway::storage::gates::samples_of_deployment(&mut conn, id)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.request)
+                .collect()
+        };
+        assert!(
+            stored
+                .iter()
+                .all(|r| r.contains("Bearer ***") && !r.contains(SECRET)),
+            "{stored:?}"
+        );
+        let res = app.get(d["url"].as_str().unwrap());
+        assert_eq!(res.status(), 200);
+        let html = res.text().unwrap();
+        assert!(html.contains("Authorization: Bearer ***"), "{html}");
+        assert!(!html.contains(SECRET));
+        let run = gate_run_of(app, &token, id).unwrap();
+        let res = app.get(&format!("/gates/{}", run["id"]));
+        assert!(!res.text().unwrap().contains(SECRET));
+    });
+}
+
+#[test]
+fn approvers_answer_an_inconclusive_gate_question_once() {
+    each_backend(|app| {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let rm = app.token("rm", Role::ReleaseManager);
+        let alice = member(app, "alice", Role::Viewer, &[]);
+        let bob = member(app, "bob", Role::Deployer, &["ops"]);
+        let stages = format!(
+            r#"  - name: prod
+    trigger: manual
+    approvals:
+      before: {{ approvers: [alice, "group:ops"] }}
+      order: after_gates
+    gates:
+      before:
+        delay: 0s
+        interval: 1s
+        timeout: 120s
+        checks:
+          - name: gone
+            http: {{ url: "http://{closed}/health", timeout: 1s }}
+            on_inconclusive: ask
+    tasks: [ {{ shell: "echo deployed" }} ]
+"#
+        );
+        let id = deploy(app, &rm, "asking", &stages);
+        let run = run_when(app, &rm, id, "a question", |r| r["question"].is_string());
+        let run_id = run["id"].as_i64().unwrap();
+        let answer = format!("/api/v1/gates/{run_id}/answer");
+
+        // The inbox's list: approvers (directly or by group), not others.
+        {
+            let mut conn = app.conn();
+            use slipway::engine::gates::questions::open_questions_for;
+            let open = open_questions_for(&mut conn, "alice", &[]).unwrap();
+            assert_eq!(open.len(), 1);
+            assert_eq!(open[0].run_id, run_id);
+            assert_eq!(open[0].deployment_id, id);
+            assert!(open[0].question.contains("inconclusive"));
+            assert_eq!(
+                open_questions_for(&mut conn, "bob", &["ops".into()])
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert!(open_questions_for(&mut conn, "rm", &[]).unwrap().is_empty());
+        }
+
+        // Not an approver; bad answers.
+        let (status, v) = post(
+            app,
+            &rm,
+            &answer,
+            json!({ "answer": "pass", "comment": "x" }),
+        );
+        assert_eq!(status, 403, "{v}");
+        let (status, v) = post(app, &alice, &answer, json!({ "answer": "pass" }));
+        assert_eq!(status, 422, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("comment"),
+            "{v}"
+        );
+        let (status, v) = post(app, &alice, &answer, json!({ "answer": "maybe" }));
+        assert_eq!(status, 422, "{v}");
+
+        // Continue, through the form on the gate's page.
+        let session = crate::helpers::browser();
+        assert_eq!(
+            app.sign_in(&session, "alice", "a long test password", "/")
+                .status(),
+            303
+        );
+        let page = scraper::Html::parse_document(
+            &session
+                .get(app.url(&format!("/gates/{run_id}")))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let csrf = crate::helpers::csrf_of(&page);
+        let action = crate::helpers::attrs(&page, "#answer form", "action");
+        assert_eq!(action, vec![format!("/gates/{run_id}/answer")]);
+        let res = session
+            .post(app.url(&action[0]))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("answer", "continue"),
+                ("comment", ""),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let run = gate_run_of(app, &rm, id).unwrap();
+        assert_eq!(run["state"], "evaluating", "{run}");
+        let record = audit(app, "gate.answer").pop().unwrap();
+        assert_eq!(record.actor, "alice");
+        assert!(
+            record.detail.contains("answer=continue"),
+            "{}",
+            record.detail
+        );
+
+        // It keeps sampling and asks again; two approvers answer at once:
+        // one answer wins, the other is told.
+        run_when(app, &rm, id, "the question again", |r| {
+            r["question"].is_string()
+        });
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                post(
+                    app,
+                    &alice,
+                    &answer,
+                    json!({ "answer": "fail", "comment": "the health endpoint is gone" }),
+                )
+            });
+            let b = s.spawn(|| {
+                post(
+                    app,
+                    &bob,
+                    &answer,
+                    json!({ "answer": "pass", "comment": "known outage" }),
+                )
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+        let d = ended_or_waiting(app, &rm, id);
+        let answers = audit(app, "gate.answer");
+        assert_eq!(answers.len(), 2, "one record per accepted answer");
+        if a.0 == 200 {
+            assert_eq!(d["state"], "failed", "{d}");
+            assert!(
+                d["error"].as_str().unwrap().contains("alice answered fail"),
+                "{d}"
+            );
+        } else {
+            // Passed: the approvals come after the gates.
+            assert_eq!(d["state"], "waiting_for_approval", "{d}");
+        }
+        let (status, _) = post(app, &alice, &answer, json!({ "answer": "continue" }));
+        assert_eq!(status, 409);
+        let mut conn = app.conn();
+        assert!(
+            slipway::engine::gates::questions::open_questions_for(&mut conn, "alice", &[])
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+/// Waits until deployment `id` has ended or waits for approvals.
+fn ended_or_waiting(app: &TestApp, token: &str, id: i64) -> Value {
+    wait_until(&format!("deployment #{id} past its gate"), DEADLINE, || {
+        let (_, v) = get_json(app, token, &format!("/api/v1/deployments/{id}"));
+        (v["state"] != "evaluating_gates").then_some(v)
+    })
 }

@@ -131,6 +131,7 @@ pub fn spawn_app_with(
         base: format!("http://{addr}"),
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(IDLE)
             .build()
             .expect("client"),
         db,
@@ -402,11 +403,18 @@ pub fn seed_releases(
     versions
 }
 
+/// How long test clients keep an idle connection. The server closes idle
+/// keep-alive connections after 5 s; on a loaded machine a request sent on
+/// a connection idle for about that long can meet the server's close
+/// ("connection reset"), so clients drop them well before.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A browser-like client: keeps cookies, does not follow redirects.
 pub fn browser() -> Client {
     Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(IDLE)
         .build()
         .expect("client")
 }
@@ -439,6 +447,17 @@ impl TestApp {
             ])
             .send()
             .expect("POST /login")
+    }
+
+    /// A signed-in browser of a new local user with this role (password
+    /// `<username>'s long password`).
+    pub fn signed_in(&self, username: &str, role: Role) -> Client {
+        let password = format!("{username}'s long password");
+        self.user(username, role, &password);
+        let client = browser();
+        let res = self.sign_in(&client, username, &password, "/");
+        assert_eq!(res.status(), 303, "[{}] sign in {username}", self.backend);
+        client
     }
 
     /// A local user with a password.

@@ -1,20 +1,26 @@
 //! Integration tests: the real server, real databases, real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod api;
+mod approval_pages;
+mod approval_sso;
+mod approvals;
 mod auth;
 mod authz;
 mod build_pages;
 mod builds;
+mod demo;
 mod deployments;
 mod gates;
 mod git;
 mod helpers;
 mod idp;
+mod notifications;
 mod ops;
 mod pages;
 mod people;
 mod secrets;
 mod slots;
 mod sso;
+mod stage_form;
 mod triggers;
 mod webhook_verify;

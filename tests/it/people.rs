@@ -15,14 +15,8 @@ use crate::helpers::{
     SPEC_PIPELINE, TestApp, attrs, browser, csrf_of, each_backend, spawn_app_with, texts,
 };
 
-/// A signed-in browser of a new local user with this role.
 fn signed_in(app: &TestApp, username: &str, role: Role) -> Client {
-    let password = format!("{username}'s long password");
-    app.user(username, role, &password);
-    let client = browser();
-    let res = app.sign_in(&client, username, &password, "/");
-    assert_eq!(res.status(), 303, "[{}] sign in {username}", app.backend);
-    client
+    app.signed_in(username, role)
 }
 
 /// A signed-in browser of the first admin (password from the data dir).

@@ -88,19 +88,21 @@ stages:
 "#;
 
 /// Slipway with its slot router, restartable on the same data and database.
-struct Slipway {
-    label: String,
-    db: Db,
-    data: tempfile::TempDir,
+pub struct Slipway {
+    pub label: String,
+    pub db: Db,
+    pub data: tempfile::TempDir,
     database_url: String,
-    router_port: u16,
+    pub router_port: u16,
+    /// The router's socket, bound before the first start.
+    router_listener: Option<TcpListener>,
     running: Option<Running>,
     _test_db: TestDb,
 }
 
-struct Running {
-    base: String,
-    engine: Engine,
+pub struct Running {
+    pub base: String,
+    pub engine: Engine,
     rt: tokio::runtime::Handle,
     server: actix_web::dev::ServerHandle,
     thread: std::thread::JoinHandle<()>,
@@ -108,21 +110,36 @@ struct Running {
 
 impl Slipway {
     fn new(label: String, test_db: TestDb) -> Slipway {
+        Slipway::with(label, test_db, |conn, _, _| {
+            let definition = pipelines::parse(PIPELINE, "shop.yaml").unwrap();
+            pipelines::import(conn, definition, None, "test", None).unwrap();
+        })
+    }
+
+    /// A fresh Slipway whose database `setup` fills first (given the data
+    /// directory and the router's address, bound already), then started.
+    pub fn with(
+        label: String,
+        test_db: TestDb,
+        setup: impl FnOnce(&mut storage::DbConn, &std::path::Path, SocketAddr),
+    ) -> Slipway {
         let data = tempfile::tempdir().unwrap();
         let db = Db::connect(&test_db.url, 8).unwrap();
         db.run_migrations().unwrap();
+        let router = TcpListener::bind("127.0.0.1:0").unwrap();
+        let router_addr = router.local_addr().unwrap();
         {
             let mut conn = db.get().unwrap();
             users::ensure_initial_admin(&mut conn, data.path()).unwrap();
-            let definition = pipelines::parse(PIPELINE, "shop.yaml").unwrap();
-            pipelines::import(&mut conn, definition, None, "test", None).unwrap();
+            setup(&mut conn, data.path(), router_addr);
         }
         let mut slipway = Slipway {
             label,
             db,
             database_url: test_db.url.clone(),
             data,
-            router_port: 0,
+            router_port: router_addr.port(),
+            router_listener: Some(router),
             running: None,
             _test_db: test_db,
         };
@@ -135,7 +152,10 @@ impl Slipway {
     fn start(&mut self) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = TcpListener::bind(("127.0.0.1", self.router_port)).unwrap();
+        let router = match self.router_listener.take() {
+            Some(router) => router,
+            None => TcpListener::bind(("127.0.0.1", self.router_port)).unwrap(),
+        };
         self.router_port = router.local_addr().unwrap().port();
         let settings = Settings::load(Overrides {
             listen: Some(addr.to_string()),
@@ -194,7 +214,7 @@ impl Slipway {
         }
     }
 
-    fn running(&self) -> &Running {
+    pub fn running(&self) -> &Running {
         self.running.as_ref().expect("Slipway runs")
     }
 
@@ -281,8 +301,8 @@ impl Slipway {
     }
 
     /// A keep-alive client that resolves every `*.localhost` name used here
-    /// to the router (127.0.0.1).
-    fn client(&self) -> reqwest::blocking::Client {
+    /// (and in `demo.rs`) to the router (127.0.0.1).
+    pub fn client(&self) -> reqwest::blocking::Client {
         let mut builder = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -292,18 +312,24 @@ impl Slipway {
             "shop-production.localhost",
             "shop-staging.localhost",
             "nope.localhost",
+            "kite-dev.localhost",
+            "space-game.localhost",
+            "space-game-dev.localhost",
+            "space-game-test.localhost",
+            "space-game-staging.localhost",
+            "space-game-production.localhost",
         ] {
             builder = builder.resolve(host, self.router());
         }
         builder.build().unwrap()
     }
 
-    fn url(&self, host: &str, path: &str) -> String {
+    pub fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}.localhost:{}{path}", self.router_port)
     }
 
     /// `GET http://HOST.localhost:ROUTER/PATH`: (status, body).
-    fn get(&self, client: &reqwest::blocking::Client, host: &str, path: &str) -> (u16, String) {
+    pub fn get(&self, client: &reqwest::blocking::Client, host: &str, path: &str) -> (u16, String) {
         match client.get(self.url(host, path)).send() {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -321,6 +347,122 @@ impl Slipway {
         storage::slots::find_slot(&mut conn, app.id, slot)
             .unwrap()
             .unwrap()
+    }
+}
+
+/// The API, as a client with a bearer token sees it.
+impl Slipway {
+    fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// `GET /api/v1…`: (status, JSON).
+    pub fn get_json(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .http()
+            .get(format!("{}{path}", self.running().base))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        crate::builds::json(res)
+    }
+
+    /// `POST /api/v1…` with a JSON body: (status, JSON).
+    pub fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .http()
+            .post(format!("{}{path}", self.running().base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .unwrap();
+        crate::builds::json(res)
+    }
+
+    /// Builds the pipeline's `main` through the API (as "Build now" does);
+    /// returns the release's version.
+    pub fn build(&self, token: &str, pipeline: &str) -> String {
+        let (status, queued) = self.post_json(
+            token,
+            &format!("/api/v1/pipelines/{pipeline}/builds"),
+            &serde_json::json!({}),
+        );
+        assert_eq!(status, 202, "[{}] {queued}", self.label);
+        let number = queued["number"].as_i64().unwrap();
+        let path = format!("/api/v1/pipelines/{pipeline}/builds/{number}");
+        let build =
+            crate::builds::wait_until(&format!("build #{number}"), Duration::from_secs(60), || {
+                let (_, b) = self.get_json(token, &path);
+                (b["state"] != "queued" && b["state"] != "running").then_some(b)
+            });
+        assert_eq!(build["state"], "succeeded", "[{}] {build}", self.label);
+        build["release"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until release `version` has a deployment to `stage`; returns its id.
+    pub fn deployment_to(&self, token: &str, pipeline: &str, version: &str, stage: &str) -> i64 {
+        let path = format!("/api/v1/pipelines/{pipeline}/releases/{version}");
+        crate::builds::wait_until(
+            &format!("a deployment of {version} to {stage}"),
+            Duration::from_secs(60),
+            || {
+                let (_, release) = self.get_json(token, &path);
+                release["deployments"]
+                    .as_array()?
+                    .iter()
+                    .rev()
+                    .find(|d| d["stage"] == stage)
+                    .and_then(|d| d["id"].as_i64())
+            },
+        )
+    }
+
+    /// Waits until deployment `id` is in one of `states`; returns its JSON.
+    pub fn deployment_in(&self, token: &str, id: i64, states: &[&str]) -> serde_json::Value {
+        crate::builds::wait_until(
+            &format!("deployment #{id} to be one of {states:?}"),
+            Duration::from_secs(90),
+            || {
+                let (_, d) = self.get_json(token, &format!("/api/v1/deployments/{id}"));
+                states.iter().any(|s| d["state"] == *s).then_some(d)
+            },
+        )
+    }
+
+    /// Waits until deployment `id` ended; returns its JSON.
+    pub fn deployment_ended(&self, token: &str, id: i64) -> serde_json::Value {
+        self.deployment_in(
+            token,
+            id,
+            &[
+                "succeeded",
+                "failed",
+                "canceled",
+                "rejected",
+                "superseded",
+                "interrupted",
+            ],
+        )
+    }
+
+    /// The whole log of deployment `id`.
+    pub fn deployment_log(&self, token: &str, id: i64) -> String {
+        let (status, log) = self.get_json(token, &format!("/api/v1/deployments/{id}/log"));
+        assert_eq!(status, 200, "{log}");
+        log["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -348,22 +490,22 @@ fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 /// One answer of the load generator.
 #[derive(Debug, Clone)]
-struct Sample {
-    started: Instant,
-    status: u16,
-    body: String,
+pub struct Sample {
+    pub started: Instant,
+    pub status: u16,
+    pub body: String,
 }
 
 /// Sends GETs to `host` through the router on `threads` keep-alive
 /// connections until stopped (at most 60 s or 50,000 requests each).
-struct Load {
+pub struct Load {
     stop: Arc<AtomicBool>,
     count: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<Vec<Sample>>>,
 }
 
 impl Load {
-    fn start(slipway: &Slipway, host: &str, path: &str, threads: usize) -> Load {
+    pub fn start(slipway: &Slipway, host: &str, path: &str, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
         let threads = (0..threads)
@@ -401,14 +543,14 @@ impl Load {
     }
 
     /// Waits until `more` further answers came back (at most 30 s).
-    fn wait_for(&self, more: usize) {
+    pub fn wait_for(&self, more: usize) {
         let target = self.count.load(Ordering::SeqCst) + more;
         wait_until("the load generator's answers", 30, || {
             self.count.load(Ordering::SeqCst) >= target
         });
     }
 
-    fn finish(self) -> Vec<Sample> {
+    pub fn finish(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::SeqCst);
         self.threads
             .into_iter()
@@ -417,7 +559,7 @@ impl Load {
     }
 }
 
-fn failures(samples: &[Sample]) -> Vec<&Sample> {
+pub fn failures(samples: &[Sample]) -> Vec<&Sample> {
     samples.iter().filter(|s| s.status != 200).collect()
 }
 
@@ -573,6 +715,168 @@ fn a_swap_under_load_fails_no_request_and_swapping_back_rolls_back() {
         assert!(actions.iter().any(|a| a == "slot.deploy"));
         storage::verify_audit_chain(&mut conn).unwrap();
     });
+}
+
+/// The build of the `kite` app: the server, its start script and the
+/// release's version into `out/`, and `broken` when the commit has it.
+const KITE_BUILD_SH: &str = r#"#!/bin/sh
+set -eu
+rm -rf out
+mkdir -p out/app
+cp server.py out/app/server.py
+cp start.sh out/run.sh
+printf '%s' "$SLIPWAY_VERSION" > out/version.txt
+if [ -f broken ]; then cp broken out/broken; fi
+echo "built $SLIPWAY_VERSION"
+"#;
+
+fn kite_pipeline(repo: &std::path::Path) -> String {
+    format!(
+        r#"pipeline: kite-web
+source: {{ repo: "{}", branch: main }}
+version: "2.0.{{build}}"
+apps:
+  - name: kite
+    start: "./out/run.sh"
+    health: /health
+    slots: [dev]
+build:
+  tasks: [ {{ shell: ./build.sh }} ]
+  artifacts: [ "out/**" ]
+stages:
+  - name: dev
+    trigger: {{ after: build }}
+    environment: {{ slot: {{ app: kite, name: dev }} }}
+    tasks:
+      - deploy_slot: {{ app: kite, slot: dev }}
+        timeout: 5s
+"#,
+        repo.display()
+    )
+}
+
+#[test]
+fn deploy_slot_through_the_deployment_engine_replaces_a_release_without_a_failed_request() {
+    for (label, test_db) in test_databases() {
+        let repo = crate::git::git_repo(&[
+            ("build.sh", KITE_BUILD_SH),
+            ("server.py", SERVER_PY),
+            ("start.sh", RUN_SH),
+        ]);
+        let yaml = kite_pipeline(repo.path());
+        let s = Slipway::with(label.clone(), test_db, |conn, _, _| {
+            let definition = pipelines::parse(&yaml, "kite.yaml").unwrap();
+            pipelines::import(conn, definition, None, "test", None).unwrap();
+        });
+        let token = token(&s, "max", Role::ReleaseManager);
+        let client = s.client();
+        assert_eq!(s.get(&client, "kite-dev", "/").0, 503, "[{label}]");
+
+        // The build's release goes to dev by itself (after: build) and the
+        // router answers from it.
+        let v1 = s.build(&token, "kite-web");
+        assert_eq!(v1, "2.0.1");
+        let id = s.deployment_to(&token, "kite-web", &v1, "dev");
+        let d = s.deployment_ended(&token, id);
+        assert_eq!(
+            d["state"],
+            "succeeded",
+            "[{label}] {d}\n{}",
+            s.deployment_log(&token, id)
+        );
+        assert_eq!(d["tasks"][0]["state"], "succeeded", "{d}");
+        assert!(s.deployment_log(&token, id).contains("healthy"));
+        assert_eq!(
+            s.get(&client, "kite-dev", "/"),
+            (200, "release 2.0.1\n".into()),
+            "[{label}]"
+        );
+        let row = {
+            let mut conn = s.db.get().unwrap();
+            let (app, _) = storage::slots::find_app(&mut conn, "kite")
+                .unwrap()
+                .unwrap();
+            storage::slots::find_slot(&mut conn, app.id, "dev")
+                .unwrap()
+                .unwrap()
+        };
+        assert!(row.release_id.is_some(), "{row:?}");
+
+        // The next commit, deployed to the same slot while three
+        // connections keep asking: no request fails, and once the
+        // deployment succeeded every answer comes from the new release.
+        repo.commit(&[("notes.txt", "second\n")], "second release");
+        let load = Load::start(&s, "kite-dev", "/", 3);
+        load.wait_for(30);
+        let v2 = s.build(&token, "kite-web");
+        let id = s.deployment_to(&token, "kite-web", &v2, "dev");
+        let d = s.deployment_ended(&token, id);
+        let deployed_at = Instant::now();
+        assert_eq!(
+            d["state"],
+            "succeeded",
+            "[{label}] {d}\n{}",
+            s.deployment_log(&token, id)
+        );
+        load.wait_for(30);
+        let samples = load.finish();
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {} of {} requests failed: {:?}",
+            failures(&samples).len(),
+            samples.len(),
+            failures(&samples).iter().take(3).collect::<Vec<_>>()
+        );
+        assert!(
+            samples
+                .iter()
+                .all(|x| x.body == "release 2.0.1\n" || x.body == "release 2.0.2\n")
+        );
+        assert!(samples.iter().any(|x| x.body == "release 2.0.1\n"));
+        let after: Vec<&Sample> = samples.iter().filter(|x| x.started > deployed_at).collect();
+        assert!(!after.is_empty());
+        assert!(
+            after.iter().all(|x| x.body == "release 2.0.2\n"),
+            "[{label}] an answer from the old release after the deployment"
+        );
+
+        // A release whose health check fails: the task fails with the
+        // process's log, and the old process keeps serving throughout.
+        repo.commit(&[("broken", "yes\n")], "break the health check");
+        let load = Load::start(&s, "kite-dev", "/", 2);
+        load.wait_for(20);
+        let v3 = s.build(&token, "kite-web");
+        let id = s.deployment_to(&token, "kite-web", &v3, "dev");
+        let d = s.deployment_ended(&token, id);
+        load.wait_for(20);
+        let samples = load.finish();
+        assert_eq!(d["state"], "failed", "[{label}] {d}");
+        assert_eq!(d["tasks"][0]["state"], "failed", "{d}");
+        let log = s.deployment_log(&token, id);
+        assert!(log.contains("answered 500"), "[{label}] {log}");
+        // The process's own last lines are in the log.
+        assert!(log.contains("the process's last lines:"), "[{label}] {log}");
+        assert!(
+            log.contains("\"GET /health HTTP/1.1\" 500"),
+            "[{label}] {log}"
+        );
+        assert!(
+            d["error"].as_str().unwrap_or_default().contains("healthy"),
+            "[{label}] {d}"
+        );
+        assert!(
+            failures(&samples).is_empty(),
+            "[{label}] {:?}",
+            failures(&samples).first()
+        );
+        assert!(samples.iter().all(|x| x.body == "release 2.0.2\n"));
+        assert_eq!(
+            s.get(&client, "kite-dev", "/"),
+            (200, "release 2.0.2\n".into())
+        );
+        let (_, slots) = s.get_json(&token, "/api/v1/apps/kite/slots");
+        assert_eq!(slots[0]["release"], "2.0.2", "{slots}");
+    }
 }
 
 #[test]
@@ -895,7 +1199,7 @@ fn the_environments_page_and_the_api_swap() {
     });
 }
 
-fn token(s: &Slipway, name: &str, role: Role) -> String {
+pub fn token(s: &Slipway, name: &str, role: Role) -> String {
     let mut conn = s.db.get().unwrap();
     users::create_user(
         &mut conn,

@@ -12,8 +12,9 @@ use yaml_serde::{Mapping, Value};
 
 use super::{
     App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, BranchFilter, Build, CheckKind,
-    Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy, PipelineDefinition, QueueMode,
-    QueuePolicy, Setting, Source, Stage, TaskKind, TaskSpec, Trigger, Upstream, defaults,
+    Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy, Notification, NotificationEvent,
+    NotificationFormat, PipelineDefinition, QueueMode, QueuePolicy, Setting, Source, Stage,
+    TaskKind, TaskSpec, Trigger, Upstream, defaults,
 };
 
 /// An ordered mapping under construction.
@@ -92,6 +93,30 @@ pub(crate) fn definition(def: &PipelineDefinition) -> Value {
             || build(&def.build),
         )
         .put("stages", list(&def.stages, stage))
+        .put_if(!def.notifications.is_empty(), "notifications", || {
+            list(&def.notifications, notification)
+        })
+        .done()
+}
+
+pub(crate) fn notification(notification: &Notification) -> Value {
+    let mut events = notification.events.clone();
+    events.sort();
+    events.dedup();
+    Map::new()
+        .put("name", s(&notification.name))
+        .put("url", s(&notification.url))
+        .put_if(
+            notification.format != NotificationFormat::Generic,
+            "format",
+            || s(notification.format.as_str()),
+        )
+        .put_if(notification.secret.is_some(), "secret", || {
+            notification.secret.as_ref().map(s).unwrap_or(Value::Null)
+        })
+        .put_if(events != NotificationEvent::ALL, "events", || {
+            list(&events, |e| s(e.as_str()))
+        })
         .done()
 }
 
@@ -488,4 +513,5 @@ serialize_as_value!(
     GateCheck => check,
     TaskSpec => task,
     QueuePolicy => queue,
+    Notification => notification,
 );

@@ -8,9 +8,9 @@ use super::tree::{Mark, Node, ScalarKind, Value, join_path};
 use super::yaml::DefinitionError;
 use super::{
     App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Build,
-    CheckKind, Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy, PipelineDefinition,
-    QueueMode, QueuePolicy, SecretRef, Setting, Source, Stage, TaskKind, TaskSpec, Threshold,
-    Trigger, Upstream, defaults,
+    CheckKind, Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy, Notification,
+    NotificationEvent, NotificationFormat, PipelineDefinition, QueueMode, QueuePolicy, SecretRef,
+    Setting, Source, Stage, TaskKind, TaskSpec, Threshold, Trigger, Upstream, defaults,
 };
 use crate::domain::names::name_problem;
 use crate::domain::schedule::{parse_timezone, suggest_timezone};
@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "apps",
     "build",
     "stages",
+    "notifications",
 ];
 const SOURCE_KEYS: &[&str] = &["repo", "branch", "branches", "webhook_secret", "poll"];
 const FILTER_KEYS: &[&str] = &["include", "exclude"];
@@ -71,6 +72,7 @@ const CHECK_COMMON: &[&str] = &["name", "consecutive_successes", "on_inconclusiv
 const HTTP_CHECK_KEYS: &[&str] = &["url", "method", "headers", "body", "timeout", "success"];
 const PROMETHEUS_KEYS: &[&str] = &["server", "query", "threshold"];
 const COMMAND_KEYS: &[&str] = &["run"];
+const NOTIFICATION_KEYS: &[&str] = &["name", "url", "format", "secret", "events"];
 
 /// A node together with its field path (`stages[1].trigger`).
 #[derive(Clone)]
@@ -491,6 +493,10 @@ impl<'f> Reader<'f> {
         let stages = self
             .required(&m, "stages")
             .and_then(|v| self.stages(&v, &table));
+        let notifications = match m.get("notifications") {
+            Some(v) => self.notifications(&v),
+            None => Some(Vec::new()),
+        };
         Some(PipelineDefinition {
             pipeline: pipeline?,
             description,
@@ -500,6 +506,7 @@ impl<'f> Reader<'f> {
             apps,
             build: build?,
             stages: stages?,
+            notifications: notifications?,
         })
     }
 
@@ -1635,6 +1642,126 @@ impl<'f> Reader<'f> {
             parallel: parallel?,
             policy: policy?,
         })
+    }
+
+    /// `notifications:`, outgoing webhooks about approvals.
+    fn notifications(&mut self, v: &V<'_>) -> Option<Vec<Notification>> {
+        let mut out = Vec::new();
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        let mut ok = true;
+        for item in self.list(v, "notifications")? {
+            match self.notification(&item, &mut seen) {
+                Some(n) => out.push(n),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn notification(&mut self, v: &V<'_>, seen: &mut Vec<(String, usize)>) -> Option<Notification> {
+        let m = self.map(
+            v,
+            "a notification mapping with `name` and `url`",
+            NOTIFICATION_KEYS,
+        )?;
+        let name_v = self.required(&m, "name");
+        let name = name_v.as_ref().and_then(|v| {
+            self.parsed(v, "a notification name", |text| match name_problem(text) {
+                None => Ok(text.to_owned()),
+                Some(problem) => Err(DomainError::InvalidName {
+                    kind: "notification",
+                    value: text.to_owned(),
+                    reason: format!(
+                        "{problem} (allowed: lower-case letters, digits, `-` and `_`, 1 to 63 characters)"
+                    ),
+                }),
+            })
+        });
+        if let (Some(name), Some(name_v)) = (&name, &name_v) {
+            if let Some((_, line)) = seen.iter().find(|(n, _)| n == name) {
+                let line = *line;
+                self.at(
+                    name_v,
+                    format!("duplicate notification name `{name}` (first declared on line {line})"),
+                );
+                return None;
+            }
+            seen.push((name.clone(), name_v.node.mark.line));
+        }
+        let url = self.url(&m, "url").and_then(|url| {
+            if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if let Some(v) = m.get("url") {
+                    self.at(
+                        &v,
+                        format!("invalid URL `{url}`: it must not contain spaces"),
+                    );
+                }
+                None
+            } else {
+                Some(url)
+            }
+        });
+        let format = match m.get("format") {
+            Some(f) => self.choice(
+                &f,
+                "notification format",
+                &[
+                    ("generic", NotificationFormat::Generic),
+                    ("slack", NotificationFormat::Slack),
+                ],
+            ),
+            None => Some(NotificationFormat::Generic),
+        };
+        let secret = match m.get("secret") {
+            Some(s) => self
+                .parsed(
+                    &s,
+                    "a secret reference `${{ secrets.NAME }}`",
+                    SecretRef::parse,
+                )
+                .map(Some),
+            None => Some(None),
+        };
+        let events = match m.get("events") {
+            Some(e) => self.notification_events(&e),
+            None => Some(NotificationEvent::ALL.to_vec()),
+        };
+        Some(Notification {
+            name: name?,
+            url: url?,
+            format: format?,
+            secret: secret?,
+            events: events?,
+        })
+    }
+
+    fn notification_events(&mut self, v: &V<'_>) -> Option<Vec<NotificationEvent>> {
+        let items = self.list(v, "events")?;
+        if items.is_empty() {
+            self.at(
+                v,
+                "a notification needs at least one event (leave `events` out for all)",
+            );
+            return None;
+        }
+        let options: Vec<(&str, NotificationEvent)> = NotificationEvent::ALL
+            .iter()
+            .map(|e| (e.as_str(), *e))
+            .collect();
+        let mut events = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.choice(&item, "event", &options) {
+                Some(e) if events.contains(&e) => {
+                    self.at(&item, format!("duplicate event `{}`", e.as_str()));
+                    ok = false;
+                }
+                Some(e) => events.push(e),
+                None => ok = false,
+            }
+        }
+        events.sort();
+        ok.then_some(events)
     }
 }
 

@@ -257,6 +257,33 @@ impl Gen {
         }
     }
 
+    fn notifications(&mut self) -> Vec<Notification> {
+        (0..self.below(3))
+            .map(|i| {
+                let mut events: Vec<NotificationEvent> = NotificationEvent::ALL
+                    .into_iter()
+                    .filter(|_| self.chance(60))
+                    .collect();
+                if events.is_empty() {
+                    events = NotificationEvent::ALL.to_vec();
+                }
+                Notification {
+                    name: format!("target-{i}"),
+                    url: format!("https://hooks.example.com/{}", self.below(1000)),
+                    format: if self.chance(50) {
+                        NotificationFormat::Slack
+                    } else {
+                        NotificationFormat::Generic
+                    },
+                    secret: self
+                        .chance(50)
+                        .then(|| SecretRef::new("NOTIFY_KEY").unwrap()),
+                    events,
+                }
+            })
+            .collect()
+    }
+
     fn gate(&mut self) -> Option<GatePolicy> {
         self.chance(40).then(|| GatePolicy {
             delay: if self.chance(50) {
@@ -420,6 +447,7 @@ impl Gen {
             },
             apps,
             stages,
+            notifications: self.notifications(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct CheckContext {
     pub extension_input: serde_json::Value,
     /// How long a command or an extension may run.
     pub command_timeout: Duration,
+    /// The environment commands and extensions get on top of the server's:
+    /// the pipeline's and the stage's `variables` (secrets substituted), so
+    /// a stage's `PATH` also finds its `slipway-gate-NAME` executables.
+    pub env: Arc<BTreeMap<String, String>>,
     /// Success expressions compiled once per run, by their text.
     pub compiled: Arc<BTreeMap<String, SuccessExpr>>,
 }
@@ -86,12 +90,14 @@ pub fn check_label(check: &GateCheck) -> String {
     }
 }
 
-/// A pooled HTTP client for every gate (no redirects followed beyond 5).
+/// A pooled HTTP client for every gate (no redirects followed beyond 5;
+/// up to 256 idle connections per host, so a burst of rounds against one
+/// endpoint reuses its connections rather than opening new ones).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("slipway-gates/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::limited(5))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(256)
         .build()
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot configure the gates' HTTP client; using the defaults");
@@ -193,10 +199,9 @@ struct HttpCheck<'a> {
 
 async fn http(client: &reqwest::Client, ctx: &CheckContext, c: HttpCheck<'_>) -> Outcome {
     let method_name = c.method.trim().to_ascii_uppercase();
+    // The summary says what was sent: substituted values, which the caller
+    // masks (a secret shows as `***`, wherever it was placed).
     let mut request = format!("{method_name} {}", c.url);
-    for (name, value) in c.headers {
-        request.push_str(&format!("\n{name}: {value}"));
-    }
     let Ok(method) = reqwest::Method::from_bytes(method_name.as_bytes()) else {
         return inconclusive(request, format!("`{method_name}` is not an HTTP method"));
     };
@@ -204,10 +209,17 @@ async fn http(client: &reqwest::Client, ctx: &CheckContext, c: HttpCheck<'_>) ->
         Ok(url) => url,
         Err(e) => return inconclusive(request, e),
     };
+    request = format!("{method_name} {url}");
     let mut builder = client.request(method, &url).timeout(c.timeout);
     for (name, value) in c.headers {
         match ctx.substitute(value) {
-            Ok(value) => builder = builder.header(name.as_str(), value),
+            Ok(value) => {
+                request.push('\n');
+                request.push_str(name);
+                request.push_str(": ");
+                request.push_str(&value);
+                builder = builder.header(name.as_str(), value);
+            }
             Err(e) => return inconclusive(request, e),
         }
     }
@@ -410,6 +422,7 @@ async fn program(
     input: Option<String>,
     verdict: impl Fn(i32) -> Verdict,
 ) -> Outcome {
+    cmd.envs(ctx.env.iter());
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {

@@ -21,8 +21,14 @@
 //!   stages `after:` it requested). Timed out → `failed` with the reason
 //!   and the last values.
 //! - **People.** A release manager can re-evaluate now or bypass a run
-//!   with a reason (`gate.reevaluate`, `gate.bypass`, audited).
+//!   with a reason (`gate.reevaluate`, `gate.bypass`, audited); the
+//!   approvers answer a run's question about inconclusive samples
+//!   ([`questions`], `gate.answer`).
+//! - **Writes.** Timers hand their rounds to one writer task, which stores
+//!   every round that is waiting in one transaction (a savepoint each), so
+//!   1,000 gates cost a few commits a second rather than 200.
 pub mod checks;
+pub mod questions;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -79,7 +85,20 @@ struct Inner {
     timers: Mutex<HashMap<i64, Arc<Notify>>>,
     scan: Notify,
     on_finish: Mutex<Option<OnFinish>>,
+    /// Rounds waiting for the writer (see [`Gates::write_loop`]).
+    writes: tokio::sync::mpsc::UnboundedSender<PendingRound>,
+    write_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PendingRound>>>,
 }
+
+/// A round for the writer, and where its outcome goes.
+struct PendingRound {
+    loaded: Loaded,
+    round: Round,
+    reply: tokio::sync::oneshot::Sender<Result<Option<GateRunRow>, EngineError>>,
+}
+
+/// Rounds stored in one transaction at most.
+const WRITE_BATCH: usize = 512;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -93,6 +112,7 @@ impl Gates {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Gates {
+        let (writes, write_queue) = tokio::sync::mpsc::unbounded_channel();
         Gates {
             inner: Arc::new(Inner {
                 db,
@@ -103,6 +123,8 @@ impl Gates {
                 timers: Mutex::new(HashMap::new()),
                 scan: Notify::new(),
                 on_finish: Mutex::new(None),
+                writes,
+                write_queue: Mutex::new(Some(write_queue)),
             }),
         }
     }
@@ -110,6 +132,13 @@ impl Gates {
     /// Starts the scanner (which also resumes the runs left `evaluating`).
     pub fn start(&self, on_finish: OnFinish) {
         *lock(&self.inner.on_finish) = Some(on_finish);
+        if let Some(queue) = lock(&self.inner.write_queue).take() {
+            let db = self.inner.db.clone();
+            let shutdown = self.inner.shutdown.clone();
+            self.inner
+                .tracker
+                .spawn(async move { write_loop(db, queue, shutdown).await });
+        }
         let me = self.clone();
         self.inner
             .tracker
@@ -208,22 +237,32 @@ impl Gates {
                 }
                 _ = self.inner.shutdown.cancelled() => return Ok(()),
             }
+            let shared = &loaded.shared;
             let samples = futures_util::future::join_all(
-                loaded
+                shared
                     .policy
                     .checks
                     .iter()
-                    .map(|c| checks::sample(&self.inner.http, c, &loaded.ctx)),
+                    .map(|c| checks::sample(&self.inner.http, c, &shared.ctx)),
             )
             .await;
             let round = Round {
                 scheduled_at: next_at,
                 samples,
             };
-            let l = loaded.clone();
-            let outcome =
-                blocking(&self.inner.db, move |conn| record_round(conn, &l, round)).await?;
-            match outcome {
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            let pending = PendingRound {
+                loaded: loaded.clone(),
+                round,
+                reply,
+            };
+            if self.inner.writes.send(pending).is_err() {
+                return Ok(()); // Shutting down.
+            }
+            let Ok(outcome) = outcome.await else {
+                return Ok(());
+            };
+            match outcome? {
                 Some(run) => loaded.run = run,
                 None => {
                     if let Some(f) = lock(&self.inner.on_finish).clone() {
@@ -325,13 +364,27 @@ pub fn phase_of(d: &DeploymentRow) -> &'static str {
 }
 
 fn stage_for(conn: &mut DbConn, pipeline: &str, d: &DeploymentRow) -> Result<Stage, EngineError> {
+    Ok(stage_and_variables(conn, pipeline, d)?.0)
+}
+
+/// The stage of a deployment (as its release's revision defines it, else
+/// the current one) and the variables its commands see: the pipeline's,
+/// overridden by the stage's.
+fn stage_and_variables(
+    conn: &mut DbConn,
+    pipeline: &str,
+    d: &DeploymentRow,
+) -> Result<(Stage, BTreeMap<String, String>), EngineError> {
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("deployment #{} has no release", d.id)))?;
     let own = deployments::release_definition(conn, pipeline, &release).ok();
     let current = pipelines::load(conn, pipeline)?.definition;
-    deployments::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
+    let stage = deployments::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
         EngineError::NotFound(format!("the stage `{}` is not in the pipeline", d.stage))
-    })
+    })?;
+    let mut variables = own.as_ref().unwrap_or(&current).variables.clone();
+    variables.extend(stage.variables.clone());
+    Ok((stage, variables))
 }
 
 fn policy_of<'s>(stage: &'s Stage, phase: &str) -> Option<&'s GatePolicy> {
@@ -417,13 +470,20 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-/// What a timer needs: the run, its policy and stage, the checks' context.
+/// What a timer needs: the run, and (shared, read once) its policy and
+/// stage, the checks' context and labels.
 #[derive(Clone)]
 struct Loaded {
     run: GateRunRow,
+    shared: Arc<RunShared>,
+}
+
+struct RunShared {
     stage: Stage,
     policy: GatePolicy,
     ctx: CheckContext,
+    /// The label of each check, in the policy's order.
+    labels: Vec<String>,
 }
 
 /// Reads a run with its policy and the pipeline's secrets; `None` when it
@@ -436,10 +496,10 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
         return Ok(None);
     }
     let d = deployments::find(conn, run.deployment_id)?;
-    let stage = stage_for(conn, &run.pipeline, &d)?;
+    let (stage, variables) = stage_and_variables(conn, &run.pipeline, &d)?;
     let Some(policy) = policy_of(&stage, &run.phase).cloned() else {
         let reason = format!("the stage has no gates {} it any more", run.phase);
-        storage::write_transaction(conn, |conn| failed(conn, &run, &d, &reason))?;
+        storage::write_transaction(conn, |conn| failed(conn, &run, &d, &reason, ENGINE_ACTOR))?;
         return Ok(None);
     };
     let secrets: BTreeMap<String, String> = secrets::resolve_all(conn, key, d.pipeline_id)?
@@ -450,6 +510,14 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
         })
         .collect();
     let masker = Masker::new(secrets.values());
+    let env: BTreeMap<String, String> = variables
+        .into_iter()
+        .map(|(name, value)| {
+            let value = crate::domain::secrets::substitute(&value, |n| secrets.get(n).cloned())
+                .unwrap_or(value);
+            (name, value)
+        })
+        .collect();
     let ctx = CheckContext {
         secrets: Arc::new(secrets),
         masker,
@@ -462,18 +530,81 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
         }),
         command_timeout: policy.interval.to_std().max(Duration::from_secs(5)),
         compiled: Arc::new(checks::compile_all(&policy.checks)),
+        env: Arc::new(env),
     };
+    let labels = policy.checks.iter().map(checks::check_label).collect();
     Ok(Some(Loaded {
         run,
-        stage,
-        policy,
-        ctx,
+        shared: Arc::new(RunShared {
+            stage,
+            policy,
+            ctx,
+            labels,
+        }),
     }))
 }
 
 struct Round {
     scheduled_at: NaiveDateTime,
     samples: Vec<Sample>,
+}
+
+/// The writer: stores the rounds that are waiting (up to [`WRITE_BATCH`])
+/// in one transaction, each in a savepoint of its own so that one failing
+/// round does not undo the others, and answers each timer. It stops at
+/// shutdown (the timers waiting for it stop too).
+async fn write_loop(
+    db: Db,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingRound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            p = queue.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH
+            && let Ok(p) = queue.try_recv()
+        {
+            batch.push(p);
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.loaded, p.round), p.reply))
+            .unzip();
+        let count = items.len();
+        let results = blocking(&db, move |conn| {
+            let mut results = Vec::with_capacity(items.len());
+            storage::write_transaction(conn, |conn| {
+                for (loaded, round) in items {
+                    results.push(record_round(conn, &loaded, round));
+                }
+                Ok::<_, EngineError>(())
+            })?;
+            Ok(results)
+        })
+        .await;
+        match results {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(rounds = count, error = %e, "cannot store gate rounds");
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(EngineError::Conflict(format!(
+                        "the round was not stored: {message}"
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 /// Stores a round and its consequences in one transaction; the run as it
@@ -507,8 +638,8 @@ fn record_round(
         let number = i32::try_from(progress.round + 1).unwrap_or(i32::MAX);
         let mut results = Vec::new();
         let mut last = Vec::new();
-        for (check, s) in l.policy.checks.iter().zip(&round.samples) {
-            let name = checks::check_label(check);
+        for (name, s) in l.shared.labels.iter().zip(&round.samples) {
+            let name = name.clone();
             store::insert_gate_sample(
                 conn,
                 &NewGateSample {
@@ -539,8 +670,13 @@ fn record_round(
             });
         }
         let now = storage::now();
-        let decision =
-            gate_eval::after_round(&l.policy, run.started_at, &mut progress, &results, now);
+        let decision = gate_eval::after_round(
+            &l.shared.policy,
+            run.started_at,
+            &mut progress,
+            &results,
+            now,
+        );
         let next_at = match &decision {
             GateDecision::Continue { next_at, .. } => Some(*next_at),
             _ => None,
@@ -593,11 +729,11 @@ fn record_round(
                         run.stage, run.phase, progress.round
                     ),
                 )?;
-                passed(conn, &run, &d, &l.stage, ENGINE_ACTOR)?;
+                passed(conn, &run, &d, &l.shared.stage, ENGINE_ACTOR)?;
                 Ok(None)
             }
             GateDecision::Fail { reason } => {
-                failed(conn, &run, &d, &reason)?;
+                failed(conn, &run, &d, &reason, ENGINE_ACTOR)?;
                 Ok(None)
             }
         }
@@ -610,8 +746,9 @@ fn failed(
     run: &GateRunRow,
     d: &DeploymentRow,
     reason: &str,
+    actor: &str,
 ) -> Result<(), EngineError> {
-    store::finish_gate_run(conn, run.id, "failed", Some(reason), ENGINE_ACTOR)?;
+    store::finish_gate_run(conn, run.id, "failed", Some(reason), actor)?;
     let to = deployments::transition(DeploymentState::EvaluatingGates, DeploymentEvent::Fail)?;
     let message = format!("gates {} the stage failed: {reason}", run.phase);
     if storage::deployments::transition_deployment(
@@ -623,7 +760,7 @@ fn failed(
     )? {
         storage::append_audit(
             conn,
-            ENGINE_ACTOR,
+            actor,
             "deployment.fail",
             &subject(&run.pipeline, d.id),
             &format!("gate_run={} {message}", run.id),
@@ -777,4 +914,45 @@ pub fn samples_of_deployment(
     deployment_id: i64,
 ) -> Result<Vec<GateSampleRow>, EngineError> {
     Ok(store::samples_of_deployment(conn, deployment_id)?)
+}
+
+/// The evidence of one gate run: its checks (last result, recent samples
+/// for the strip) and its newest samples, newest first.
+#[derive(Clone, Debug)]
+pub struct RunEvidence {
+    pub view: GateRunView,
+    /// The newest samples (at most the limit asked for), newest first.
+    pub samples: Vec<GateSampleRow>,
+    /// How many samples the run has in all.
+    pub total_samples: i64,
+}
+
+/// The evidence of every gate run of a deployment, oldest run first, with
+/// at most `limit` samples each (the run's page has them all).
+pub fn evidence_of_deployment(
+    conn: &mut DbConn,
+    deployment_id: i64,
+    limit: i64,
+) -> Result<Vec<RunEvidence>, EngineError> {
+    store::gate_runs_of_deployment(conn, deployment_id)?
+        .into_iter()
+        .map(|run| evidence_of_run(conn, run, limit))
+        .collect()
+}
+
+/// The evidence of one run, with at most `limit` samples.
+pub fn evidence_of_run(
+    conn: &mut DbConn,
+    run: GateRunRow,
+    limit: i64,
+) -> Result<RunEvidence, EngineError> {
+    let id = run.id;
+    let mut samples = store::samples_of_run(conn, id, limit)?;
+    samples.reverse();
+    let total_samples = store::count_samples_of_run(conn, id)?;
+    Ok(RunEvidence {
+        view: run_view(conn, run)?,
+        samples,
+        total_samples,
+    })
 }

@@ -11,8 +11,14 @@
 //!   map, so a swap moves both host names at the same instant.
 //! - Bodies stream both ways (nothing is buffered whole). Hop-by-hop headers
 //!   are removed; `X-Forwarded-For` is appended to, `X-Forwarded-Host` and
-//!   `X-Forwarded-Proto` are set. Connections to the apps are pooled and
-//!   kept alive.
+//!   `X-Forwarded-Proto` are set.
+//! - Connections to the apps are kept alive and *pinned*: a client
+//!   connection sends its requests (one after the other, as HTTP/1.1 does)
+//!   over one upstream connection of its own, so a request takes no pool
+//!   lock and spawns no task. When the client goes, its upstream connection
+//!   is kept as a spare on the [`Backend`] for the next client connection
+//!   (a lock per client connection, not per request). A request whose
+//!   upstream connection turns out closed is sent again on a fresh one.
 //! - Every forwarded request counts as *in flight* on its [`Backend`] until
 //!   its response body has been sent, so a replaced process is stopped only
 //!   once the requests it took have finished ([`Backend::drain`]). A request
@@ -33,12 +39,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -49,18 +54,27 @@ pub const DEFAULT_ROUTER_DOMAIN: &str = "localhost";
 /// The slot that also answers to the app's bare host name.
 pub const PRODUCTION_SLOT: &str = "production";
 
+/// How long connecting to a slot's process may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle upstream connections a backend keeps for new client connections.
+const MAX_SPARE: usize = 64;
+
+/// One HTTP/1.1 connection to a slot's process.
+type Upstream = SendRequest<ProxyBody>;
+
 /// The process a slot's requests go to: `127.0.0.1:PORT`, with the count
 /// of requests it is serving.
 #[derive(Debug)]
 pub struct Backend {
     addr: SocketAddr,
-    /// `127.0.0.1:PORT`, for request URIs.
-    authority: Authority,
     /// For logs and pages: `APP/SLOT release VERSION`.
     label: String,
     in_flight: AtomicUsize,
     retired: AtomicBool,
     idle: Notify,
+    /// Idle keep-alive connections to the process, for the next client
+    /// connection (touched when a client connection starts or ends).
+    spare: Mutex<Vec<Upstream>>,
 }
 
 impl Backend {
@@ -68,13 +82,12 @@ impl Backend {
     pub fn new(port: u16, label: impl Into<String>) -> Backend {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         Backend {
-            authority: Authority::try_from(addr.to_string().as_str())
-                .unwrap_or_else(|_| Authority::from_static("127.0.0.1")),
             addr,
             label: label.into(),
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             idle: Notify::new(),
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -110,6 +123,8 @@ impl Backend {
     /// whether it drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.retired.store(true, Ordering::SeqCst);
+        // Its idle connections close now; busy ones end with their client.
+        self.spares().clear();
         let wait = async {
             loop {
                 let notified = self.idle.notified();
@@ -122,6 +137,37 @@ impl Backend {
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+impl Backend {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Upstream>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle connection to the process, if one is open.
+    fn take_spare(&self) -> Option<Upstream> {
+        let mut spare = self.spares();
+        while let Some(conn) = spare.pop() {
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps an idle connection for the next client (unless retired).
+    fn give_back(&self, conn: Upstream) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut spare = self.spares();
+        // Checked under the lock `drain` clears the spares with.
+        if spare.len() < MAX_SPARE && !self.retired.load(Ordering::SeqCst) {
+            spare.push(conn);
+        }
     }
 }
 
@@ -206,7 +252,80 @@ struct RouterCtx {
     table: Arc<RouteTable>,
     /// `.localhost`, lower case, with the leading dot.
     suffix: String,
-    client: Client<HttpConnector, ProxyBody>,
+}
+
+/// One client connection: who it is, and the upstream connection its
+/// requests go over (pinned to the backend it was opened to).
+struct ClientConn {
+    /// The peer's address as a header value (`X-Forwarded-For`).
+    peer_header: HeaderValue,
+    pinned: Mutex<Option<(Arc<Backend>, Upstream)>>,
+}
+
+impl ClientConn {
+    fn new(peer: SocketAddr) -> ClientConn {
+        ClientConn {
+            peer_header: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            pinned: Mutex::new(None),
+        }
+    }
+
+    fn pinned(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Backend>, Upstream)>> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An open connection to `backend`: the pinned one, else a spare of
+    /// the backend's, else `None` (connect). A connection pinned to
+    /// another backend (the route moved) goes back to that backend.
+    fn upstream_to(&self, backend: &Arc<Backend>) -> Option<Upstream> {
+        let previous = self.pinned().take();
+        match previous {
+            Some((b, conn)) if Arc::ptr_eq(&b, backend) && !conn.is_closed() => Some(conn),
+            Some((b, conn)) => {
+                b.give_back(conn);
+                backend.take_spare()
+            }
+            None => backend.take_spare(),
+        }
+    }
+
+    fn pin(&self, backend: Arc<Backend>, conn: Upstream) {
+        *self.pinned() = Some((backend, conn));
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        let pinned = self
+            .pinned
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some((backend, conn)) = pinned {
+            backend.give_back(conn);
+        }
+    }
+}
+
+type ProxyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A new HTTP/1.1 connection to a slot's process.
+async fn connect(addr: SocketAddr) -> Result<Upstream, ProxyError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()))??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        // Ends when the process or the router closes it.
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 type ProxyBody = Either<Incoming, Empty<Bytes>>;
@@ -236,19 +355,9 @@ pub async fn serve(
     domain: &str,
     shutdown: CancellationToken,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
     let ctx = Arc::new(RouterCtx {
         table,
         suffix: format!(".{}", domain.trim_matches('.').to_ascii_lowercase()),
-        client,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -267,9 +376,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
+        let client = Arc::new(ClientConn::new(peer));
         let service = hyper::service::service_fn(move |req| {
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
+            let client = Arc::clone(&client);
+            async move { Ok::<_, Infallible>(handle(&ctx, &client, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -306,27 +417,37 @@ fn label_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     tail.eq_ignore_ascii_case(suffix).then_some(label)
 }
 
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+/// The host a request names: its `Host` header, else its target's authority.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
 }
 
 async fn handle(
     ctx: &RouterCtx,
+    client: &ClientConn,
     req: Request<Incoming>,
-    peer: SocketAddr,
 ) -> Response<ResponseBody> {
-    let Some(host) = request_host(&req) else {
+    let Some(host_value) = request_host(&req) else {
         return page(
             StatusCode::BAD_REQUEST,
             "No host name",
             "The request has no Host header, so Slipway's slot router cannot tell which app it is for.",
         );
     };
-    let label = label_of(&host, &ctx.suffix).map(str::to_ascii_lowercase);
+    let host = host_value.to_str().unwrap_or_default();
+    let label = label_of(host, &ctx.suffix).map(|l| {
+        if l.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(l.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(l)
+        }
+    });
     let mut route = label.as_deref().and_then(|l| ctx.table.lookup(l));
     // A request that picked a backend as it was retired looks again (a
     // deployment or swap just moved the route; the new one is in the table).
@@ -352,7 +473,10 @@ async fn handle(
                 );
             }
             Some(Route::Backend(backend)) => match backend.enter() {
-                Some(guard) => return forward(ctx, req, peer, &host, guard).await,
+                Some(guard) => {
+                    let host_value = host_value.clone();
+                    return forward(client, req, host_value, guard).await;
+                }
                 None => {
                     tokio::task::yield_now().await;
                     route = label.as_deref().and_then(|l| ctx.table.lookup(l));
@@ -368,63 +492,38 @@ async fn handle(
 }
 
 async fn forward(
-    ctx: &RouterCtx,
+    client: &ClientConn,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    host: &str,
+    host: HeaderValue,
     guard: InFlight,
 ) -> Response<ResponseBody> {
     let backend = Arc::clone(&guard.0);
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(backend.authority.clone())
-        .path_and_query(path)
-        .build();
-    let uri = match uri {
-        Ok(uri) => uri,
-        Err(_) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Bad request target",
-                "The request's path cannot be forwarded.",
-            );
-        }
+    // HTTP/1.1 to the process: the request target is the path (and query).
+    let path = match parts.uri.path_and_query() {
+        Some(path) => path.clone(),
+        None => PathAndQuery::from_static("/"),
     };
-    parts.uri = uri;
+    parts.uri = Uri::from(path);
     // The router speaks HTTP/1.1 to the app whatever the client spoke.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    forwarded_headers(&mut parts.headers, peer, host);
-    // A request without a body can be sent again if the pooled connection
-    // it went out on had just been closed by the app.
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    forwarded_headers(&mut parts.headers, &client.peer_header, host);
+    // The process reads the authority from `Host`, which stays as the
+    // client sent it; the connection is to `backend.addr`.
+    //
+    // A request without a body can be sent again if the kept-alive
+    // connection it went out on was closed by the app meanwhile.
     let retryable = body.is_end_stream()
         && matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
         );
-    let copy = retryable.then(|| {
-        let mut copy = Request::new(Either::Right(Empty::new()));
-        *copy.method_mut() = parts.method.clone();
-        *copy.uri_mut() = parts.uri.clone();
-        *copy.version_mut() = parts.version;
-        *copy.headers_mut() = parts.headers.clone();
-        copy
-    });
     let request = Request::from_parts(parts, Either::Left(body));
-    let mut answer = ctx.client.request(request).await;
-    if let (Err(e), Some(copy)) = (&answer, copy)
-        && !e.is_connect()
-    {
-        tracing::debug!(backend = backend.label(), error = %e, "retrying a request on a fresh connection");
-        answer = ctx.client.request(copy).await;
-    }
-    match answer {
+    match send(client, &backend, request, retryable).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             // An HTTP/1.0 app (python's http.server) must not end the
@@ -448,11 +547,73 @@ async fn forward(
                     "Slipway forwarded the request to {} ({}), which did not answer: {}. It may be starting, restarting after a crash, or stopped; the environments page says which.",
                     backend.label(),
                     backend.addr,
-                    error_chain(&e)
+                    error_chain(e.as_ref())
                 ),
             )
         }
     }
+}
+
+/// Sends `request` over the client connection's upstream connection to
+/// `backend` (opened when there is none), and pins that connection for the
+/// client's next request. A request the kept-alive connection could not
+/// take is sent on a fresh connection; so is a `retryable` one whose
+/// connection broke before an answer came.
+async fn send(
+    client: &ClientConn,
+    backend: &Arc<Backend>,
+    request: Request<ProxyBody>,
+    retryable: bool,
+) -> Result<Response<Incoming>, ProxyError> {
+    let reused = client.upstream_to(backend);
+    let request = match reused {
+        Some(mut conn) => {
+            let copy = retryable.then(|| bodiless_copy(&request));
+            let ready = conn.ready().await.is_ok();
+            let failed = if ready {
+                match conn.try_send_request(request).await {
+                    Ok(response) => {
+                        client.pin(Arc::clone(backend), conn);
+                        return Ok(response);
+                    }
+                    Err(mut e) => match (e.take_message(), copy) {
+                        (Some(request), _) => Ok(request),
+                        (None, Some(copy)) => Ok(copy),
+                        (None, None) => Err(e.into_error()),
+                    },
+                }
+            } else {
+                // Closed while idle: nothing was sent.
+                Ok(request)
+            };
+            match failed {
+                Ok(request) => {
+                    tracing::debug!(
+                        backend = backend.label(),
+                        "sending again on a fresh connection"
+                    );
+                    request
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => request,
+    };
+    let mut conn = connect(backend.addr).await?;
+    conn.ready().await?;
+    let response = conn.send_request(request).await?;
+    client.pin(Arc::clone(backend), conn);
+    Ok(response)
+}
+
+/// A copy of a request without a body (sent again when its connection broke).
+fn bodiless_copy(request: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -467,14 +628,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     // Upgrades (WebSocket) are not proxied: without `Connection: upgrade`
@@ -482,18 +648,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let client = peer.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {client}"),
-        _ => client,
+fn forwarded_headers(headers: &mut HeaderMap, peer: &HeaderValue, host: HeaderValue) {
+    let appended = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(before)) if !before.trim().is_empty() => {
+            let client = peer.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{before}, {client}")).ok()
+        }
+        _ => None,
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, value);
-    }
+    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| peer.clone()));
+    headers.insert(X_FORWARDED_HOST, host);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
@@ -614,8 +778,8 @@ mod tests {
         strip_hop_by_hop(&mut h);
         forwarded_headers(
             &mut h,
-            "127.0.0.1:5000".parse().unwrap(),
-            "web.localhost:8081",
+            &HeaderValue::from_static("127.0.0.1"),
+            HeaderValue::from_static("web.localhost:8081"),
         );
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-private").is_none());
@@ -641,6 +805,96 @@ mod tests {
         drop(guard);
         assert!(drained.await.unwrap());
         assert_eq!(backend.in_flight(), 0);
+    }
+
+    /// An app that answers `conn N` (the number of the connection the
+    /// request came on), counting the connections it accepted.
+    async fn counting_app() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "conn {n}"
+                        )))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A keep-alive client connection to the router; GETs with `Host: host`.
+    async fn client_conn(router: SocketAddr) -> SendRequest<Empty<Bytes>> {
+        let stream = tokio::net::TcpStream::connect(router).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
+    async fn get(sender: &mut SendRequest<Empty<Bytes>>, host: &str) -> String {
+        sender.ready().await.unwrap();
+        let request = Request::get("/")
+            .header(header::HOST, host)
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = collect_body(response.into_body()).await.unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_are_pinned_and_handed_on() {
+        let (app, accepted) = counting_app().await;
+        let table = Arc::new(RouteTable::new());
+        let backend = Arc::new(Backend::new(app.port(), "web/production"));
+        table.update(|m| {
+            RouteTable::set(m, "web", "production", Route::Backend(Arc::clone(&backend)))
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(&table),
+            "localhost",
+            stop.clone(),
+        ));
+
+        // One client connection: every request on one upstream connection.
+        let mut first = client_conn(router).await;
+        for _ in 0..3 {
+            assert_eq!(get(&mut first, "web.localhost").await, "conn 1");
+        }
+        // A second client at the same time gets a connection of its own.
+        let mut second = client_conn(router).await;
+        assert_eq!(get(&mut second, "web-production.localhost").await, "conn 2");
+        assert_eq!(get(&mut first, "web.localhost").await, "conn 1");
+        // A client that goes hands its connection on to the next one.
+        drop(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while backend.spares().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no spare connection");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut third = client_conn(router).await;
+        assert_eq!(get(&mut third, "web.localhost").await, "conn 1");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Draining closes the spares: none is kept for a retired backend.
+        drop(second);
+        assert!(backend.drain(Duration::from_secs(1)).await);
+        assert!(backend.spares().is_empty());
+        stop.cancel();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::builds::TaskRunDto;
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::deployments::{
     self, DeployOutcome, DeployRequest, DeploymentDetail, DeploymentLog,
 };
@@ -58,9 +58,13 @@ pub struct DeploymentDetailDto {
     /// Sign-offs (the approvals issue fills them).
     #[schema(value_type = Vec<Object>)]
     pub approvals: Vec<serde_json::Value>,
-    /// Gate samples (the gates issue fills them).
-    #[schema(value_type = Vec<Object>)]
+    /// Every gate sample of the deployment, oldest first: time, duration,
+    /// request (secrets masked as `***`), value, verdict, truncated body.
+    #[schema(value_type = Vec<super::gates::GateSampleDto>)]
     pub gate_samples: Vec<serde_json::Value>,
+    /// Its gate runs (before and after the stage), each with its checks,
+    /// their last result and recent samples.
+    pub gates: Vec<super::gates::GateRunDto>,
     /// Its log (`?after=SEQ` for what follows).
     pub log_url: String,
     /// Its page.
@@ -99,6 +103,7 @@ impl From<&DeploymentDetail> for DeploymentDetailDto {
                 .collect(),
             approvals: Vec::new(),
             gate_samples: Vec::new(),
+            gates: Vec::new(),
             log_url: log_api_url(d.id),
             url: urls::deployment(&detail.pipeline, &detail.release, d.id),
         }
@@ -233,12 +238,12 @@ pub async fn deploy(
     body: web::Json<DeployBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let role = if body.rollback {
-        Role::ReleaseManager
+    let action = if body.rollback {
+        Action::Rollback
     } else {
-        Role::Deployer
+        Action::Deploy
     };
-    let actor = user.require(role)?.username.clone();
+    let actor = user.require_action(action)?.username.clone();
     let (pipeline, stage) = path.into_inner();
     if body.release.trim().is_empty() {
         return Err(WebError::BadRequest("`release` must name a version".into()).into());
@@ -257,7 +262,7 @@ pub async fn deploy(
     answer(&state, outcome).await
 }
 
-/// One deployment with its tasks (approvals and gate samples arrive with their issues).
+/// One deployment with its tasks, its gate runs and every gate sample.
 #[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
     params(("id" = i64, Path, description = "deployment id")),
     responses(
@@ -270,18 +275,27 @@ pub async fn get(
     user: CurrentUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let id = path.into_inner();
-    let (detail, samples) = state
+    let (detail, samples, gates, approvals) = state
         .with_conn::<_, ApiError, _>(move |conn| {
             Ok((
                 deployments::deployment_detail(conn, id)?,
                 super::gates::deployment_samples(conn, id)?,
+                super::gates::deployment_runs(conn, id)?,
+                crate::engine::approvals::of_deployment(conn, id)?,
             ))
         })
         .await?;
     let mut dto = DeploymentDetailDto::from(&detail);
     dto.gate_samples = samples;
+    dto.gates = gates;
+    dto.approvals = approvals
+        .iter()
+        .map(|a| {
+            serde_json::to_value(super::approvals::ApprovalDto::new(a, None)).unwrap_or_default()
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(dto))
 }
 
@@ -301,7 +315,7 @@ pub async fn log(
     path: web::Path<i64>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let id = path.into_inner();
     let after = query.after.unwrap_or(0).max(0);
     let limit = query.limit.unwrap_or(500);
@@ -332,7 +346,10 @@ pub async fn cancel(
     user: CurrentUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::Deployer)?.username.clone();
+    let actor = user
+        .require_action(Action::CancelDeployment)?
+        .username
+        .clone();
     let id = path.into_inner();
     state.engine.cancel_deployment(id, &actor).await?;
     let detail = state
@@ -358,7 +375,7 @@ pub async fn redeploy(
     user: CurrentUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::Deployer)?.username.clone();
+    let actor = user.require_action(Action::Deploy)?.username.clone();
     let id = path.into_inner();
     let outcome = state.engine.redeploy(id, &actor).await?;
     answer(&state, outcome).await

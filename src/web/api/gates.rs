@@ -1,7 +1,7 @@
 //! Gates over the API: the runs being evaluated and the recent ones with
 //! their checks and samples (`GET /api/v1/gates`), one run
 //! (`GET /api/v1/gates/{id}`), re-evaluate now and bypass with a reason
-//! (release manager).
+//! (release manager), answer a run's question (the stage's approvers).
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::Role;
+use crate::engine::gates::questions::{Answerer, GateAnswer};
 use crate::engine::gates::{self, GateRunView};
 use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
@@ -155,6 +156,29 @@ pub struct BypassBody {
     pub reason: String,
 }
 
+/// An answer to a gate run's question.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    /// `continue` (keep sampling), `pass` (treat the gate as passed) or
+    /// `fail` (fail the deployment).
+    pub answer: String,
+    /// Why; required to pass or fail.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// The gate runs of a deployment with their checks and recent samples, for
+/// `GET /api/v1/deployments/{id}`.
+pub fn deployment_runs(conn: &mut DbConn, deployment_id: i64) -> Result<Vec<GateRunDto>, ApiError> {
+    Ok(
+        crate::storage::gates::gate_runs_of_deployment(conn, deployment_id)?
+            .into_iter()
+            .map(|run| gates::run_view(conn, run).map(|v| GateRunDto::from(&v)))
+            .collect::<Result<_, _>>()?,
+    )
+}
+
 /// The samples of a deployment as JSON values, for `GET /api/v1/deployments/{id}`.
 pub fn deployment_samples(
     conn: &mut DbConn,
@@ -254,10 +278,49 @@ pub async fn bypass(
     Ok(HttpResponse::Ok().json(GateRunDto::from(&view)))
 }
 
+/// Answers the question a gate run asks about inconclusive samples
+/// (`on_inconclusive: ask`): the stage's approvers (any release manager when
+/// the stage has no approvals) answer `continue`, `pass` or `fail` (the last
+/// two with a comment). Audited; a second answer to the same question is 409.
+#[utoipa::path(post, path = "/api/v1/gates/{id}/answer", tag = "gates",
+    params(("id" = i64, Path, description = "gate run id")),
+    request_body = AnswerBody,
+    responses((status = 200, body = GateRunDto), (status = 400, body = crate::web::error::ErrorBody),
+        (status = 403, body = crate::web::error::ErrorBody, description = "not an approver of the stage"),
+        (status = 404, body = crate::web::error::ErrorBody),
+        (status = 409, body = crate::web::error::ErrorBody, description = "no open question (answered already, or the run ended)"),
+        (status = 422, body = crate::web::error::ErrorBody, description = "unknown answer, or no comment")),
+    security(("bearer" = [])))]
+pub async fn answer(
+    state: State,
+    user: CurrentUser,
+    path: web::Path<i64>,
+    body: web::Json<AnswerBody>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user.require(Role::Viewer)?;
+    let who = Answerer {
+        username: user.username.clone(),
+        role: user.role,
+        groups: user.groups.clone(),
+    };
+    let id = path.into_inner();
+    let answer = GateAnswer::parse(&body.answer)?;
+    state
+        .engine
+        .gates()
+        .answer(id, who, answer, &body.comment)
+        .await?;
+    let view = state
+        .with_conn::<_, ApiError, _>(move |conn| Ok(gates::gate_run(conn, id)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(GateRunDto::from(&view)))
+}
+
 /// Routes below `/api/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/gates", web::get().to(list))
         .route("/gates/{id}", web::get().to(get))
         .route("/gates/{id}/reevaluate", web::post().to(reevaluate))
-        .route("/gates/{id}/bypass", web::post().to(bypass));
+        .route("/gates/{id}/bypass", web::post().to(bypass))
+        .route("/gates/{id}/answer", web::post().to(answer));
 }

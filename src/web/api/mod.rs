@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, described by `/api/v1/openapi.json`.
 
+pub mod approvals;
 pub mod builds;
 pub mod deployments;
 pub mod dto;
@@ -31,7 +32,8 @@ use utoipa::OpenApi;
         slots::list, slots::swap, slots::confirm, slots::cancel,
         schedules::get,
         deployments::deploy, deployments::get, deployments::log, deployments::cancel, deployments::redeploy,
-        gates::list, gates::get, gates::reevaluate, gates::bypass,
+        approvals::list, approvals::get, approvals::decide,
+        gates::list, gates::get, gates::reevaluate, gates::bypass, gates::answer,
     ),
     components(schemas(crate::web::error::ErrorBody, crate::web::error::ErrorDetail)),
     modifiers(&BearerAuth)
@@ -58,6 +60,7 @@ async fn openapi_json() -> HttpResponse {
 /// Routes below `/api/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json))
+        .configure(approvals::routes)
         .configure(builds::routes)
         .configure(deployments::routes)
         .configure(gates::routes)

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::dto::{PipelineDto, PipelineSummaryDto, SourceDto, StageDto};
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::pipelines::{self, ImportOutcome};
 use crate::storage;
 use crate::web::auth::CurrentUser;
@@ -101,7 +101,10 @@ pub async fn import(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user
+        .require_action(Action::ImportPipeline)?
+        .username
+        .clone();
     let yaml = std::str::from_utf8(&body)
         .map_err(|_| WebError::BadRequest("The request body must be UTF-8 YAML.".into()))?
         .to_string();

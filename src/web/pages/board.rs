@@ -132,6 +132,8 @@ pub struct Explainer {
     pub queue_position: HashMap<i64, usize>,
     /// Versions of releases named by `superseded_by`.
     pub versions: HashMap<i64, String>,
+    /// Who a deployment waiting for approval still needs, by deployment id.
+    pub approval_needed: HashMap<i64, String>,
 }
 
 impl Explainer {
@@ -152,7 +154,12 @@ impl Explainer {
                     Some(n) => format!("queued (position {n})"),
                     None => "queued".into(),
                 }),
-                DeploymentState::WaitingForApproval => Some("waits for approval".into()),
+                DeploymentState::WaitingForApproval => {
+                    Some(match self.approval_needed.get(&d.id) {
+                        Some(needed) => format!("waits for {needed}"),
+                        None => "waits for approval".into(),
+                    })
+                }
                 DeploymentState::EvaluatingGates => Some("evaluating gates".into()),
                 DeploymentState::Superseded => Some(
                     match d.superseded_by.and_then(|id| self.versions.get(&id)) {
@@ -245,6 +252,7 @@ impl Explainer {
             succeeded,
             queue_position: queue_position.clone(),
             versions,
+            approval_needed: HashMap::new(),
         }
     }
 }
@@ -380,6 +388,7 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
     let deployments = storage::deployments_for_releases(conn, &release_ids)?;
     let latest = latest_by_release_and_stage(&deployments);
     let positions = queue_positions(&store::queued_deployments(conn)?);
+    let needed = crate::engine::approvals::needed_by_deployment(conn)?;
     let last_fires = store::last_fires(conn, &ids)?;
     let next_fires = next_fires_of(&all_stages, now);
     let unfinished = storage::builds::unfinished_builds(conn)?;
@@ -395,7 +404,8 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
                 .iter()
                 .filter(|d| d.pipeline_id == p.id)
                 .collect();
-            let explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
+            let mut explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
+            explain.approval_needed = needed.clone();
             BoardPipeline {
                 name: p.name.clone(),
                 url: urls::pipeline(&p.name),
@@ -483,6 +493,7 @@ pub fn history_explainer(
             .collect(),
         queue_position: queue_positions(&store::queued_deployments(conn)?),
         versions,
+        approval_needed: crate::engine::approvals::needed_by_deployment(conn)?,
     })
 }
 

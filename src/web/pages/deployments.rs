@@ -1,5 +1,7 @@
 //! `/pipelines/{p}/releases/{v}/deployments/{id}`: one deployment with its
-//! tasks and logs (live while it runs), and its Cancel and Redeploy forms.
+//! tasks and logs (live while it runs), the evidence of its gates (every
+//! run with its checks and samples, `partials/gate_evidence.html`), and its
+//! Cancel and Redeploy forms.
 
 use actix_session::Session;
 use actix_web::{HttpResponse, http::header, web};
@@ -7,6 +9,7 @@ use askama::Template;
 
 use super::actions::CsrfForm;
 use super::builds::{LogLine, TaskView};
+use super::gates::{GateRunEvidence, gate_evidence};
 use super::render;
 use crate::domain::{DeploymentState, Role};
 use crate::engine::deployments::{self, DeploymentDetail, DeploymentLogChunk};
@@ -42,6 +45,10 @@ pub struct DeploymentPage {
     pub finished: Option<String>,
     pub ended: bool,
     pub tasks: Vec<TaskView>,
+    /// Its gate runs with their samples.
+    pub gate_evidence: Vec<GateRunEvidence>,
+    /// Its approvals (`partials/approvals_of_deployment.html`).
+    pub approvals: Vec<super::approvals::ApprovalSummary>,
     /// The last log sequence number shown, for live tailing.
     pub last_seq: i64,
     pub log_url: String,
@@ -115,9 +122,13 @@ pub async fn detail(
 ) -> Result<HttpResponse, WebError> {
     let (pipeline, version, id) = path.into_inner();
     let detail = load(&state, &pipeline, &version, id).await?;
-    let log = state
+    let (log, evidence, approvals) = state
         .with_conn::<_, WebError, _>(move |conn| {
-            Ok(deployments::deployment_log(conn, id, 0, LOG_CHUNKS)?)
+            Ok((
+                deployments::deployment_log(conn, id, 0, LOG_CHUNKS)?,
+                gate_evidence(conn, id)?,
+                super::approvals::approvals_of_deployment(conn, id)?,
+            ))
         })
         .await?;
     let d = &detail.deployment;
@@ -144,6 +155,8 @@ pub async fn detail(
         finished: d.finished_at.as_ref().map(time),
         ended: d.state.is_terminal(),
         tasks: task_views(&detail, &log.chunks),
+        gate_evidence: evidence,
+        approvals,
         last_seq: log.chunks.last().map(|c| c.seq).unwrap_or(0),
         log_url: log_api_url(id),
         cancel_url: format!("{page_url}/cancel"),

@@ -3,7 +3,12 @@
 //! its recent samples (pass ●, fail ✕, inconclusive ? — shapes as well as
 //! colours, each with a `<title>`), and the recently finished runs.
 //! `/gates/{id}` is the stable page of one run with every sample; release
-//! managers get Re-evaluate and Bypass forms there and on `/gates`.
+//! managers get Re-evaluate and Bypass forms there and on `/gates`, and the
+//! stage's approvers an Answer form when the run asks a question.
+//!
+//! [`gate_evidence`] builds the evidence of a deployment's gates (each run
+//! with its checks and samples) for `templates/partials/gate_evidence.html`,
+//! which the deployment page and the approval inbox include.
 
 use actix_session::Session;
 use actix_web::{HttpResponse, http::header, web};
@@ -13,8 +18,9 @@ use serde::Deserialize;
 use super::render;
 use crate::domain::Role;
 use crate::domain::gate_eval::Verdict;
-use crate::engine::gates::{self, GateRunView};
-use crate::storage::GateSampleRow;
+use crate::engine::gates::questions::{Answerer, GateAnswer};
+use crate::engine::gates::{self, GateRunView, RunEvidence};
+use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
 use crate::web::session::{Nav, check_csrf};
 use crate::web::views::time;
@@ -55,6 +61,7 @@ pub struct RunView {
     pub checks: Vec<CheckRow>,
     pub reevaluate_url: String,
     pub bypass_url: String,
+    pub answer_url: String,
 }
 
 /// One sample in the full list of a run.
@@ -87,6 +94,9 @@ pub struct GateRunPage {
     pub run: RunView,
     pub samples: Vec<SampleRow>,
     pub can_act: bool,
+    /// The signed-in user may answer the run's question.
+    pub can_answer: bool,
+    pub answers: [&'static str; 3],
 }
 
 fn verdict_mark(verdict: Option<&str>) -> (&'static str, &'static str) {
@@ -222,6 +232,73 @@ fn run_view(v: &GateRunView) -> RunView {
             .collect(),
         reevaluate_url: format!("{}/reevaluate", urls::gate_run(r.id)),
         bypass_url: format!("{}/bypass", urls::gate_run(r.id)),
+        answer_url: format!("{}/answer", urls::gate_run(r.id)),
+    }
+}
+
+fn sample_row(s: &GateSampleRow) -> SampleRow {
+    let (symbol, class) = verdict_mark(Some(&s.verdict));
+    SampleRow {
+        check: s.check_name.clone(),
+        round: s.round,
+        at: format!(
+            "{} {}",
+            s.sampled_at.format("%Y-%m-%d"),
+            time_secs(&s.sampled_at)
+        ),
+        duration_ms: s.duration_ms,
+        request: s.request.clone(),
+        value: s.value.clone(),
+        symbol,
+        verdict: s.verdict.clone(),
+        class,
+        body: s.body.clone(),
+    }
+}
+
+/// The evidence of one gate run, for `partials/gate_evidence.html`.
+pub struct GateRunEvidence {
+    /// The run with its checks (last result and SVG strip each).
+    pub run: RunView,
+    /// Its newest samples, newest first.
+    pub samples: Vec<SampleRow>,
+    /// How many samples the run has in all (more than shown: its page).
+    pub total: i64,
+}
+
+impl GateRunEvidence {
+    /// Whether some samples are only on the run's page.
+    pub fn truncated(&self) -> bool {
+        self.total > i64::try_from(self.samples.len()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Samples of each run shown with a deployment or an approval.
+pub const EVIDENCE_SAMPLES: i64 = 50;
+
+/// The evidence of a deployment's gates (every run, oldest first, with its
+/// [`EVIDENCE_SAMPLES`] newest samples), ready for
+/// `templates/partials/gate_evidence.html`: in a page template,
+/// `{% let evidence = … %}{% include "partials/gate_evidence.html" %}`.
+/// Request summaries were masked when stored (secret values are `***`).
+pub fn gate_evidence(
+    conn: &mut DbConn,
+    deployment_id: i64,
+) -> Result<Vec<GateRunEvidence>, WebError> {
+    Ok(
+        gates::evidence_of_deployment(conn, deployment_id, EVIDENCE_SAMPLES)?
+            .iter()
+            .map(evidence_view)
+            .collect(),
+    )
+}
+
+/// [`gate_evidence`] of one run already read (e.g. an open question's).
+pub fn evidence_view(e: &RunEvidence) -> GateRunEvidence {
+    GateRunEvidence {
+        run: run_view(&e.view),
+        samples: e.samples.iter().map(sample_row).collect(),
+        total: e.total_samples,
     }
 }
 
@@ -243,44 +320,75 @@ pub async fn index(state: State, nav: Nav) -> Result<HttpResponse, WebError> {
 }
 
 /// `GET /gates/{id}`
-pub async fn show(state: State, nav: Nav, path: web::Path<i64>) -> Result<HttpResponse, WebError> {
+pub async fn show(
+    state: State,
+    nav: Nav,
+    user: CurrentUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, WebError> {
     let id = path.into_inner();
-    let (view, samples) = state
+    let who = user.0.as_ref().map(answerer);
+    let (view, samples, can_answer) = state
         .with_conn::<_, WebError, _>(move |conn| {
             let view = gates::gate_run(conn, id)?;
             let samples = crate::storage::gates::samples_of_run(conn, id, 500)?;
-            Ok((view, samples))
+            let can_answer = match &who {
+                Some(who) => gates::questions::can_answer(conn, id, who)?,
+                None => false,
+            };
+            Ok((view, samples, can_answer))
         })
         .await?;
-    let samples = samples
-        .iter()
-        .rev()
-        .map(|s| {
-            let (symbol, class) = verdict_mark(Some(&s.verdict));
-            SampleRow {
-                check: s.check_name.clone(),
-                round: s.round,
-                at: format!(
-                    "{} {}",
-                    s.sampled_at.format("%Y-%m-%d"),
-                    time_secs(&s.sampled_at)
-                ),
-                duration_ms: s.duration_ms,
-                request: s.request.clone(),
-                value: s.value.clone(),
-                symbol,
-                verdict: s.verdict.clone(),
-                class,
-                body: s.body.clone(),
-            }
-        })
-        .collect();
+    let samples = samples.iter().rev().map(sample_row).collect();
     render(&GateRunPage {
         can_act: can_act(&nav),
+        can_answer,
+        answers: GateAnswer::ALL.map(GateAnswer::as_str),
         nav,
         run: run_view(&view),
         samples,
     })
+}
+
+fn answerer(user: &crate::web::auth::AuthUser) -> Answerer {
+    Answerer {
+        username: user.username.clone(),
+        role: user.role,
+        groups: user.groups.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnswerForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub answer: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// `POST /gates/{id}/answer` (the stage's approvers; see
+/// `engine::gates::questions`)
+pub async fn answer(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<i64>,
+    form: web::Form<AnswerForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let who = answerer(user.require(Role::Viewer)?);
+    let id = path.into_inner();
+    let answer = GateAnswer::parse(&form.answer)?;
+    state
+        .engine
+        .gates()
+        .answer(id, who, answer, &form.comment)
+        .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, urls::gate_run(id)))
+        .finish())
 }
 
 #[derive(Debug, Deserialize)]

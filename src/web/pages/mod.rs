@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod board;
 pub mod builds;
@@ -10,6 +11,7 @@ pub mod deploy;
 pub mod deployments;
 pub mod environments;
 pub mod gates;
+pub mod notifications;
 pub mod ops;
 pub mod pipelines;
 pub mod releases;

@@ -1,0 +1,2 @@
+DROP INDEX notification_deliveries_due;
+DROP TABLE notification_deliveries;
