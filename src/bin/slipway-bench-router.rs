@@ -1,20 +1,35 @@
 //! The slot router's cost: the same load straight to an app and through
-//! Slipway's slot router, one run each, printing requests/s and latency
-//! percentiles (`docs/performance.md`, "Slot router").
+//! Slipway's slot router, one run each, printing requests/s, latency
+//! percentiles and the CPU each process spent per request
+//! (`docs/performance.md`, "Slot router").
 //!
-//! Two apps: a Python `ThreadingHTTPServer` (HTTP/1.1 keep-alive), the
-//! kind of app the tests and the demo run in slots, and a tiny Rust
-//! server in this process (the worst case for the router: the app costs
-//! next to nothing, so the router's own work shows in full). The load is
-//! `--connections` keep-alive connections sending GETs back to back for
-//! `--seconds`. Everything runs on 127.0.0.1, on the same cores.
+//! Three kinds of process, as in production, so that none shares a tokio
+//! runtime (or its worker threads) with another:
+//!
+//! - the load generator: this process, `--connections` keep-alive HTTP/1.1
+//!   connections sending `GET /` back to back for `--seconds`;
+//! - the router: this binary started again with `--role router`, running
+//!   `router::serve` (the code `slipway serve` runs) on a multi-thread
+//!   runtime of its own, as `serve` does;
+//! - the app: a Python `ThreadingHTTPServer` (the kind of app the tests and
+//!   the demo run in slots), or a tiny Rust (hyper) server, this binary with
+//!   `--role app` (the worst case for the router: the app costs next to
+//!   nothing, so the router's own work shows in full).
+//!
+//! Everything runs on 127.0.0.1, on the same cores. Both paths are first
+//! warmed for a second with the same number of connections, then measured
+//! one second each in turn, `--seconds` times (connections opened anew each
+//! second), so that both see the same share of whatever else the machine
+//! is doing.
 //!
 //! ```text
 //! cargo run --release --bin slipway-bench-router -- --connections 16 --seconds 5
 //! ```
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,12 +44,21 @@ use tokio_util::sync::CancellationToken;
 struct Options {
     connections: usize,
     seconds: u64,
+    /// The router process's runtime: 0 is the multi-thread runtime with a
+    /// worker per core, as `slipway serve` runs it; 1 a `current_thread`
+    /// runtime; more a multi-thread runtime with that many workers.
+    router_threads: usize,
+    role: Option<String>,
+    upstream: u16,
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         connections: 16,
         seconds: 5,
+        router_threads: 0,
+        role: None,
+        upstream: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,7 +68,13 @@ fn options() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--connections" => options.connections = value.parse()?,
             "--seconds" => options.seconds = value.parse()?,
-            other => anyhow::bail!("unknown option {other} (use --connections N --seconds S)"),
+            "--router-threads" => options.router_threads = value.parse()?,
+            // Internal: the child processes.
+            "--role" => options.role = Some(value),
+            "--upstream" => options.upstream = value.parse()?,
+            other => anyhow::bail!(
+                "unknown option {other} (use --connections N --seconds S [--router-threads N])"
+            ),
         }
     }
     anyhow::ensure!(
@@ -54,7 +84,7 @@ fn options() -> anyhow::Result<Options> {
     Ok(options)
 }
 
-const PYTHON_APP: &str = r#"import os, http.server
+const PYTHON_APP: &str = r#"import os, sys, http.server
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -66,42 +96,77 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
+print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
 
-/// Starts the Python app on a free port and waits until it accepts.
-async fn python_app(dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, SocketAddr)> {
-    let script = dir.join("app.py");
-    std::fs::write(&script, PYTHON_APP)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = tokio::process::Command::new("python3")
-        .arg(&script)
-        .env("PORT", port.to_string())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start python3")?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the Python app did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((child, addr))
+/// A child process that prints its port on its first line; killed when
+/// dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
 }
 
-/// The app: answers every request with a short body, keep-alive.
-async fn app(listener: tokio::net::TcpListener, stop: CancellationToken) {
+impl Process {
+    fn start(mut command: Command) -> anyhow::Result<Process> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let port: u16 = line
+            .trim()
+            .parse()
+            .with_context(|| format!("{command:?} printed no port: {line:?}"))?;
+        Ok(Process {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    /// User + system CPU time so far, in seconds.
+    fn cpu(&self) -> anyhow::Result<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU time of a process (`/proc/PID/stat`), in seconds.
+fn cpu_seconds(stat: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(stat)?;
+    // Fields after the command name (which ends with the last `)`).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 here).
+    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
+        + fields.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn this_binary(role: &str) -> anyhow::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["--role", role]);
+    Ok(command)
+}
+
+/// `--role app`: answers every request with a short body, keep-alive.
+async fn app() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
-            },
-            _ = stop.cancelled() => return,
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
@@ -119,15 +184,49 @@ async fn app(listener: tokio::net::TcpListener, stop: CancellationToken) {
     }
 }
 
+/// `--role router`: the slot router, with `bench.localhost` leading to the
+/// app at `127.0.0.1:upstream`.
+async fn router_process(upstream: u16) -> anyhow::Result<()> {
+    let table = Arc::new(RouteTable::new());
+    let backend = Arc::new(Backend::new(upstream, "bench/production release 1.0.0"));
+    table.update(|map| RouteTable::set(map, "bench", "production", Route::Backend(backend)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    router::serve(listener, table, "localhost", CancellationToken::new()).await;
+    Ok(())
+}
+
 /// Result of one run.
 struct Run {
     requests: usize,
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU seconds of the load generator, the app and the router.
+    cpu: [f64; 3],
 }
 
 impl Run {
+    fn empty() -> Run {
+        Run {
+            requests: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+            cpu: [0.0; 3],
+        }
+    }
+
+    fn add(&mut self, other: Run) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        for (sum, spent) in self.cpu.iter_mut().zip(other.cpu) {
+            *sum += spent;
+        }
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -139,16 +238,32 @@ impl Run {
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
         self.latencies[i.min(self.latencies.len() - 1)]
     }
+
+    /// CPU microseconds per request.
+    fn us_per_request(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.requests.max(1) as f64
+    }
 }
 
 /// `connections` keep-alive connections to `addr`, each sending GETs with
-/// `Host: host` back to back for `seconds`.
+/// `Host: host` back to back for `seconds`, counting the CPU of this
+/// process, the app and the router.
 async fn load(
     addr: SocketAddr,
     host: &str,
     connections: usize,
     seconds: u64,
+    app: &Process,
+    router: Option<&Process>,
 ) -> anyhow::Result<Run> {
+    let cpu = || -> anyhow::Result<[f64; 3]> {
+        Ok([
+            cpu_seconds("/proc/self/stat")?,
+            app.cpu()?,
+            router.map(Process::cpu).transpose()?.unwrap_or(0.0),
+        ])
+    };
+    let cpu_before = cpu()?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -188,12 +303,7 @@ async fn load(
             anyhow::Ok((latencies, errors))
         }));
     }
-    let mut run = Run {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
+    let mut run = Run::empty();
     for task in tasks {
         let (latencies, errors) = task.await??;
         run.requests += latencies.len();
@@ -201,7 +311,10 @@ async fn load(
         run.latencies.extend(latencies);
     }
     run.elapsed = started.elapsed();
-    run.latencies.sort_unstable();
+    let cpu_after = cpu()?;
+    for (i, spent) in run.cpu.iter_mut().enumerate() {
+        *spent = cpu_after[i] - cpu_before[i];
+    }
     Ok(run)
 }
 
@@ -209,62 +322,57 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-/// One run straight to `app_addr` and one through a router in front of it.
-/// Returns whether the targets are met.
-async fn compare(
-    name: &str,
-    app_addr: SocketAddr,
-    options: &Options,
-    stop: &CancellationToken,
-) -> anyhow::Result<bool> {
-    let table = Arc::new(RouteTable::new());
-    let backend = Arc::new(Backend::new(
-        app_addr.port(),
-        "bench/production release 1.0.0",
-    ));
-    table.update(|map| RouteTable::set(map, "bench", "production", Route::Backend(backend)));
-    let router_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let router_addr = router_listener.local_addr()?;
-    let router_stop = stop.child_token();
-    let serving = router_stop.clone();
-    let router_table = Arc::clone(&table);
-    tokio::spawn(async move {
-        router::serve(router_listener, router_table, "localhost", serving).await;
-    });
-    // Warm both paths (connections, pools).
-    load(app_addr, "bench.localhost", 2, 1).await?;
-    load(router_addr, "bench.localhost", 2, 1).await?;
-    let direct = load(
-        app_addr,
-        "bench.localhost",
-        options.connections,
-        options.seconds,
-    )
-    .await?;
-    let routed = load(
-        router_addr,
-        "bench.localhost",
-        options.connections,
-        options.seconds,
-    )
-    .await?;
-    router_stop.cancel();
+/// One run straight to `app` and one through a router (a process of its
+/// own) in front of it. Returns whether the targets are met.
+async fn compare(name: &str, app: &Process, options: &Options) -> anyhow::Result<bool> {
+    let mut command = this_binary("router")?;
+    command.args(["--upstream", &app.addr.port().to_string()]);
+    command.args(["--router-threads", &options.router_threads.to_string()]);
+    let router = Process::start(command)?;
+    let host = "bench.localhost";
+    let n = options.connections;
+    // Warm both paths with the same connections as the measured runs.
+    load(app.addr, host, n, 1, app, None).await?;
+    load(router.addr, host, n, 1, app, Some(&router)).await?;
+    // Then one second of each in turn, so that both see the same share of
+    // whatever else the machine is doing.
+    let mut direct = Run::empty();
+    let mut routed = Run::empty();
+    for _ in 0..options.seconds {
+        direct.add(load(app.addr, host, n, 1, app, None).await?);
+        routed.add(load(router.addr, host, n, 1, app, Some(&router)).await?);
+    }
+    direct.latencies.sort_unstable();
+    routed.latencies.sort_unstable();
+    drop(router);
     println!();
     println!("{name}:");
     println!(
-        "  {:<16} {:>10} {:>8} {:>9} {:>9} {:>9} {:>7}",
-        "path", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+        "  {:<16} {:>10} {:>8} {:>9} {:>9} {:>9} {:>7}   CPU µs/request: {:>6} {:>6} {:>6}",
+        "path",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "load",
+        "app",
+        "router"
     );
     for (path, run) in [("direct to app", &direct), ("through router", &routed)] {
         println!(
-            "  {:<16} {:>10} {:>8.0} {:>9} {:>9} {:>9} {:>7}",
+            "  {:<16} {:>10} {:>8.0} {:>9} {:>9} {:>9} {:>7}                   {:>6.1} {:>6.1} {:>6.1}",
             path,
             run.requests,
             run.rps(),
             ms(run.percentile(0.50)),
             ms(run.percentile(0.99)),
             ms(run.percentile(1.0)),
-            run.errors
+            run.errors,
+            run.us_per_request(run.cpu[0]),
+            run.us_per_request(run.cpu[1]),
+            run.us_per_request(run.cpu[2]),
         );
     }
     let added_p99 = routed
@@ -283,37 +391,63 @@ async fn compare(
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
+    if options.role.as_deref() == Some("router") {
+        let runtime = match options.router_threads {
+            0 => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?,
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build()?,
+        };
+        return runtime.block_on(router_process(options.upstream));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let stop = CancellationToken::new();
-        let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let app_addr = app_listener.local_addr()?;
-        tokio::spawn(app(app_listener, stop.clone()));
-
-        let dir = std::env::temp_dir().join(format!("slipway-bench-router-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let (python, python_addr) = python_app(&dir).await?;
-        println!(
-            "slot router benchmark: {} keep-alive connections, {} s per run, 127.0.0.1, {} CPUs",
-            options.connections,
-            options.seconds,
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        );
-        let mut met = true;
-        for (name, addr) in [("Python app", python_addr), ("Rust app", app_addr)] {
-            met &= compare(name, addr, &options, &stop).await?;
+    match options.role.as_deref() {
+        Some("app") => return runtime.block_on(app()),
+        Some(other) => anyhow::bail!("unknown role {other}"),
+        None => {}
+    }
+    let dir = std::env::temp_dir().join(format!("slipway-bench-router-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("app.py");
+    std::fs::write(&script, PYTHON_APP)?;
+    let mut python = Command::new("python3");
+    python.arg(&script);
+    let python = Process::start(python).context("cannot start the Python app (python3)")?;
+    let rust = Process::start(this_binary("app")?)?;
+    println!(
+        "slot router benchmark: {} keep-alive connections, {} s per run, 127.0.0.1, {} CPUs; load generator, router and app are separate processes; router runtime: {}",
+        options.connections,
+        options.seconds,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        match options.router_threads {
+            0 => "multi-thread, a worker per core (as `serve`)".to_string(),
+            1 => "current_thread".to_string(),
+            n => format!("multi-thread, {n} workers"),
         }
-        drop(python);
-        let _ = std::fs::remove_dir_all(&dir);
-        println!(
-            "targets {}",
-            if met { "met" } else { "NOT met (see above)" }
-        );
-        stop.cancel();
-        anyhow::Ok(())
-    })
+    );
+    let met = runtime.block_on(async {
+        let mut met = true;
+        for (name, app) in [("Python app", &python), ("Rust app", &rust)] {
+            met &= compare(name, app, &options).await?;
+        }
+        anyhow::Ok(met)
+    })?;
+    drop(python);
+    drop(rust);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "targets {}",
+        if met { "met" } else { "NOT met (see above)" }
+    );
+    Ok(())
 }

@@ -76,22 +76,56 @@ fn compile(expr: &str) -> Result<cel::Program, ExpressionError> {
 /// A compiled success expression, to evaluate many samples without
 /// parsing it again.
 #[derive(Debug)]
-pub struct SuccessExpr(cel::Program);
+pub struct SuccessExpr {
+    program: cel::Program,
+    reads: Reads,
+}
+
+/// Which of the answer's variables an expression reads (found once, when
+/// it is compiled).
+#[derive(Clone, Copy, Debug)]
+struct Reads {
+    headers: bool,
+    body: bool,
+}
+
+impl Reads {
+    fn of(program: &cel::Program) -> Reads {
+        let references = program.references();
+        Reads {
+            headers: references.has_variable("headers"),
+            body: references.has_variable("body"),
+        }
+    }
+}
 
 impl SuccessExpr {
     /// Compiles `expr`.
     pub fn compile(expr: &str) -> Result<SuccessExpr, ExpressionError> {
-        compile(expr).map(SuccessExpr)
+        let program = compile(expr)?;
+        let reads = Reads::of(&program);
+        Ok(SuccessExpr { program, reads })
     }
 
-    /// Evaluates it over one HTTP answer (see [`evaluate_success`]).
+    /// Whether it reads `headers` (else they need not be collected).
+    pub fn reads_headers(&self) -> bool {
+        self.reads.headers
+    }
+
+    /// Whether it reads `body` (else the answer need not be parsed).
+    pub fn reads_body(&self) -> bool {
+        self.reads.body
+    }
+
+    /// Evaluates it over one HTTP answer (see [`evaluate_success`]); the
+    /// headers and the body are read only when the expression uses them.
     pub fn evaluate(
         &self,
         status: u16,
         headers: &BTreeMap<String, String>,
         body: &serde_json::Value,
     ) -> Result<bool, String> {
-        execute(&self.0, status, headers, body)
+        execute(&self.program, self.reads, status, headers, body)
     }
 }
 
@@ -105,11 +139,13 @@ pub fn evaluate_success(
     body: &serde_json::Value,
 ) -> Result<bool, String> {
     let program = compile(expr).map_err(|e| e.to_string())?;
-    execute(&program, status, headers, body)
+    let reads = Reads::of(&program);
+    execute(&program, reads, status, headers, body)
 }
 
 fn execute(
     program: &cel::Program,
+    reads: Reads,
     status: u16,
     headers: &BTreeMap<String, String>,
     body: &serde_json::Value,
@@ -120,13 +156,12 @@ fn execute(
     static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
         std::sync::LazyLock::new(|| std::sync::Arc::new(cel::Env::stdlib()));
     let mut context = cel::Context::with_env(STDLIB.clone());
-    let references = program.references();
     context.add_variable_from_value("status", i64::from(status));
-    if references.has_variable("headers") {
+    if reads.headers {
         let headers = cel::to_value(headers).map_err(|e| e.to_string())?;
         context.add_variable_from_value("headers", headers);
     }
-    if references.has_variable("body") {
+    if reads.body {
         let body = cel::to_value(body).map_err(|e| e.to_string())?;
         context.add_variable_from_value("body", body);
     }

@@ -28,21 +28,22 @@ pub struct NewGateRun {
     pub progress: String,
 }
 
-/// A sample to insert.
+/// A sample to insert (borrowed: a round's samples are not copied to be
+/// stored).
 #[derive(Clone, Debug)]
-pub struct NewGateSample {
+pub struct NewGateSample<'a> {
     pub gate_run_id: i64,
     pub deployment_id: i64,
-    pub phase: String,
+    pub phase: &'a str,
     pub round: i32,
-    pub check_name: String,
+    pub check_name: &'a str,
     pub scheduled_at: NaiveDateTime,
     pub sampled_at: NaiveDateTime,
     pub duration_ms: i64,
-    pub request: String,
-    pub value: String,
-    pub verdict: String,
-    pub body: Option<String>,
+    pub request: &'a str,
+    pub value: &'a str,
+    pub verdict: &'a str,
+    pub body: Option<&'a str>,
 }
 
 /// What a round changes in its run.
@@ -110,6 +111,49 @@ pub fn evaluating_gate_runs(conn: &mut DbConn) -> Result<Vec<GateRunRow>, Storag
         .filter(gate_runs::state.eq(EVALUATING))
         .order(gate_runs::id.asc())
         .select(GateRunRow::as_select())
+        .load(conn)?)
+}
+
+/// The ids of every run being sampled, oldest first (the scanner's view:
+/// no row is read whole).
+pub fn evaluating_gate_run_ids(conn: &mut DbConn) -> Result<Vec<i64>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::state.eq(EVALUATING))
+        .order(gate_runs::id.asc())
+        .select(gate_runs::id)
+        .load(conn)?)
+}
+
+/// What a round needs to know of its run as it is now: `(id, state,
+/// progress, deployment_id)` of each of `ids` that exists.
+pub fn gate_runs_now(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+    Ok(gate_runs::table
+        .filter(gate_runs::id.eq_any(ids))
+        .select((
+            gate_runs::id,
+            gate_runs::state,
+            gate_runs::progress,
+            gate_runs::deployment_id,
+        ))
+        .load(conn)?)
+}
+
+/// What a round needs to know of its deployment as it is now: `(id, state,
+/// whether its tasks started)` of each of `ids` that exists.
+pub fn deployments_now(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<Vec<(i64, String, bool)>, StorageError> {
+    Ok(deployments::table
+        .filter(deployments::id.eq_any(ids))
+        .select((
+            deployments::id,
+            deployments::state,
+            deployments::started_at.is_not_null(),
+        ))
         .load(conn)?)
 }
 
@@ -263,24 +307,62 @@ pub fn finish_gate_run(
 }
 
 /// Stores one sample.
-pub fn insert_gate_sample(conn: &mut DbConn, s: &NewGateSample) -> Result<(), StorageError> {
+pub fn insert_gate_sample(conn: &mut DbConn, s: &NewGateSample<'_>) -> Result<(), StorageError> {
     diesel::insert_into(gate_samples::table)
         .values((
             gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
             gate_samples::deployment_id.eq(s.deployment_id),
-            gate_samples::phase.eq(&s.phase),
+            gate_samples::phase.eq(s.phase),
             gate_samples::round.eq(s.round),
-            gate_samples::check_name.eq(&s.check_name),
+            gate_samples::check_name.eq(s.check_name),
             gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
             gate_samples::sampled_at.eq(s.sampled_at),
             gate_samples::duration_ms.eq(s.duration_ms),
-            gate_samples::request.eq(&s.request),
-            gate_samples::value.eq(&s.value),
-            gate_samples::verdict.eq(&s.verdict),
-            gate_samples::body.eq(&s.body),
+            gate_samples::request.eq(s.request),
+            gate_samples::value.eq(s.value),
+            gate_samples::verdict.eq(s.verdict),
+            gate_samples::body.eq(s.body),
             gate_samples::created_at.eq(now()),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Stores samples with one multi-row `INSERT` per 500 of them.
+pub fn insert_gate_samples(
+    conn: &mut DbConn,
+    samples: &[NewGateSample<'_>],
+) -> Result<(), StorageError> {
+    let at = now();
+    for chunk in samples.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|s| {
+                (
+                    gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
+                    gate_samples::deployment_id.eq(s.deployment_id),
+                    gate_samples::phase.eq(s.phase),
+                    gate_samples::round.eq(s.round),
+                    gate_samples::check_name.eq(s.check_name),
+                    gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
+                    gate_samples::sampled_at.eq(s.sampled_at),
+                    gate_samples::duration_ms.eq(s.duration_ms),
+                    gate_samples::request.eq(s.request),
+                    gate_samples::value.eq(s.value),
+                    gate_samples::verdict.eq(s.verdict),
+                    gate_samples::body.eq(s.body),
+                    gate_samples::created_at.eq(at),
+                )
+            })
+            .collect();
+        // The multi-backend connection has no multi-row `INSERT`; each
+        // backend's own connection has.
+        let insert = diesel::insert_into(gate_samples::table).values(rows);
+        match conn {
+            DbConn::Sqlite(c) => insert.execute(c)?,
+            DbConn::Pg(c) => insert.execute(c)?,
+        };
+    }
     Ok(())
 }
 
@@ -318,6 +400,33 @@ pub fn deployments_evaluating_gates(conn: &mut DbConn) -> Result<Vec<DeploymentR
         .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
         .order(deployments::id.asc())
         .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
+/// Deployments in `evaluating_gates`, oldest first, as `(id, whether its
+/// tasks started)`.
+pub fn deployments_evaluating_gates_brief(
+    conn: &mut DbConn,
+) -> Result<Vec<(i64, bool)>, StorageError> {
+    Ok(deployments::table
+        .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
+        .order(deployments::id.asc())
+        .select((deployments::id, deployments::started_at.is_not_null()))
+        .load(conn)?)
+}
+
+/// The `(deployment_id, phase)` of every run (whatever its state) of the
+/// deployments in `evaluating_gates`.
+pub fn gate_run_phases_of_evaluating_deployments(
+    conn: &mut DbConn,
+) -> Result<Vec<(i64, String)>, StorageError> {
+    let waiting = deployments::table
+        .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
+        .select(deployments::id);
+    Ok(gate_runs::table
+        .filter(gate_runs::deployment_id.eq_any(waiting))
+        .select((gate_runs::deployment_id, gate_runs::phase))
+        .distinct()
         .load(conn)?)
 }
 

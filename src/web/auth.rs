@@ -144,21 +144,6 @@ pub struct CurrentUser(pub Option<AuthUser>);
 const SIGN_IN: &str = "Sign in first, or send `Authorization: Bearer TOKEN` (create a token on /settings/tokens or with `slipway token create USER`).";
 
 impl CurrentUser {
-    /// The user, if their role is at least `role`; 401 when anonymous, 403
-    /// when too weak. Prefer [`CurrentUser::require_action`].
-    pub fn require(&self, role: Role) -> Result<&AuthUser, WebError> {
-        match &self.0 {
-            None => Err(WebError::Unauthorized(SIGN_IN.into())),
-            Some(user) if user.role >= role => Ok(user),
-            Some(user) => Err(WebError::Forbidden(format!(
-                "{} is a {}; this needs the {} role or higher.",
-                user.username,
-                user.role.label(),
-                role.label()
-            ))),
-        }
-    }
-
     /// The user, if they may take `action`; 401 when anonymous, 403 when
     /// their role does not allow it.
     pub fn require_action(&self, action: Action) -> Result<&AuthUser, WebError> {

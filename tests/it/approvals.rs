@@ -465,3 +465,101 @@ fn approvals_after_the_stage_and_their_notifications() {
         assert_eq!(decided.json()["decided_by"], "maria");
     });
 }
+
+#[test]
+fn a_canceled_deployment_closes_its_approval_as_canceled() {
+    each_backend(|app| {
+        let _repo = approval_pipeline(
+            app,
+            "stop",
+            r#"{ before: { approvers: ["group:management"] } }"#,
+            "{ parallel: 1, policy: sequence }",
+        );
+        let dana = member(app, "dana", Role::Deployer, &[]);
+        let maria = member(app, "maria", Role::Viewer, &["management"]);
+        let v = build(app, &dana, "stop");
+        let id = deploy(app, &dana, "stop", &v);
+        let approval = approval_of(app, &maria, id)["id"].as_i64().unwrap();
+        let (status, body) = post_json(
+            app,
+            &dana,
+            &format!("/api/v1/deployments/{id}/cancel"),
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let d = deployment(app, &maria, id);
+        assert_eq!(d["state"], "canceled", "{d}");
+        assert_eq!(d["approvals"][0]["state"], "canceled", "{d}");
+        assert_eq!(d["approvals"][0]["closed_by"], "dana");
+        assert!(inbox(app, &maria).is_empty());
+        let (status, _) = decide(app, &maria, approval, json!({"decision": "approve"}));
+        assert_eq!(status, 409);
+    });
+}
+
+/// A pipeline whose `prod` stage has an approval by Maria and a gate that
+/// passes at its first sample, in the given order.
+fn gated_pipeline(app: &TestApp, name: &str, order: &str) -> crate::git::TempRepo {
+    let repo = repo();
+    let stages = format!(
+        r#"  - name: prod
+    trigger: manual
+    approvals: {{ order: {order}, before: {{ approvers: [maria] }} }}
+    gates:
+      before: {{ delay: 0s, interval: 1s, steady: 0s, timeout: 30s, checks: [ {{ command: {{ run: "true" }} }} ] }}
+    tasks: [ {{ shell: "true" }} ]
+"#
+    );
+    import(app, &pipeline(name, &repo, &stages));
+    repo
+}
+
+#[test]
+fn approvals_and_gates_take_turns_in_the_configured_order() {
+    each_backend(|app| {
+        let dana = member(app, "dana", Role::Deployer, &[]);
+        let maria = member(app, "maria", Role::Viewer, &[]);
+
+        // Default: approval first, then the gate, then the tasks.
+        let _first = gated_pipeline(app, "approve-first", "before_gates");
+        let v = build(app, &dana, "approve-first");
+        let id = deploy(app, &dana, "approve-first", &v);
+        let a = approval_of(app, &maria, id);
+        assert_eq!(
+            deployment(app, &maria, id)["gates"],
+            json!([]),
+            "no gate before approval"
+        );
+        let (status, body) = decide(
+            app,
+            &maria,
+            a["id"].as_i64().unwrap(),
+            json!({"decision": "approve"}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let d = ended(app, &maria, id);
+        assert_eq!(d["state"], "succeeded", "{d}");
+        assert_eq!(d["gates"][0]["state"], "passed", "{d}");
+
+        // after_gates: the gate passes first, then Maria is asked.
+        let _second = gated_pipeline(app, "gates-first", "after_gates");
+        let v = build(app, &dana, "gates-first");
+        let id = deploy(app, &dana, "gates-first", &v);
+        let a = approval_of(app, &maria, id);
+        let d = deployment(app, &maria, id);
+        assert_eq!(d["state"], "waiting_for_approval", "{d}");
+        assert_eq!(
+            d["gates"][0]["state"], "passed",
+            "gate before approval: {d}"
+        );
+        assert_eq!(a["phase"], "before");
+        let (status, body) = decide(
+            app,
+            &maria,
+            a["id"].as_i64().unwrap(),
+            json!({"decision": "approve"}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ended(app, &maria, id)["state"], "succeeded");
+    });
+}

@@ -156,13 +156,37 @@ pub async fn sample(client: &reqwest::Client, check: &GateCheck, ctx: &CheckCont
         CheckKind::Command { run } => command(ctx, run).await,
         CheckKind::Extension { name, with } => extension(ctx, name, with).await,
     };
+    // No secrets (the common case): nothing to mask, nothing to copy.
+    let (request, value) = if ctx.masker.is_empty() {
+        (outcome.request, outcome.value)
+    } else {
+        (
+            ctx.masker.mask(&outcome.request),
+            ctx.masker.mask(&outcome.value),
+        )
+    };
     Sample {
         verdict: outcome.verdict,
-        request: ctx.masker.mask(&outcome.request),
-        value: ctx.masker.mask(&outcome.value),
-        body: outcome.body.map(|b| truncate(&ctx.masker.mask(&b))),
+        request,
+        value,
+        body: outcome.body.map(|b| {
+            if ctx.masker.is_empty() {
+                truncate_owned(b)
+            } else {
+                truncate_owned(ctx.masker.mask(&b))
+            }
+        }),
         sampled_at,
         duration: started.elapsed(),
+    }
+}
+
+/// [`truncate`], without a copy when `text` is short enough.
+fn truncate_owned(text: String) -> String {
+    if text.len() <= BODY_LIMIT {
+        text
+    } else {
+        truncate(&text)
     }
 }
 
@@ -237,16 +261,23 @@ async fn http(client: &reqwest::Client, ctx: &CheckContext, c: HttpCheck<'_>) ->
         Err(e) => return inconclusive(request, format!("unreachable: {}", error_chain(&e))),
     };
     let status = response.status().as_u16();
-    let headers: BTreeMap<String, String> = response
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // The headers are collected, and the body parsed, only when the
+    // expression reads them (`status == 200` needs neither).
+    let compiled = ctx.compiled.get(c.success);
+    let headers: BTreeMap<String, String> = if compiled.is_none_or(|e| e.reads_headers()) {
+        response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let bytes = match response.bytes().await {
         Ok(b) => b,
         Err(e) => {
@@ -260,9 +291,13 @@ async fn http(client: &reqwest::Client, ctx: &CheckContext, c: HttpCheck<'_>) ->
         }
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(text.clone()));
-    let evaluated = match ctx.compiled.get(c.success) {
+    let body = if compiled.is_none_or(|e| e.reads_body()) {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(text.clone()))
+    } else {
+        serde_json::Value::Null
+    };
+    let evaluated = match compiled {
         Some(expr) => expr.evaluate(status, &headers, &body),
         None => crate::domain::gates::evaluate_success(c.success, status, &headers, &body),
     };

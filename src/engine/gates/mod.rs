@@ -25,8 +25,10 @@
 //!   approvers answer a run's question about inconclusive samples
 //!   ([`questions`], `gate.answer`).
 //! - **Writes.** Timers hand their rounds to one writer task, which stores
-//!   every round that is waiting in one transaction (a savepoint each), so
-//!   1,000 gates cost a few commits a second rather than 200.
+//!   every round that is waiting in one transaction (two reads and one
+//!   multi-row sample `INSERT` per batch; a batch that fails is stored again
+//!   round by round), so 1,000 gates cost a few commits a second rather
+//!   than 200.
 pub mod checks;
 pub mod questions;
 
@@ -94,7 +96,8 @@ struct Inner {
 struct PendingRound {
     loaded: Loaded,
     round: Round,
-    reply: tokio::sync::oneshot::Sender<Result<Option<GateRunRow>, EngineError>>,
+    /// The next round's time, or `None` when the run ended.
+    reply: tokio::sync::oneshot::Sender<Result<Option<NaiveDateTime>, EngineError>>,
 }
 
 /// Rounds stored in one transaction at most.
@@ -172,20 +175,39 @@ impl Gates {
     /// Starts runs for deployments waiting on gates, and timers for runs
     /// without one.
     async fn scan_once(&self) -> Result<(), EngineError> {
+        // Every second: two narrow queries find the deployments without a
+        // run for their phase (usually none), and one the runs' ids; whole
+        // rows are read only for what starts.
         let runs = blocking(&self.inner.db, |conn| {
-            for d in store::deployments_evaluating_gates(conn)? {
-                let phase = phase_of(&d);
-                if store::gate_run_of(conn, d.id, phase)?.is_none()
-                    && let Err(e) = start_run(conn, &d, phase)
-                {
-                    tracing::error!(deployment = d.id, error = %e, "cannot start a gate run");
+            let waiting = store::deployments_evaluating_gates_brief(conn)?;
+            if !waiting.is_empty() {
+                let existing: HashSet<(i64, String)> =
+                    store::gate_run_phases_of_evaluating_deployments(conn)?
+                        .into_iter()
+                        .collect();
+                for (id, started) in waiting {
+                    let phase = if started { AFTER } else { BEFORE };
+                    if existing.contains(&(id, phase.to_owned())) {
+                        continue;
+                    }
+                    let Some(d) = storage::find_deployment(conn, id)? else {
+                        continue;
+                    };
+                    if d.state != DeploymentState::EvaluatingGates || phase_of(&d) != phase {
+                        continue; // Moved on meanwhile.
+                    }
+                    if store::gate_run_of(conn, d.id, phase)?.is_none()
+                        && let Err(e) = start_run(conn, &d, phase)
+                    {
+                        tracing::error!(deployment = d.id, error = %e, "cannot start a gate run");
+                    }
                 }
             }
-            Ok(store::evaluating_gate_runs(conn)?)
+            Ok(store::evaluating_gate_run_ids(conn)?)
         })
         .await?;
-        for run in runs {
-            self.ensure_timer(run.id);
+        for id in runs {
+            self.ensure_timer(id);
         }
         Ok(())
     }
@@ -216,8 +238,9 @@ impl Gates {
         let Some(mut loaded) = loaded else {
             return Ok(());
         };
+        let mut next = loaded.run.next_at;
         loop {
-            let Some(next_at) = loaded.run.next_at else {
+            let Some(next_at) = next else {
                 return Ok(());
             };
             let wait = (next_at - storage::now())
@@ -229,7 +252,8 @@ impl Gates {
                     // Re-evaluated or bypassed: read the run again.
                     match blocking(&self.inner.db, move |conn| Ok(store::find_gate_run(conn, id)?)).await? {
                         Some(run) if run.state == EVALUATING => {
-                            loaded.run = run;
+                            next = run.next_at;
+                            loaded.run = Arc::new(run);
                             continue;
                         }
                         _ => return Ok(()),
@@ -263,7 +287,7 @@ impl Gates {
                 return Ok(());
             };
             match outcome? {
-                Some(run) => loaded.run = run,
+                Some(next_at) => next = Some(next_at),
                 None => {
                     if let Some(f) = lock(&self.inner.on_finish).clone() {
                         f();
@@ -470,11 +494,12 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-/// What a timer needs: the run, and (shared, read once) its policy and
-/// stage, the checks' context and labels.
+/// What a timer needs: the run as read when its timer started (only its
+/// fixed fields are used: what changes is read again with each round), and
+/// (shared, read once) its policy and stage, the checks' context and labels.
 #[derive(Clone)]
 struct Loaded {
-    run: GateRunRow,
+    run: Arc<GateRunRow>,
     shared: Arc<RunShared>,
 }
 
@@ -534,7 +559,7 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
     };
     let labels = policy.checks.iter().map(checks::check_label).collect();
     Ok(Some(Loaded {
-        run,
+        run: Arc::new(run),
         shared: Arc::new(RunShared {
             stage,
             policy,
@@ -550,9 +575,11 @@ struct Round {
 }
 
 /// The writer: stores the rounds that are waiting (up to [`WRITE_BATCH`])
-/// in one transaction, each in a savepoint of its own so that one failing
-/// round does not undo the others, and answers each timer. It stops at
-/// shutdown (the timers waiting for it stop too).
+/// in one transaction and answers each timer. When a round fails, the
+/// batch is rolled back and each of its rounds is stored again in a
+/// transaction of its own, so that one failing round does not undo the
+/// others (and savepoints, re-parsed by SQLite for every round, are not
+/// needed). It stops at shutdown (the timers waiting for it stop too).
 async fn write_loop(
     db: Db,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingRound>,
@@ -577,15 +604,16 @@ async fn write_loop(
             .map(|p| ((p.loaded, p.round), p.reply))
             .unzip();
         let count = items.len();
-        let results = blocking(&db, move |conn| {
-            let mut results = Vec::with_capacity(items.len());
-            storage::write_transaction(conn, |conn| {
-                for (loaded, round) in items {
-                    results.push(record_round(conn, &loaded, round));
-                }
-                Ok::<_, EngineError>(())
-            })?;
-            Ok(results)
+        let results = blocking(&db, move |conn| match record_rounds(conn, &items) {
+            Ok(results) => Ok(results),
+            Err(_) if items.len() > 1 => Ok(items
+                .iter()
+                .map(|item| {
+                    record_rounds(conn, std::slice::from_ref(item))
+                        .and_then(|mut r| r.pop().unwrap_or_else(|| Err(no_result())))
+                })
+                .collect()),
+            Err(e) => Ok(vec![Err(e)]),
         })
         .await;
         match results {
@@ -607,137 +635,206 @@ async fn write_loop(
     }
 }
 
-/// Stores a round and its consequences in one transaction; the run as it
-/// continues, or `None` when it ended.
-fn record_round(
+fn no_result() -> EngineError {
+    EngineError::Conflict("the round was not stored".into())
+}
+
+/// A run as a round finds it in the database.
+struct RunNow {
+    state: String,
+    progress: String,
+    deployment_id: i64,
+}
+
+/// A deployment as a round finds it in the database.
+struct DeploymentNow {
+    state: String,
+    started: bool,
+}
+
+/// Stores rounds in one transaction: reads what may have changed in their
+/// runs and deployments with one query each (not two per round), then
+/// records each round. Fails (and rolls back) at the first round that
+/// fails; else gives each round's outcome (see [`record_round`]).
+fn record_rounds(
     conn: &mut DbConn,
-    l: &Loaded,
-    round: Round,
-) -> Result<Option<GateRunRow>, EngineError> {
-    let id = l.run.id;
+    items: &[(Loaded, Round)],
+) -> Result<Vec<Result<Option<NaiveDateTime>, EngineError>>, EngineError> {
     storage::write_transaction(conn, |conn| {
-        let Some(run) = store::find_gate_run(conn, id)? else {
-            return Ok(None);
-        };
-        if run.state != EVALUATING {
-            return Ok(None);
-        }
-        let d = deployments::find(conn, run.deployment_id)?;
-        if d.state != DeploymentState::EvaluatingGates || phase_of(&d) != run.phase {
-            // Canceled or superseded meanwhile.
-            store::finish_gate_run(
+        let ids: Vec<i64> = items.iter().map(|(l, _)| l.run.id).collect();
+        let runs: HashMap<i64, RunNow> = store::gate_runs_now(conn, &ids)?
+            .into_iter()
+            .map(|(id, state, progress, deployment_id)| {
+                (
+                    id,
+                    RunNow {
+                        state,
+                        progress,
+                        deployment_id,
+                    },
+                )
+            })
+            .collect();
+        let mut deployment_ids: Vec<i64> = runs.values().map(|r| r.deployment_id).collect();
+        deployment_ids.sort_unstable();
+        deployment_ids.dedup();
+        let deployments: HashMap<i64, DeploymentNow> =
+            store::deployments_now(conn, &deployment_ids)?
+                .into_iter()
+                .map(|(id, state, started)| (id, DeploymentNow { state, started }))
+                .collect();
+        let mut results = Vec::with_capacity(items.len());
+        let mut samples = Vec::with_capacity(items.len());
+        for (loaded, round) in items {
+            let run = runs.get(&loaded.run.id);
+            let deployment = run.and_then(|r| deployments.get(&r.deployment_id));
+            results.push(Ok(record_round(
                 conn,
-                id,
-                "canceled",
-                Some(&format!("the deployment is {}", d.state.as_str())),
-                ENGINE_ACTOR,
-            )?;
-            return Ok(None);
+                loaded,
+                round,
+                run,
+                deployment,
+                &mut samples,
+            )?));
         }
-        let mut progress: GateProgress = serde_json::from_str(&run.progress).unwrap_or_default();
-        let number = i32::try_from(progress.round + 1).unwrap_or(i32::MAX);
-        let mut results = Vec::new();
-        let mut last = Vec::new();
-        for (name, s) in l.shared.labels.iter().zip(&round.samples) {
-            let name = name.clone();
-            store::insert_gate_sample(
-                conn,
-                &NewGateSample {
-                    gate_run_id: id,
-                    deployment_id: run.deployment_id,
-                    phase: run.phase.clone(),
-                    round: number,
-                    check_name: name.clone(),
-                    scheduled_at: round.scheduled_at,
-                    sampled_at: s.sampled_at,
-                    duration_ms: i64::try_from(s.duration.as_millis()).unwrap_or(i64::MAX),
-                    request: s.request.clone(),
-                    value: s.value.clone(),
-                    verdict: s.verdict.as_str().to_owned(),
-                    body: s.body.clone(),
-                },
-            )?;
-            last.push(LastResult {
-                name: name.clone(),
-                verdict: Some(s.verdict.as_str().to_owned()),
-                value: Some(s.value.clone()),
-                sampled_at: Some(s.sampled_at),
-            });
-            results.push(CheckResult {
-                name,
-                verdict: s.verdict,
-                value: s.value.clone(),
-            });
-        }
-        let now = storage::now();
-        let decision = gate_eval::after_round(
-            &l.shared.policy,
-            run.started_at,
-            &mut progress,
-            &results,
-            now,
-        );
-        let next_at = match &decision {
-            GateDecision::Continue { next_at, .. } => Some(*next_at),
-            _ => None,
-        };
-        store::record_round(
+        store::insert_gate_samples(conn, &samples)?;
+        Ok(results)
+    })
+}
+
+/// Stores a round and its consequences (inside the caller's transaction;
+/// its samples are added to `samples`, for the caller to insert); the time
+/// of the run's next round, or `None` when it ended.
+fn record_round<'a>(
+    conn: &mut DbConn,
+    l: &'a Loaded,
+    round: &'a Round,
+    now_run: Option<&RunNow>,
+    now_deployment: Option<&DeploymentNow>,
+    samples: &mut Vec<NewGateSample<'a>>,
+) -> Result<Option<NaiveDateTime>, EngineError> {
+    let run = &*l.run;
+    let id = run.id;
+    let Some(now_run) = now_run else {
+        return Ok(None);
+    };
+    if now_run.state != EVALUATING {
+        return Ok(None);
+    }
+    let Some(d) = now_deployment else {
+        return Err(EngineError::NotFound(format!(
+            "There is no deployment #{}.",
+            now_run.deployment_id
+        )));
+    };
+    let phase = if d.started { AFTER } else { BEFORE };
+    if d.state != DeploymentState::EvaluatingGates.as_str() || phase != run.phase {
+        // Canceled or superseded meanwhile.
+        store::finish_gate_run(
             conn,
             id,
-            &RoundUpdate {
-                round: i32::try_from(progress.round).unwrap_or(i32::MAX),
-                next_at,
-                green_since: progress.green_since,
-                progress: to_json(&progress),
-                last_results: to_json(&last),
-            },
+            "canceled",
+            Some(&format!("the deployment is {}", d.state)),
+            ENGINE_ACTOR,
         )?;
-        match decision {
-            GateDecision::Continue { ask, .. } => {
-                for i in ask {
-                    let name = results.get(i).map(|r| r.name.clone()).unwrap_or_default();
-                    let question = format!(
-                        "The check `{name}` has been inconclusive for {} samples in a row: \
-                         should the gate be bypassed?",
-                        gate_eval::ASK_AFTER
-                    );
-                    store::set_gate_question(conn, id, &question)?;
-                    storage::append_audit(
-                        conn,
-                        ENGINE_ACTOR,
-                        "gate.ask",
-                        &subject(&run.pipeline, run.deployment_id),
-                        &format!("gate_run={id} stage={} check={name}", run.stage),
-                    )?;
-                }
-                Ok(Some(GateRunRow {
-                    round: i32::try_from(progress.round).unwrap_or(i32::MAX),
-                    next_at,
-                    green_since: progress.green_since,
-                    ..run
-                }))
-            }
-            GateDecision::Pass => {
-                store::finish_gate_run(conn, id, "passed", None, ENGINE_ACTOR)?;
+        return Ok(None);
+    }
+    let mut progress: GateProgress = serde_json::from_str(&now_run.progress).unwrap_or_default();
+    let number = i32::try_from(progress.round + 1).unwrap_or(i32::MAX);
+    let mut results = Vec::with_capacity(round.samples.len());
+    let mut last = Vec::with_capacity(round.samples.len());
+    for (name, s) in l.shared.labels.iter().zip(&round.samples) {
+        samples.push(NewGateSample {
+            gate_run_id: id,
+            deployment_id: run.deployment_id,
+            phase: &run.phase,
+            round: number,
+            check_name: name,
+            scheduled_at: round.scheduled_at,
+            sampled_at: s.sampled_at,
+            duration_ms: i64::try_from(s.duration.as_millis()).unwrap_or(i64::MAX),
+            request: &s.request,
+            value: &s.value,
+            verdict: s.verdict.as_str(),
+            body: s.body.as_deref(),
+        });
+        last.push(LastResult {
+            name: name.clone(),
+            verdict: Some(s.verdict.as_str().to_owned()),
+            value: Some(s.value.clone()),
+            sampled_at: Some(s.sampled_at),
+        });
+        results.push(CheckResult {
+            name: name.clone(),
+            verdict: s.verdict,
+            value: s.value.clone(),
+        });
+    }
+    let now = storage::now();
+    let decision = gate_eval::after_round(
+        &l.shared.policy,
+        run.started_at,
+        &mut progress,
+        &results,
+        now,
+    );
+    let next_at = match &decision {
+        GateDecision::Continue { next_at, .. } => Some(*next_at),
+        _ => None,
+    };
+    store::record_round(
+        conn,
+        id,
+        &RoundUpdate {
+            round: i32::try_from(progress.round).unwrap_or(i32::MAX),
+            next_at,
+            green_since: progress.green_since,
+            progress: to_json(&progress),
+            last_results: to_json(&last),
+        },
+    )?;
+    match decision {
+        GateDecision::Continue { ask, next_at } => {
+            for i in ask {
+                let name = results.get(i).map(|r| r.name.as_str()).unwrap_or_default();
+                let question = format!(
+                    "The check `{name}` has been inconclusive for {} samples in a row: \
+                     should the gate be bypassed?",
+                    gate_eval::ASK_AFTER
+                );
+                store::set_gate_question(conn, id, &question)?;
                 storage::append_audit(
                     conn,
                     ENGINE_ACTOR,
-                    "gate.pass",
+                    "gate.ask",
                     &subject(&run.pipeline, run.deployment_id),
-                    &format!(
-                        "gate_run={id} stage={} phase={} rounds={}",
-                        run.stage, run.phase, progress.round
-                    ),
+                    &format!("gate_run={id} stage={} check={name}", run.stage),
                 )?;
-                passed(conn, &run, &d, &l.shared.stage, ENGINE_ACTOR)?;
-                Ok(None)
             }
-            GateDecision::Fail { reason } => {
-                failed(conn, &run, &d, &reason, ENGINE_ACTOR)?;
-                Ok(None)
-            }
+            Ok(Some(next_at))
         }
-    })
+        GateDecision::Pass => {
+            store::finish_gate_run(conn, id, "passed", None, ENGINE_ACTOR)?;
+            storage::append_audit(
+                conn,
+                ENGINE_ACTOR,
+                "gate.pass",
+                &subject(&run.pipeline, run.deployment_id),
+                &format!(
+                    "gate_run={id} stage={} phase={} rounds={}",
+                    run.stage, run.phase, progress.round
+                ),
+            )?;
+            let d = deployments::find(conn, run.deployment_id)?;
+            passed(conn, run, &d, &l.shared.stage, ENGINE_ACTOR)?;
+            Ok(None)
+        }
+        GateDecision::Fail { reason } => {
+            let d = deployments::find(conn, run.deployment_id)?;
+            failed(conn, run, &d, &reason, ENGINE_ACTOR)?;
+            Ok(None)
+        }
+    }
 }
 
 /// The run failed: it and its deployment end `failed` with the reason.

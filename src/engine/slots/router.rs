@@ -9,7 +9,9 @@
 //! - The table is an `ArcSwap` of an immutable map: a request loads it
 //!   without a lock, and a change (a deployment, a swap) stores a whole new
 //!   map, so a swap moves both host names at the same instant.
-//! - Bodies stream both ways (nothing is buffered whole). Hop-by-hop headers
+//! - Bodies stream both ways (nothing is buffered whole; the first chunk
+//!   of a response of known length is read before the head is sent, so
+//!   both leave in one write: `ReadAhead`). Hop-by-hop headers
 //!   are removed; `X-Forwarded-For` is appended to, `X-Forwarded-Host` and
 //!   `X-Forwarded-Proto` are set.
 //! - Connections to the apps are kept alive and *pinned*: a client
@@ -329,7 +331,7 @@ async fn connect(addr: SocketAddr) -> Result<Upstream, ProxyError> {
 }
 
 type ProxyBody = Either<Incoming, Empty<Bytes>>;
-type ResponseBody = Either<Tracked<Incoming>, Full<Bytes>>;
+type ResponseBody = Either<Tracked<ReadAhead>, Full<Bytes>>;
 
 /// Headers that concern one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -530,6 +532,7 @@ async fn forward(
             // client's keep-alive connection.
             parts.version = Version::HTTP_11;
             strip_hop_by_hop(&mut parts.headers);
+            let body = ReadAhead::new(body).await;
             Response::from_parts(
                 parts,
                 Either::Left(Tracked {
@@ -724,6 +727,64 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
+/// A response body of the app's, with its first frame read before the
+/// response goes to the client when its length is known (`Content-Length`).
+///
+/// The client then gets the head and a small body in one write: sent
+/// straight away, the head would go out alone while the body is still on
+/// its way from the app's connection, and each response would cost the
+/// router and the client a second write and a second read. Bodies of
+/// unknown length (chunked: event streams, long polls) are not waited for.
+struct ReadAhead {
+    first: Option<Result<Frame<Bytes>, hyper::Error>>,
+    rest: Incoming,
+}
+
+impl ReadAhead {
+    async fn new(mut body: Incoming) -> ReadAhead {
+        let first = if !body.is_end_stream() && body.size_hint().exact().is_some() {
+            body.frame().await
+        } else {
+            None
+        };
+        ReadAhead { first, rest: body }
+    }
+}
+
+impl Body for ReadAhead {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let first = match &self.first {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.len() as u64),
+            _ => 0,
+        };
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint.set_lower(rest.lower().saturating_add(first));
+        hint
+    }
+}
+
 /// Reads a whole body (for tests and the benchmark).
 pub async fn collect_body<B>(body: B) -> Result<Bytes, B::Error>
 where
@@ -894,6 +955,49 @@ mod tests {
         drop(second);
         assert!(backend.drain(Duration::from_secs(1)).await);
         assert!(backend.spares().is_empty());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_is_not_waited_for() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An app that sends a chunked head at once and its body only later.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = listener.local_addr().unwrap();
+        let go_on = Arc::new(Notify::new());
+        let release = Arc::clone(&go_on);
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            release.notified().await;
+            stream.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.unwrap();
+            let _ = stream.read(&mut buf).await;
+        });
+        let table = Arc::new(RouteTable::new());
+        let backend = Arc::new(Backend::new(app.port(), "web/production"));
+        table.update(|m| RouteTable::set(m, "web", "production", Route::Backend(backend)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, table, "localhost", stop.clone()));
+        let mut client = client_conn(router).await;
+        let request = Request::get("/")
+            .header(header::HOST, "web.localhost")
+            .body(Empty::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), client.send_request(request))
+            .await
+            .expect("the head came before the body")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        go_on.notify_one();
+        let body = collect_body(response.into_body()).await.unwrap();
+        assert_eq!(&body[..], b"hello");
         stop.cancel();
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::engine::gates::questions::{Answerer, GateAnswer};
 use crate::engine::gates::{self, GateRunView};
 use crate::storage::{DbConn, GateSampleRow};
@@ -199,7 +199,7 @@ const RECENT: i64 = 20;
     responses((status = 200, body = GatesDto), (status = 401, body = crate::web::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(state: State, user: CurrentUser) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let overview = state
         .with_conn::<_, ApiError, _>(|conn| Ok(gates::overview(conn, RECENT)?))
         .await?;
@@ -219,7 +219,7 @@ pub async fn get(
     user: CurrentUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require(Role::Viewer)?;
+    user.require_action(Action::Read)?;
     let id = path.into_inner();
     let view = state
         .with_conn::<_, ApiError, _>(move |conn| Ok(gates::gate_run(conn, id)?))
@@ -238,7 +238,7 @@ pub async fn reevaluate(
     user: CurrentUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::OverrideGates)?.username.clone();
     state
         .engine
         .gates()
@@ -262,7 +262,7 @@ pub async fn bypass(
     path: web::Path<i64>,
     body: web::Json<BypassBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::OverrideGates)?.username.clone();
     let id = path.into_inner();
     if body.reason.trim().is_empty() {
         return Err(WebError::Unprocessable("bypassing a gate needs a `reason`".into()).into());
@@ -297,7 +297,7 @@ pub async fn answer(
     path: web::Path<i64>,
     body: web::Json<AnswerBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = user.require(Role::Viewer)?;
+    let user = user.require_action(Action::Read)?;
     let who = Answerer {
         username: user.username.clone(),
         role: user.role,

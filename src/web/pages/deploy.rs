@@ -10,7 +10,8 @@ use actix_session::Session;
 use actix_web::{HttpResponse, http::header, web};
 use serde::Deserialize;
 
-use crate::domain::{DeploymentState, Role};
+use crate::domain::DeploymentState;
+use crate::domain::authz::Action;
 use crate::engine::deployments::{DeployRequest, deployment_detail};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, DbConn};
@@ -120,7 +121,7 @@ pub fn deploy_form(
         csrf: nav.csrf.clone(),
         stage: stage.to_string(),
         signed_in: nav.user.is_some(),
-        can_roll_back: matches!(nav.role, Some(r) if r == Role::ReleaseManager.label() || r == Role::Admin.label()),
+        can_roll_back: nav.may(Action::Rollback),
         current: current_version,
         source: previous
             .map(|p| format!("stage {p}"))
@@ -155,12 +156,12 @@ pub async fn deploy(
     check_csrf(&session, &form.csrf)?;
     let form = form.into_inner();
     let rollback = form.rollback.is_some();
-    let role = if rollback {
-        Role::ReleaseManager
+    let action = if rollback {
+        Action::Rollback
     } else {
-        Role::Deployer
+        Action::Deploy
     };
-    let user = user.require(role)?;
+    let user = user.require_action(action)?;
     let (pipeline, stage) = path.into_inner();
     let release = form.release.trim().to_string();
     if release.is_empty() {

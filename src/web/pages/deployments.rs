@@ -11,7 +11,8 @@ use super::actions::CsrfForm;
 use super::builds::{LogLine, TaskView};
 use super::gates::{GateRunEvidence, gate_evidence};
 use super::render;
-use crate::domain::{DeploymentState, Role};
+use crate::domain::DeploymentState;
+use crate::domain::authz::Action;
 use crate::engine::deployments::{self, DeploymentDetail, DeploymentLogChunk};
 use crate::web::api::deployments::log_api_url;
 use crate::web::auth::CurrentUser;
@@ -182,7 +183,7 @@ pub async fn cancel(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let user = user.require(Role::Deployer)?;
+    let user = user.require_action(Action::CancelDeployment)?;
     let (pipeline, version, id) = path.into_inner();
     load(&state, &pipeline, &version, id).await?;
     state.engine.cancel_deployment(id, &user.username).await?;
@@ -198,7 +199,7 @@ pub async fn redeploy(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let user = user.require(Role::Deployer)?;
+    let user = user.require_action(Action::Deploy)?;
     let (pipeline, version, id) = path.into_inner();
     load(&state, &pipeline, &version, id).await?;
     let outcome = state.engine.redeploy(id, &user.username).await?;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::render;
 use crate::domain::Role;
+use crate::domain::authz::Action;
 use crate::domain::gate_eval::Verdict;
 use crate::engine::gates::questions::{Answerer, GateAnswer};
 use crate::engine::gates::{self, GateRunView, RunEvidence};
@@ -378,7 +379,7 @@ pub async fn answer(
     form: web::Form<AnswerForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let who = answerer(user.require(Role::Viewer)?);
+    let who = answerer(user.require_action(Action::Read)?);
     let id = path.into_inner();
     let answer = GateAnswer::parse(&form.answer)?;
     state
@@ -408,7 +409,7 @@ pub async fn reevaluate(
     form: web::Form<ActionForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::OverrideGates)?.username.clone();
     let id = path.into_inner();
     state.engine.gates().reevaluate(id, &actor).await?;
     Ok(HttpResponse::SeeOther()
@@ -425,7 +426,7 @@ pub async fn bypass(
     form: web::Form<ActionForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user.require_action(Action::OverrideGates)?.username.clone();
     let id = path.into_inner();
     if form.reason.trim().is_empty() {
         return Err(WebError::Unprocessable(

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::deploy::{DeployFormView, deploy_form};
 use super::pipelines::trigger_text;
+use crate::domain::authz::Action;
 use crate::domain::definition::defaults;
 use crate::domain::schedule::suggest_timezone;
 use crate::domain::{
@@ -2082,7 +2083,10 @@ pub async fn save(
         };
         return respond(status, &page(nav, editor, &l, form, errors, true, None));
     }
-    let actor = user.require(Role::ReleaseManager)?.username.clone();
+    let actor = user
+        .require_action(Action::ConfigureStage)?
+        .username
+        .clone();
     let edit = match parse_form(&l.definition, l.index, &form) {
         Ok(edit) => edit,
         Err(errors) => {
