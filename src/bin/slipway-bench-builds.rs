@@ -15,9 +15,11 @@
 //!
 //! `cargo run --release --bin slipway-bench-builds [-- --runs 50] [--postgres]`
 
+#[path = "bench/mod.rs"]
+mod bench;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,55 +35,6 @@ use slipway::web::{self, AppState};
 const SECRET: &str = "bench webhook secret";
 const PIPELINE: &str = "bench-app";
 
-struct Options {
-    runs: usize,
-    postgres: bool,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        runs: 50,
-        postgres: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => {
-                o.runs = args
-                    .next()
-                    .context("--runs needs a value")?
-                    .parse()
-                    .context("--runs needs a number")?
-            }
-            "--postgres" => o.postgres = true,
-            other => bail!("unknown option {other}"),
-        }
-    }
-    ensure!(o.runs > 0, "--runs must be at least 1");
-    Ok(o)
-}
-
-fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.com",
-        ])
-        .args(args)
-        .output()
-        .context("run git")?;
-    ensure!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// One run's figures, each from the webhook request.
 struct Run {
     answered: Duration,
@@ -95,7 +48,7 @@ fn since(t0: DateTime<Utc>, t: NaiveDateTime) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = bench::Options::from_args()?;
     let dir = std::env::temp_dir().join(format!("slipway-bench-builds-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = bench(&o, &dir);
@@ -103,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
+fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
     let (url, _pg) = if o.postgres {
         let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
         (test_db.url.clone(), Some(test_db))
@@ -115,10 +68,10 @@ fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
 
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo)?;
-    git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
+    bench::git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
     std::fs::write(repo.join("README"), "bench\n")?;
-    git(&repo, &["add", "--all"])?;
-    git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    bench::git(&repo, &["add", "--all"])?;
+    bench::git(&repo, &["commit", "--quiet", "-m", "initial"])?;
     let marker = dir.join("task-clock");
     let yaml = format!(
         r#"pipeline: {PIPELINE}
@@ -197,8 +150,8 @@ stages:
     for i in 0..warm_up + o.runs {
         // A push: a new commit, then its webhook.
         std::fs::write(repo.join("README"), format!("change {i}\n"))?;
-        git(&repo, &["commit", "--quiet", "-am", &format!("change {i}")])?;
-        let sha = git(&repo, &["rev-parse", "HEAD"])?;
+        bench::git(&repo, &["commit", "--quiet", "-am", &format!("change {i}")])?;
+        let sha = bench::git(&repo, &["rev-parse", "HEAD"])?;
         let body = format!(r#"{{"ref": "refs/heads/main", "after": "{sha}"}}"#);
         let signature = sign(SECRET.as_bytes(), body.as_bytes());
         let _ = std::fs::remove_file(&marker);
@@ -258,33 +211,18 @@ stages:
         }
     }
 
-    let backend = if o.postgres { "PostgreSQL" } else { "SQLite" };
+    let backend = o.backend();
     println!(
         "{} runs (after {warm_up} warm-up runs), {backend}, a new commit per run, no-op build task",
         o.runs
     );
-    println!(
-        "{:<44} {:>9} {:>9} {:>9}",
-        "from the webhook request to", "p50", "p99", "max"
-    );
     type Figure = fn(&Run) -> Duration;
-    let rows: [(&str, Figure); 4] = [
+    let rows: &[(&str, Figure)] = &[
         ("the webhook's 202 answer", |r| r.answered),
         ("the first task recorded as started", |r| r.task_recorded),
         ("the first task's process running", |r| r.task_running),
         ("the release existing", |r| r.released),
     ];
-    for (label, f) in rows {
-        let mut times: Vec<Duration> = runs.iter().map(f).collect();
-        times.sort();
-        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-        println!(
-            "{:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-            label,
-            at(0.50).as_secs_f64() * 1000.0,
-            at(0.99).as_secs_f64() * 1000.0,
-            times.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-        );
-    }
+    bench::print_figures("from the webhook request to", &runs, rows);
     Ok(())
 }

@@ -14,68 +14,21 @@
 //!
 //! `cargo run --release --bin slipway-bench-deploy [-- --runs 50] [--postgres]`
 
+#[path = "bench/mod.rs"]
+mod bench;
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, NaiveDateTime};
+use chrono::DateTime;
 use slipway::domain::{BuildState, DeploymentState};
 use slipway::engine::builds::{BuildRequest, QueueOutcome};
 use slipway::engine::{Engine, EngineConfig, pipelines, secrets};
 use slipway::storage::{self, Db, testing::TestDb};
 
 const PIPELINE: &str = "bench-deploy";
-
-struct Options {
-    runs: usize,
-    postgres: bool,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        runs: 50,
-        postgres: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => {
-                o.runs = args
-                    .next()
-                    .context("--runs needs a value")?
-                    .parse()
-                    .context("--runs needs a number")?
-            }
-            "--postgres" => o.postgres = true,
-            other => bail!("unknown option {other}"),
-        }
-    }
-    ensure!(o.runs > 0, "--runs must be at least 1");
-    Ok(o)
-}
-
-fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.com",
-        ])
-        .args(args)
-        .output()
-        .context("run git")?;
-    ensure!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// One run's figures, each from the release's creation.
 struct Run {
@@ -85,12 +38,8 @@ struct Run {
     task_running: Duration,
 }
 
-fn between(from: NaiveDateTime, to: NaiveDateTime) -> Duration {
-    (to - from).to_std().unwrap_or_default()
-}
-
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = bench::Options::from_args()?;
     let dir = std::env::temp_dir().join(format!("slipway-bench-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = bench(&o, &dir);
@@ -98,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
+fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
     let (url, _pg) = if o.postgres {
         let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
         (test_db.url.clone(), Some(test_db))
@@ -110,10 +59,10 @@ fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
 
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo)?;
-    git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
+    bench::git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
     std::fs::write(repo.join("app.js"), "console.log('bench');\n")?;
-    git(&repo, &["add", "--all"])?;
-    git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    bench::git(&repo, &["add", "--all"])?;
+    bench::git(&repo, &["commit", "--quiet", "-m", "initial"])?;
     let marker = dir.join("task-clock");
     let yaml = format!(
         r#"pipeline: {PIPELINE}
@@ -205,42 +154,31 @@ stages:
         let t0 = release.created_at;
         if i >= warm_up {
             runs.push(Run {
-                queued: between(t0, deployment.created_at),
-                claimed: between(t0, deployment.started_at.context("started")?),
-                task_recorded: between(t0, task.started_at.context("task start")?),
-                task_running: between(t0, task_clock),
+                queued: bench::between(t0, deployment.created_at),
+                claimed: bench::between(t0, deployment.started_at.context("started")?),
+                task_recorded: bench::between(t0, task.started_at.context("task start")?),
+                task_running: bench::between(t0, task_clock),
             });
         }
     }
     rt.block_on(engine.shutdown());
 
-    let backend = if o.postgres { "PostgreSQL" } else { "SQLite" };
+    let backend = o.backend();
     println!(
         "{} runs (after {warm_up} warm-up runs), {backend}, one artifact, no-op tasks",
         o.runs
     );
-    println!(
-        "{:<48} {:>9} {:>9} {:>9}",
-        "from the release's creation (build success) to", "p50", "p99", "max"
-    );
     type Figure = fn(&Run) -> Duration;
-    let rows: [(&str, Figure); 4] = [
+    let rows: &[(&str, Figure)] = &[
         ("the after: build deployment queued", |r| r.queued),
         ("the deployment claimed (running)", |r| r.claimed),
         ("its first task recorded as started", |r| r.task_recorded),
         ("its first task's process running", |r| r.task_running),
     ];
-    for (label, f) in rows {
-        let mut times: Vec<Duration> = runs.iter().map(f).collect();
-        times.sort();
-        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-        println!(
-            "{:<48} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-            label,
-            at(0.50).as_secs_f64() * 1000.0,
-            at(0.99).as_secs_f64() * 1000.0,
-            times.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-        );
-    }
+    bench::print_figures(
+        "from the release's creation (build success) to",
+        &runs,
+        rows,
+    );
     Ok(())
 }

@@ -15,12 +15,14 @@
 //!
 //! `cargo run --release --bin slipway-bench-schedule [-- --runs 50] [--postgres]`
 
+#[path = "bench/mod.rs"]
+mod bench;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
-use chrono::NaiveDateTime;
+use anyhow::{Context, ensure};
 use diesel::prelude::*;
 use slipway::domain::{DeploymentState, TriggerOutcome};
 use slipway::engine::{Engine, EngineConfig, pipelines, secrets};
@@ -31,36 +33,8 @@ use slipway::storage::{
 
 const PIPELINE: &str = "bench-schedule";
 
-struct Options {
-    runs: usize,
-    postgres: bool,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        runs: 50,
-        postgres: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => {
-                o.runs = args
-                    .next()
-                    .context("--runs needs a value")?
-                    .parse()
-                    .context("--runs needs a number")?
-            }
-            "--postgres" => o.postgres = true,
-            other => bail!("unknown option {other}"),
-        }
-    }
-    ensure!(o.runs > 0, "--runs must be at least 1");
-    Ok(o)
-}
-
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = bench::Options::from_args()?;
     let dir = std::env::temp_dir().join(format!(
         "slipway-bench-schedule-{}",
         uuid::Uuid::new_v4().simple()
@@ -76,10 +50,6 @@ struct Run {
     recorded: Duration,
     queued: Duration,
     started: Duration,
-}
-
-fn since(from: NaiveDateTime, to: NaiveDateTime) -> Duration {
-    (to - from).to_std().unwrap_or_default()
 }
 
 /// A release of the bench pipeline that succeeded in `dev`.
@@ -119,7 +89,7 @@ fn add_release(db: &Db, pipeline_id: i64, revision_id: i64, n: usize) -> anyhow:
     Ok(release.id)
 }
 
-fn bench(o: &Options, dir: &Path) -> anyhow::Result<()> {
+fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
     let (url, _pg) = if o.postgres {
         let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
         (test_db.url.clone(), Some(test_db))
@@ -194,40 +164,25 @@ stages:
         if n > warm_up {
             let at = fire.scheduled_for;
             runs.push(Run {
-                recorded: since(at, fire.fired_at),
-                queued: since(at, deployment.created_at),
-                started: since(at, deployment.started_at.context("started")?),
+                recorded: bench::between(at, fire.fired_at),
+                queued: bench::between(at, deployment.created_at),
+                started: bench::between(at, deployment.started_at.context("started")?),
             });
         }
     }
     rt.block_on(engine.shutdown());
 
-    let backend = if o.postgres { "PostgreSQL" } else { "SQLite" };
+    let backend = o.backend();
     println!(
         "{} fires (after {warm_up} warm-up fires), {backend}, a schedule due every second, a new release before each fire",
         o.runs
     );
-    println!(
-        "{:<44} {:>9} {:>9} {:>9}",
-        "from the fire instant to", "p50", "p99", "max"
-    );
     type Figure = fn(&Run) -> Duration;
-    let rows: [(&str, Figure); 3] = [
+    let rows: &[(&str, Figure)] = &[
         ("the fire recorded (claim + request)", |r| r.recorded),
         ("the deployment queued", |r| r.queued),
         ("the deployment started", |r| r.started),
     ];
-    for (label, f) in rows {
-        let mut times: Vec<Duration> = runs.iter().map(f).collect();
-        times.sort();
-        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-        println!(
-            "{:<44} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
-            label,
-            at(0.50).as_secs_f64() * 1000.0,
-            at(0.99).as_secs_f64() * 1000.0,
-            times.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-        );
-    }
+    bench::print_figures("from the fire instant to", &runs, rows);
     Ok(())
 }
