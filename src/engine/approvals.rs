@@ -766,10 +766,13 @@ pub fn close_for_deployment(
 // ---------------------------------------------------------------------------
 
 /// How long before its deadline an approval's "about to time out" notice
-/// goes out: a tenth of its timeout, at most a day.
+/// goes out: a tenth of its timeout, at most a day — but at least 5 s (or
+/// half of a shorter timeout), longer than the dispatcher's 2 s look, so
+/// the notice is never skipped.
 pub fn warn_window(row: &ApprovalRow) -> chrono::Duration {
     let total = row.deadline - row.created_at;
-    (total / 10).min(chrono::Duration::days(1))
+    let floor = (total / 2).min(chrono::Duration::seconds(5));
+    (total / 10).min(chrono::Duration::days(1)).max(floor)
 }
 
 /// Times out approvals past their deadline, sends "about to time out"

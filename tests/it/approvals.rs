@@ -563,3 +563,48 @@ fn approvals_and_gates_take_turns_in_the_configured_order() {
         assert_eq!(ended(app, &maria, id)["state"], "succeeded");
     });
 }
+
+#[test]
+fn an_approval_about_to_time_out_is_announced_then_times_out() {
+    each_backend(|app| {
+        let receiver = crate::notifications::Receiver::start(|_| 200);
+        let repo = repo();
+        // 5 s before the deadline (a tenth of the timeout, at least 5 s)
+        // the warning goes out; the dispatcher looks at least every 2 s.
+        let stages = r#"  - name: prod
+    trigger: manual
+    approvals: { before: { approvers: ["group:management"], timeout: 20s } }
+    tasks: [ { shell: "true" } ]
+"#;
+        let yaml = format!(
+            "{}notifications:\n  - name: chat\n    url: \"{}\"\n",
+            pipeline("expiring", &repo, stages),
+            receiver.url
+        );
+        import(app, &yaml);
+        let dana = member(app, "dana", Role::Deployer, &[]);
+        let v = build(app, &dana, "expiring");
+        let id = deploy(app, &dana, "expiring", &v);
+        let events: Vec<String> = (1..=3)
+            .map(|n| {
+                receiver
+                    .nth(n)
+                    .header("X-Slipway-Event")
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "approval_requested",
+                "approval_expiring",
+                "approval_decided"
+            ]
+        );
+        let decided = receiver.nth(3).json();
+        assert_eq!(decided["outcome"], "timed_out", "{decided}");
+        assert_eq!(decided["decided_by"], "slipway");
+        assert_eq!(ended(app, &dana, id)["state"], "rejected");
+    });
+}
