@@ -178,7 +178,7 @@ fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<boo
     } else {
         ctx.stage.approvals.before.clone()
     };
-    let base = current_release(conn, d.pipeline_id, &d.stage)?;
+    let base = deployments::current_release(conn, d.pipeline_id, &d.stage)?;
     let commits = match &policy {
         Some(_) => commits_between(data_dir, &ctx.pipeline, base.as_ref(), &ctx.release),
         None => Vec::new(),
@@ -271,18 +271,6 @@ fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<boo
         }
         Ok(true)
     })
-}
-
-/// The release in a stage now: the one of its newest succeeded deployment.
-fn current_release(
-    conn: &mut DbConn,
-    pipeline_id: i64,
-    stage: &str,
-) -> Result<Option<ReleaseRow>, EngineError> {
-    match storage::deployments::current_deployment(conn, pipeline_id, stage)? {
-        Some(d) => Ok(storage::find_release_by_id(conn, d.release_id)?),
-        None => Ok(None),
-    }
 }
 
 /// The commits `release` adds over `base` (newest first), from the

@@ -294,7 +294,7 @@ pub fn request_deployment(
 }
 
 /// The release in a stage now: the one of its newest succeeded deployment.
-fn current_release(
+pub(crate) fn current_release(
     conn: &mut DbConn,
     pipeline_id: i64,
     stage: &str,

@@ -333,6 +333,13 @@ fn approve_selected_decides_each_and_says_which_failed() {
         let res = post(app, &maria, "/approvals/batch", &[("csrf", &csrf)]);
         assert_eq!(res.status(), 422);
         assert!(res.text().unwrap().contains("Select at least one approval"));
+        // Too many at once: 422, nothing decided.
+        let many: Vec<String> = (1..=101).map(|n| n.to_string()).collect();
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        form.extend(many.iter().map(|id| ("ids", id.as_str())));
+        let res = post(app, &maria, "/approvals/batch", &form);
+        assert_eq!(res.status(), 422);
+        assert!(res.text().unwrap().contains("at most 100"));
 
         // Both, and one that does not exist: two succeed, one fails.
         let (eu_id, us_id) = (a_eu.to_string(), a_us.to_string());

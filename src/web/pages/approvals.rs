@@ -787,6 +787,9 @@ pub async fn decide(
     }
 }
 
+/// The most approvals one batch decides.
+const MAX_BATCH: usize = 100;
+
 /// `POST /approvals/batch` (`ids` repeated): approves each selected
 /// approval on its own and shows what each came to.
 pub async fn batch(
@@ -809,9 +812,13 @@ pub async fn batch(
         .filter(|(k, _)| k == "ids")
         .map(|(_, v)| v.as_str())
         .collect();
-    if ids.is_empty() {
+    if ids.is_empty() || ids.len() > MAX_BATCH {
         let mut page = inbox_page(&state, nav, &me, None).await?;
-        page.error = Some("Select at least one approval to approve.".into());
+        page.error = Some(if ids.is_empty() {
+            "Select at least one approval to approve.".into()
+        } else {
+            format!("Approve at most {MAX_BATCH} approvals at once.")
+        });
         return with_status(&page, StatusCode::UNPROCESSABLE_ENTITY);
     }
     let mut lines = Vec::with_capacity(ids.len());
