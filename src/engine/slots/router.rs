@@ -9,18 +9,26 @@
 //! - The table is an `ArcSwap` of an immutable map: a request loads it
 //!   without a lock, and a change (a deployment, a swap) stores a whole new
 //!   map, so a swap moves both host names at the same instant.
-//! - Bodies stream both ways (nothing is buffered whole; the first chunk
-//!   of a response of known length is read before the head is sent, so
-//!   both leave in one write: `ReadAhead`). Hop-by-hop headers
-//!   are removed; `X-Forwarded-For` is appended to, `X-Forwarded-Host` and
-//!   `X-Forwarded-Proto` are set.
+//! - Each client connection is **one task** that reads a request head,
+//!   writes the rewritten head to the slot's process, and relays the
+//!   answer, on sockets it owns: no channel, no second task, no header map
+//!   (heads are parsed by `httparse` and rewritten byte for byte, see
+//!   [`super::http1`]), so a request costs about the four socket calls it
+//!   must make. Bodies stream both ways in 16 KiB reads (nothing is
+//!   buffered whole; the first piece of a response of known length is read
+//!   before the head is sent, so both leave in one write). Hop-by-hop
+//!   headers are removed; `X-Forwarded-For` is appended to,
+//!   `X-Forwarded-Host` and `X-Forwarded-Proto` are set. A `101 Switching
+//!   Protocols` answer (WebSocket) joins the two connections until either
+//!   closes.
 //! - Connections to the apps are kept alive and *pinned*: a client
 //!   connection sends its requests (one after the other, as HTTP/1.1 does)
 //!   over one upstream connection of its own, so a request takes no pool
-//!   lock and spawns no task. When the client goes, its upstream connection
-//!   is kept as a spare on the [`Backend`] for the next client connection
-//!   (a lock per client connection, not per request). A request whose
-//!   upstream connection turns out closed is sent again on a fresh one.
+//!   lock. When the client goes, its upstream connection is kept as a
+//!   spare on the [`Backend`] for the next client connection (a lock per
+//!   client connection, not per request). A body-less idempotent request
+//!   whose kept-alive connection turns out closed is sent again on a fresh
+//!   one; any other request goes only on a connection seen open.
 //! - Every forwarded request counts as *in flight* on its [`Backend`] until
 //!   its response body has been sent, so a replaced process is stopped only
 //!   once the requests it took have finished ([`Backend::drain`]). A request
@@ -30,24 +38,19 @@
 //!   HTML page that says which.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http_body_util::{BodyExt, Either, Empty, Full};
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::PathAndQuery;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use super::http1;
 
 /// The default address of the router (`--router-listen`).
 pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:8081";
@@ -60,9 +63,6 @@ pub const PRODUCTION_SLOT: &str = "production";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle upstream connections a backend keeps for new client connections.
 const MAX_SPARE: usize = 64;
-
-/// One HTTP/1.1 connection to a slot's process.
-type Upstream = SendRequest<ProxyBody>;
 
 /// The process a slot's requests go to: `127.0.0.1:PORT`, with the count
 /// of requests it is serving.
@@ -153,7 +153,7 @@ impl Backend {
     fn take_spare(&self) -> Option<Upstream> {
         let mut spare = self.spares();
         while let Some(conn) = spare.pop() {
-            if !conn.is_closed() {
+            if conn.alive() {
                 return Some(conn);
             }
         }
@@ -162,9 +162,6 @@ impl Backend {
 
     /// Keeps an idle connection for the next client (unless retired).
     fn give_back(&self, conn: Upstream) {
-        if conn.is_closed() {
-            return;
-        }
         let mut spare = self.spares();
         // Checked under the lock `drain` clears the spares with.
         if spare.len() < MAX_SPARE && !self.retired.load(Ordering::SeqCst) {
@@ -254,38 +251,378 @@ struct RouterCtx {
     table: Arc<RouteTable>,
     /// `.localhost`, lower case, with the leading dot.
     suffix: String,
+    shutdown: CancellationToken,
 }
 
-/// One client connection: who it is, and the upstream connection its
-/// requests go over (pinned to the backend it was opened to).
-struct ClientConn {
-    /// The peer's address as a header value (`X-Forwarded-For`).
-    peer_header: HeaderValue,
-    pinned: Mutex<Option<(Arc<Backend>, Upstream)>>,
+/// Bytes read from a connection and not used yet.
+#[derive(Debug)]
+struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
-impl ClientConn {
-    fn new(peer: SocketAddr) -> ClientConn {
-        ClientConn {
-            peer_header: HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            pinned: Mutex::new(None),
+/// What a read asks for at first; a head may grow it to [`http1::MAX_HEAD`].
+const READ_SIZE: usize = 16 * 1024;
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            data: vec![0; READ_SIZE],
+            start: 0,
+            end: 0,
         }
     }
 
-    fn pinned(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Backend>, Upstream)>> {
-        self.pinned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
     }
 
-    /// An open connection to `backend`: the pinned one, else a spare of
-    /// the backend's, else `None` (connect). A connection pinned to
-    /// another backend (the route moved) goes back to that backend.
-    fn upstream_to(&self, backend: &Arc<Backend>) -> Option<Upstream> {
-        let previous = self.pinned().take();
-        match previous {
-            Some((b, conn)) if Arc::ptr_eq(&b, backend) && !conn.is_closed() => Some(conn),
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads what `stream` has (at least a byte, or 0 at its end).
+    async fn read_from(&mut self, stream: &mut TcpStream) -> std::io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // A head longer than a read: grow, up to the head limit
+                // (the parser refuses a longer one before this is reached).
+                let len = (self.data.len() * 2).min(http1::MAX_HEAD + READ_SIZE);
+                self.data.resize(len, 0);
+            }
+        }
+        let n = stream.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// A connection to a slot's process, with what was read from it beyond
+/// the last response (nothing, between exchanges).
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    stream: TcpStream,
+    buf: Buf,
+}
+
+impl Upstream {
+    /// A new connection to a slot's process.
+    async fn connect(addr: SocketAddr) -> Result<Upstream, String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        Ok(Upstream {
+            stream,
+            buf: Buf::new(),
+        })
+    }
+
+    /// Whether the process still keeps this idle connection open (it has
+    /// not closed it, nor sent anything unasked): one system call.
+    fn alive(&self) -> bool {
+        // A peek, so the check does not depend on the runtime having
+        // seen the socket's last event yet.
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        matches!(
+            rustix::net::recv(&self.stream, &mut byte, flags),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+}
+
+/// Answers of the router's own.
+struct Page {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+}
+
+impl Page {
+    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Page {
+        Page {
+            status,
+            title,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why an exchange went wrong, and what the client is told.
+enum Failure {
+    /// Answer with a page of the router's own.
+    Page(Page),
+    /// Nothing more can be said on this connection (the client went, or
+    /// the response was cut off half way): close it.
+    Close,
+}
+
+/// How a body moved from one connection to the other.
+enum PumpError {
+    /// The sending side closed or failed before the body ended.
+    Source(String),
+    /// The receiving side could not take it.
+    Sink(std::io::Error),
+}
+
+/// Moves a body from `src` (what `buf` holds first) to `dst`, as `body`
+/// frames it, with `out` holding bytes to write first (a head). `hold`:
+/// do not write `out` alone while the body has not started (so a head and
+/// a small body leave in one write).
+async fn pump(
+    body: &mut http1::BodyRelay,
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &mut TcpStream,
+    out: &mut Vec<u8>,
+    mut hold: bool,
+) -> Result<(), PumpError> {
+    loop {
+        let used = body
+            .take(buf.filled(), out)
+            .map_err(|e| PumpError::Source(e.to_string()))?;
+        buf.consume(used);
+        if body.done() {
+            break;
+        }
+        if used > 0 {
+            hold = false;
+        }
+        if !out.is_empty() && !hold {
+            dst.write_all(out).await.map_err(PumpError::Sink)?;
+            out.clear();
+        }
+        hold = false;
+        match buf.read_from(src).await {
+            Ok(0) => {
+                body.at_end(out)
+                    .map_err(|e| PumpError::Source(e.to_string()))?;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(PumpError::Source(e.to_string())),
+        }
+    }
+    if !out.is_empty() {
+        dst.write_all(out).await.map_err(PumpError::Sink)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// One client connection: its requests, one after the other, each sent
+/// on the upstream connection pinned to it.
+struct ClientConn {
+    ctx: Arc<RouterCtx>,
+    stream: TcpStream,
+    buf: Buf,
+    /// The client's address (`X-Forwarded-For`).
+    peer: String,
+    pinned: Option<(Arc<Backend>, Upstream)>,
+    /// The router's shutdown, as a token of the connection's own (waiting
+    /// on it takes no lock shared with other connections).
+    shutdown: CancellationToken,
+    /// When reading a request head times out, and since when it is set.
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle_from: tokio::time::Instant,
+    /// The request head for the process, the response head for the
+    /// client, and bytes to write.
+    head: Vec<u8>,
+    res_head: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// How long a client may take to send a request's head (also how long an
+/// idle keep-alive connection is kept).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl ClientConn {
+    async fn run(mut self) {
+        loop {
+            let request = match self.read_head().await {
+                Ok(Some(request)) => request,
+                Ok(None) => return,
+                Err(page) => {
+                    self.answer(&page, false, false).await;
+                    self.linger().await;
+                    return;
+                }
+            };
+            self.buf.consume(request.head_len);
+            let keep_alive = match self.exchange(&request).await {
+                Ok(keep_alive) => keep_alive,
+                Err(Failure::Page(page)) => {
+                    // Unread body bytes would be taken for the next request.
+                    let keep = request.keep_alive && request.body == http1::Framing::Empty;
+                    let answered = self.answer(&page, request.is_head, keep).await;
+                    if !keep {
+                        self.linger().await;
+                        return;
+                    }
+                    answered
+                }
+                Err(Failure::Close) => false,
+            };
+            if !keep_alive || self.shutdown.is_cancelled() {
+                let _ = self.stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Reads the next request's head. `Ok(None)`: the client closed, was
+    /// idle too long, or the router is shutting down.
+    async fn read_head(&mut self) -> Result<Option<http1::Request>, Page> {
+        // The timer is moved at most once a second (a head may take 29 to
+        // 30 s), not once a request.
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.idle_from) >= Duration::from_secs(1) {
+            self.idle.as_mut().reset(now + HEAD_TIMEOUT);
+            self.idle_from = now;
+        }
+        loop {
+            if !self.buf.is_empty() {
+                match http1::request(self.buf.filled(), &self.peer, &mut self.head) {
+                    Ok(Some(request)) => return Ok(Some(request)),
+                    Ok(None) => {}
+                    Err(e @ http1::HeadError::TooLarge) => {
+                        return Err(Page::new(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "Request head too large",
+                            format!("The slot router cannot take this request: {e}."),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(Page::new(
+                            StatusCode::BAD_REQUEST,
+                            "Bad request",
+                            format!("The slot router cannot read this request: {e}."),
+                        ));
+                    }
+                }
+            }
+            let read = tokio::select! {
+                read = self.buf.read_from(&mut self.stream) => read,
+                _ = &mut self.idle => return Ok(None),
+                _ = self.shutdown.cancelled(), if self.buf.is_empty() => return Ok(None),
+            };
+            match read {
+                Ok(n) if n > 0 => {}
+                // Closed or failed.
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Closes after an answer sent before the request was read whole: the
+    /// client's unread bytes are read and dropped for a moment, so that
+    /// closing does not reset the connection before the answer is read.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(n) = self.stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Writes a page of the router's own; whether it was written.
+    async fn answer(&mut self, page: &Page, is_head: bool, keep_alive: bool) -> bool {
+        let bytes = page_bytes(page, is_head, keep_alive);
+        self.stream.write_all(&bytes).await.is_ok()
+    }
+
+    /// Routes one request and relays its exchange; whether the client's
+    /// connection goes on.
+    async fn exchange(&mut self, request: &http1::Request) -> Result<bool, Failure> {
+        let Some(host) = request.host.as_deref() else {
+            return Err(Failure::Page(Page::new(
+                StatusCode::BAD_REQUEST,
+                "No host name",
+                "The request has no Host header, so Slipway's slot router cannot tell which app it is for.",
+            )));
+        };
+        let ctx = Arc::clone(&self.ctx);
+        let suffix = &ctx.suffix;
+        let label = label_of(host, suffix).map(|l| {
+            if l.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(l.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(l)
+            }
+        });
+        let lookup = || label.as_deref().and_then(|l| ctx.table.lookup(l));
+        let mut route = lookup();
+        // A request that picked a backend as it was retired looks again (a
+        // deployment or swap just moved the route; the new one is in the table).
+        for _ in 0..3 {
+            match route {
+                None => {
+                    return Err(Failure::Page(Page::new(
+                        StatusCode::NOT_FOUND,
+                        "No such slot",
+                        format!(
+                            "{host} names no slot of an app on this Slipway. Slots answer to APP-SLOT{suffix} (and the production slot to APP{suffix})."
+                        ),
+                    )));
+                }
+                Some(Route::Idle { app, slot }) => {
+                    return Err(Failure::Page(Page::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Nothing is running in this slot",
+                        format!(
+                            "The slot {slot} of {app} has no release running yet. Deploy one to it (a deploy_slot task), or swap a slot into it."
+                        ),
+                    )));
+                }
+                Some(Route::Backend(backend)) => match backend.enter() {
+                    Some(guard) => return self.forward(request, guard).await,
+                    None => {
+                        tokio::task::yield_now().await;
+                        route = lookup();
+                    }
+                },
+            }
+        }
+        Err(Failure::Page(Page::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The slot is changing",
+            "The slot's process was being replaced; try again.",
+        )))
+    }
+
+    /// The upstream connection for a request to `backend`: the pinned one,
+    /// else a spare of the backend's, else `None` (connect). A connection
+    /// pinned to another backend (the route moved) goes back to it.
+    fn upstream_to(&mut self, backend: &Arc<Backend>, check: bool) -> Option<Upstream> {
+        match self.pinned.take() {
+            Some((b, conn)) if Arc::ptr_eq(&b, backend) => {
+                if !check || conn.alive() {
+                    Some(conn)
+                } else {
+                    backend.take_spare()
+                }
+            }
             Some((b, conn)) => {
                 b.give_back(conn);
                 backend.take_spare()
@@ -294,63 +631,231 @@ impl ClientConn {
         }
     }
 
-    fn pin(&self, backend: Arc<Backend>, conn: Upstream) {
-        *self.pinned() = Some((backend, conn));
+    fn unreachable(backend: &Backend, why: &str) -> Failure {
+        tracing::warn!(
+            backend = backend.label(),
+            error = why,
+            "slot process did not answer"
+        );
+        Failure::Page(Page::new(
+            StatusCode::BAD_GATEWAY,
+            "The slot's process does not answer",
+            format!(
+                "Slipway forwarded the request to {} ({}), which did not answer: {why}. It may be starting, restarting after a crash, or stopped; the environments page says which.",
+                backend.label(),
+                backend.addr,
+            ),
+        ))
     }
+
+    async fn forward(
+        &mut self,
+        request: &http1::Request,
+        guard: InFlight,
+    ) -> Result<bool, Failure> {
+        let backend = Arc::clone(&guard.0);
+        // A connection kept alive may have been closed by the process
+        // meanwhile: a request that can be sent again is, on a fresh
+        // connection; any other is sent only on a connection seen open.
+        let reused = self.upstream_to(&backend, !request.retryable);
+        let mut fresh = reused.is_none();
+        let mut upstream = match reused {
+            Some(conn) => conn,
+            None => Upstream::connect(backend.addr)
+                .await
+                .map_err(|e| Self::unreachable(&backend, &e))?,
+        };
+        let client = http1::ClientSide {
+            is_head: request.is_head,
+            http10: request.http10,
+            keep_alive: request.keep_alive,
+        };
+        // The head (and a body) to the process, then the head of its answer.
+        let relayed = loop {
+            match self.send(request, &mut upstream, client).await {
+                Ok(relayed) => break relayed,
+                Err(SendError::Retry(why)) if !fresh && request.retryable => {
+                    tracing::debug!(
+                        backend = backend.label(),
+                        error = why,
+                        "sending again on a fresh connection"
+                    );
+                    upstream = Upstream::connect(backend.addr)
+                        .await
+                        .map_err(|e| Self::unreachable(&backend, &e))?;
+                    fresh = true;
+                }
+                Err(SendError::Retry(why)) | Err(SendError::Upstream(why)) => {
+                    return Err(Self::unreachable(&backend, &why));
+                }
+                Err(SendError::Client) => return Err(Failure::Close),
+            }
+        };
+        if relayed.response.status == 101 {
+            return self.tunnel(upstream).await;
+        }
+        // The answer's body, after its head (in the same write when the
+        // body is there or on its way: read-ahead for a known length).
+        let mut body = http1::BodyRelay::new(relayed.response.body, relayed.relay);
+        self.out.clear();
+        self.out.extend_from_slice(&self.res_head);
+        let hold = matches!(relayed.response.body, http1::Framing::Length(_));
+        let pumped = pump(
+            &mut body,
+            &mut upstream.stream,
+            &mut upstream.buf,
+            &mut self.stream,
+            &mut self.out,
+            hold,
+        )
+        .await;
+        drop(guard);
+        match pumped {
+            Ok(()) => {
+                if relayed.response.reusable && upstream.buf.is_empty() {
+                    self.pinned = Some((backend, upstream));
+                }
+                Ok(relayed.client_keep_alive)
+            }
+            Err(PumpError::Source(why)) => {
+                tracing::warn!(
+                    backend = backend.label(),
+                    error = why,
+                    "slot process cut a response off"
+                );
+                Err(Failure::Close)
+            }
+            Err(PumpError::Sink(_)) => Err(Failure::Close),
+        }
+    }
+
+    /// Sends the request (head in `self.head`, body from the client) on
+    /// `upstream` and reads the head of the final answer into `self.head`
+    /// (interim `1xx` answers are passed on to the client).
+    async fn send(
+        &mut self,
+        request: &http1::Request,
+        upstream: &mut Upstream,
+        client: http1::ClientSide,
+    ) -> Result<http1::Relayed, SendError> {
+        self.out.clear();
+        self.out.extend_from_slice(&self.head);
+        if request.body == http1::Framing::Empty {
+            upstream
+                .stream
+                .write_all(&self.out)
+                .await
+                .map_err(|e| SendError::Retry(e.to_string()))?;
+        } else {
+            if request.expect_continue && !request.http10 && self.buf.is_empty() {
+                // The client waits for this before its body.
+                self.stream
+                    .write_all(CONTINUE)
+                    .await
+                    .map_err(|_| SendError::Client)?;
+            }
+            let mut body = http1::BodyRelay::new(request.body, http1::Relay::AsIs);
+            pump(
+                &mut body,
+                &mut self.stream,
+                &mut self.buf,
+                &mut upstream.stream,
+                &mut self.out,
+                false,
+            )
+            .await
+            .map_err(|e| match e {
+                PumpError::Source(_) => SendError::Client,
+                PumpError::Sink(e) => SendError::Upstream(e.to_string()),
+            })?;
+        }
+        let mut answered = false;
+        loop {
+            if !upstream.buf.is_empty() {
+                answered = true;
+                let parsed = http1::response(upstream.buf.filled(), client, &mut self.res_head)
+                    .map_err(|e| SendError::Upstream(e.to_string()))?;
+                if let Some(relayed) = parsed {
+                    upstream.buf.consume(relayed.response.head_len);
+                    let status = relayed.response.status;
+                    if (100..200).contains(&status) && status != 101 {
+                        if !request.http10 {
+                            self.stream
+                                .write_all(&self.res_head)
+                                .await
+                                .map_err(|_| SendError::Client)?;
+                        }
+                        continue;
+                    }
+                    if status == 101 && !request.upgrade {
+                        return Err(SendError::Upstream(
+                            "it switched protocols unasked".to_string(),
+                        ));
+                    }
+                    return Ok(relayed);
+                }
+            }
+            match upstream.buf.read_from(&mut upstream.stream).await {
+                Ok(n) if n > 0 => {}
+                Ok(_) if !answered => {
+                    return Err(SendError::Retry("it closed the connection".to_string()));
+                }
+                Ok(_) => {
+                    return Err(SendError::Upstream(
+                        "it closed the connection in the middle of its answer".to_string(),
+                    ));
+                }
+                Err(e) if !answered => return Err(SendError::Retry(e.to_string())),
+                Err(e) => return Err(SendError::Upstream(e.to_string())),
+            }
+        }
+    }
+
+    /// After `101 Switching Protocols` (a WebSocket): the two connections
+    /// are joined until either closes.
+    async fn tunnel(&mut self, mut upstream: Upstream) -> Result<bool, Failure> {
+        self.out.clear();
+        self.out.extend_from_slice(&self.res_head);
+        self.out.extend_from_slice(upstream.buf.filled());
+        upstream.buf.consume(usize::MAX);
+        if self.stream.write_all(&self.out).await.is_err() {
+            return Err(Failure::Close);
+        }
+        if !self.buf.is_empty() {
+            let early = self.buf.filled().to_vec();
+            self.buf.consume(usize::MAX);
+            if upstream.stream.write_all(&early).await.is_err() {
+                return Err(Failure::Close);
+            }
+        }
+        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream.stream).await;
+        Ok(false)
+    }
+}
+
+enum SendError {
+    /// Nothing came back: the connection may have been closed while idle.
+    Retry(String),
+    /// The process answered wrongly or went away mid-exchange.
+    Upstream(String),
+    /// The client went away.
+    Client,
 }
 
 impl Drop for ClientConn {
     fn drop(&mut self) {
-        let pinned = self
-            .pinned
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some((backend, conn)) = pinned {
+        if let Some((backend, conn)) = self.pinned.take() {
             backend.give_back(conn);
         }
     }
 }
 
-type ProxyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A new HTTP/1.1 connection to a slot's process.
-async fn connect(addr: SocketAddr) -> Result<Upstream, ProxyError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()))??;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        // Ends when the process or the router closes it.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-type ProxyBody = Either<Incoming, Empty<Bytes>>;
-type ResponseBody = Either<Tracked<ReadAhead>, Full<Bytes>>;
-
-/// Headers that concern one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
 /// Runs the router on `listener` until `shutdown`, then lets open
-/// requests finish (at most 5 s).
+/// requests finish (at most 5 s). Connections are tasks on the caller's
+/// runtime: `serve`'s multi-thread one, whose work stealing keeps the tail
+/// short when the cores are shared with the apps (a single-threaded
+/// runtime per core was tried: less CPU, but a p99 three times longer at
+/// half load, docs/performance.md).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     table: Arc<RouteTable>,
@@ -360,12 +865,18 @@ pub async fn serve(
     let ctx = Arc::new(RouterCtx {
         table,
         suffix: format!(".{}", domain.trim_matches('.').to_ascii_lowercase()),
+        shutdown,
     });
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    accept_loop(listener, ctx).await;
+}
+
+/// Accepts and serves connections until shutdown.
+async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<RouterCtx>) {
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -377,26 +888,24 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::clone(&ctx);
-        let client = Arc::new(ClientConn::new(peer));
-        let service = hyper::service::service_fn(move |req| {
-            let ctx = Arc::clone(&ctx);
-            let client = Arc::clone(&client);
-            async move { Ok::<_, Infallible>(handle(&ctx, &client, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // A client that goes away mid-request is not news.
-            let _ = conn.await;
-        });
+        let conn = ClientConn {
+            ctx: Arc::clone(&ctx),
+            stream,
+            buf: Buf::new(),
+            peer: peer.ip().to_string(),
+            pinned: None,
+            shutdown: ctx.shutdown.child_token(),
+            idle: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+            idle_from: tokio::time::Instant::now(),
+            head: Vec::with_capacity(1024),
+            res_head: Vec::with_capacity(1024),
+            out: Vec::with_capacity(READ_SIZE),
+        };
+        connections.spawn(conn.run());
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(5), connections.wait())
         .await
         .is_err()
     {
@@ -419,271 +928,29 @@ fn label_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     tail.eq_ignore_ascii_case(suffix).then_some(label)
 }
 
-/// The host a request names: its `Host` header, else its target's authority.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    match req.headers().get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
-}
-
-async fn handle(
-    ctx: &RouterCtx,
-    client: &ClientConn,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let Some(host_value) = request_host(&req) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "No host name",
-            "The request has no Host header, so Slipway's slot router cannot tell which app it is for.",
-        );
-    };
-    let host = host_value.to_str().unwrap_or_default();
-    let label = label_of(host, &ctx.suffix).map(|l| {
-        if l.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(l.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(l)
-        }
-    });
-    let mut route = label.as_deref().and_then(|l| ctx.table.lookup(l));
-    // A request that picked a backend as it was retired looks again (a
-    // deployment or swap just moved the route; the new one is in the table).
-    for _ in 0..3 {
-        match route {
-            None => {
-                return page(
-                    StatusCode::NOT_FOUND,
-                    "No such slot",
-                    &format!(
-                        "{} names no slot of an app on this Slipway. Slots answer to APP-SLOT{} (and the production slot to APP{}).",
-                        host, ctx.suffix, ctx.suffix
-                    ),
-                );
-            }
-            Some(Route::Idle { app, slot }) => {
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Nothing is running in this slot",
-                    &format!(
-                        "The slot {slot} of {app} has no release running yet. Deploy one to it (a deploy_slot task), or swap a slot into it."
-                    ),
-                );
-            }
-            Some(Route::Backend(backend)) => match backend.enter() {
-                Some(guard) => {
-                    let host_value = host_value.clone();
-                    return forward(client, req, host_value, guard).await;
-                }
-                None => {
-                    tokio::task::yield_now().await;
-                    route = label.as_deref().and_then(|l| ctx.table.lookup(l));
-                }
-            },
-        }
-    }
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The slot is changing",
-        "The slot's process was being replaced; try again.",
-    )
-}
-
-async fn forward(
-    client: &ClientConn,
-    req: Request<Incoming>,
-    host: HeaderValue,
-    guard: InFlight,
-) -> Response<ResponseBody> {
-    let backend = Arc::clone(&guard.0);
-    let (mut parts, body) = req.into_parts();
-    // HTTP/1.1 to the process: the request target is the path (and query).
-    let path = match parts.uri.path_and_query() {
-        Some(path) => path.clone(),
-        None => PathAndQuery::from_static("/"),
-    };
-    parts.uri = Uri::from(path);
-    // The router speaks HTTP/1.1 to the app whatever the client spoke.
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, host.clone());
-    }
-    forwarded_headers(&mut parts.headers, &client.peer_header, host);
-    // The process reads the authority from `Host`, which stays as the
-    // client sent it; the connection is to `backend.addr`.
-    //
-    // A request without a body can be sent again if the kept-alive
-    // connection it went out on was closed by the app meanwhile.
-    let retryable = body.is_end_stream()
-        && matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
-        );
-    let request = Request::from_parts(parts, Either::Left(body));
-    match send(client, &backend, request, retryable).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            // An HTTP/1.0 app (python's http.server) must not end the
-            // client's keep-alive connection.
-            parts.version = Version::HTTP_11;
-            strip_hop_by_hop(&mut parts.headers);
-            let body = ReadAhead::new(body).await;
-            Response::from_parts(
-                parts,
-                Either::Left(Tracked {
-                    inner: body,
-                    _guard: guard,
-                }),
-            )
-        }
-        Err(e) => {
-            tracing::warn!(backend = backend.label(), error = %e, "slot process did not answer");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "The slot's process does not answer",
-                &format!(
-                    "Slipway forwarded the request to {} ({}), which did not answer: {}. It may be starting, restarting after a crash, or stopped; the environments page says which.",
-                    backend.label(),
-                    backend.addr,
-                    error_chain(e.as_ref())
-                ),
-            )
-        }
-    }
-}
-
-/// Sends `request` over the client connection's upstream connection to
-/// `backend` (opened when there is none), and pins that connection for the
-/// client's next request. A request the kept-alive connection could not
-/// take is sent on a fresh connection; so is a `retryable` one whose
-/// connection broke before an answer came.
-async fn send(
-    client: &ClientConn,
-    backend: &Arc<Backend>,
-    request: Request<ProxyBody>,
-    retryable: bool,
-) -> Result<Response<Incoming>, ProxyError> {
-    let reused = client.upstream_to(backend);
-    let request = match reused {
-        Some(mut conn) => {
-            let copy = retryable.then(|| bodiless_copy(&request));
-            let ready = conn.ready().await.is_ok();
-            let failed = if ready {
-                match conn.try_send_request(request).await {
-                    Ok(response) => {
-                        client.pin(Arc::clone(backend), conn);
-                        return Ok(response);
-                    }
-                    Err(mut e) => match (e.take_message(), copy) {
-                        (Some(request), _) => Ok(request),
-                        (None, Some(copy)) => Ok(copy),
-                        (None, None) => Err(e.into_error()),
-                    },
-                }
-            } else {
-                // Closed while idle: nothing was sent.
-                Ok(request)
-            };
-            match failed {
-                Ok(request) => {
-                    tracing::debug!(
-                        backend = backend.label(),
-                        "sending again on a fresh connection"
-                    );
-                    request
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        None => request,
-    };
-    let mut conn = connect(backend.addr).await?;
-    conn.ready().await?;
-    let response = conn.send_request(request).await?;
-    client.pin(Arc::clone(backend), conn);
-    Ok(response)
-}
-
-/// A copy of a request without a body (sent again when its connection broke).
-fn bodiless_copy(request: &Request<ProxyBody>) -> Request<ProxyBody> {
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in &listed {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    // Upgrades (WebSocket) are not proxied: without `Connection: upgrade`
-    // the header means nothing.
-    headers.remove(header::UPGRADE);
-}
-
-fn forwarded_headers(headers: &mut HeaderMap, peer: &HeaderValue, host: HeaderValue) {
-    let appended = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(before)) if !before.trim().is_empty() => {
-            let client = peer.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{before}, {client}")).ok()
-        }
-        _ => None,
-    };
-    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| peer.clone()));
-    headers.insert(X_FORWARDED_HOST, host);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-}
-
-/// A small HTML page of the router's own.
-fn page(status: StatusCode, title: &str, message: &str) -> Response<ResponseBody> {
+/// A whole response of the router's own: a small HTML page.
+fn page_bytes(page: &Page, is_head: bool, keep_alive: bool) -> Vec<u8> {
+    let status = page.status;
     let body = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {title} · Slipway slot router</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}</style></head>\
 <body><h1>{code} · {title}</h1><p>{message}</p><p><small>Slipway slot router</small></p></body></html>\n",
         code = status.as_u16(),
-        title = escape(title),
-        message = escape(message),
+        title = escape(page.title),
+        message = escape(&page.message),
     );
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\n{}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        if keep_alive { "" } else { "Connection: close\r\n" },
+    )
+    .into_bytes();
+    if !is_head {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
 }
 
 fn escape(text: &str) -> String {
@@ -701,102 +968,21 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// A response body that keeps its request counted in flight until it ends.
-struct Tracked<B> {
-    inner: B,
-    _guard: InFlight,
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body of the app's, with its first frame read before the
-/// response goes to the client when its length is known (`Content-Length`).
-///
-/// The client then gets the head and a small body in one write: sent
-/// straight away, the head would go out alone while the body is still on
-/// its way from the app's connection, and each response would cost the
-/// router and the client a second write and a second read. Bodies of
-/// unknown length (chunked: event streams, long polls) are not waited for.
-struct ReadAhead {
-    first: Option<Result<Frame<Bytes>, hyper::Error>>,
-    rest: Incoming,
-}
-
-impl ReadAhead {
-    async fn new(mut body: Incoming) -> ReadAhead {
-        let first = if !body.is_end_stream() && body.size_hint().exact().is_some() {
-            body.frame().await
-        } else {
-            None
-        };
-        ReadAhead { first, rest: body }
-    }
-}
-
-impl Body for ReadAhead {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        match this.first.take() {
-            Some(first) => Poll::Ready(Some(first)),
-            None => Pin::new(&mut this.rest).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let rest = self.rest.size_hint();
-        let first = match &self.first {
-            Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.len() as u64),
-            _ => 0,
-        };
-        let mut hint = SizeHint::new();
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper.saturating_add(first));
-        }
-        hint.set_lower(rest.lower().saturating_add(first));
-        hint
-    }
-}
-
-/// Reads a whole body (for tests and the benchmark).
-pub async fn collect_body<B>(body: B) -> Result<Bytes, B::Error>
-where
-    B: Body,
-{
-    Ok(body.collect().await?.to_bytes())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::body::Bytes;
+    use hyper::client::conn::http1::SendRequest;
+    use hyper::{Request, Response, header};
+    use hyper_util::rt::TokioIo;
+
+    async fn collect_body<B: hyper::body::Body>(body: B) -> Result<Bytes, B::Error> {
+        Ok(body.collect().await?.to_bytes())
+    }
 
     #[test]
     fn labels_come_from_host_names() {
@@ -819,37 +1005,6 @@ mod tests {
             host_names("web", "staging", "slots.example"),
             vec!["web-staging.slots.example"]
         );
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go_and_forwarded_headers_come() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
-        strip_hop_by_hop(&mut h);
-        forwarded_headers(
-            &mut h,
-            &HeaderValue::from_static("127.0.0.1"),
-            HeaderValue::from_static("web.localhost:8081"),
-        );
-        assert!(h.get(header::CONNECTION).is_none());
-        assert!(h.get("x-private").is_none());
-        assert!(h.get("keep-alive").is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
-        assert_eq!(h[header::ACCEPT], "text/html");
-        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3, 127.0.0.1");
-        assert_eq!(h[X_FORWARDED_HOST], "web.localhost:8081");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
     }
 
     #[tokio::test]
@@ -1027,5 +1182,335 @@ mod tests {
             (1000, 1000, 2000)
         );
         assert!(table.lookup("web-dev").is_none());
+    }
+
+    /// A router on a free port with `web` (production) and `web-dev` routed
+    /// to `app` and `web-idle` running nothing.
+    async fn router_to(app: SocketAddr) -> (SocketAddr, Arc<Backend>, CancellationToken) {
+        let table = Arc::new(RouteTable::new());
+        let backend = Arc::new(Backend::new(app.port(), "web/production"));
+        table.update(|m| {
+            RouteTable::set(m, "web", "production", Route::Backend(Arc::clone(&backend)));
+            RouteTable::set(m, "web", "dev", Route::Backend(Arc::clone(&backend)));
+            RouteTable::set(
+                m,
+                "web",
+                "idle",
+                Route::Idle {
+                    app: "web".into(),
+                    slot: "idle".into(),
+                },
+            );
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, table, "localhost", stop.clone()));
+        (router, backend, stop)
+    }
+
+    /// An app that answers every request with what it got: method, target,
+    /// the headers the router sets, and the body.
+    async fn echo_app() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |req: Request<hyper::body::Incoming>| async move {
+                            let h = |name: &str| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("-")
+                                    .to_string()
+                            };
+                            let head = format!(
+                                "{} {} host={} xff={} xfh={} xfp={} conn={} te={} private={}",
+                                req.method(),
+                                req.uri(),
+                                h("host"),
+                                h("x-forwarded-for"),
+                                h("x-forwarded-host"),
+                                h("x-forwarded-proto"),
+                                h("connection"),
+                                h("transfer-encoding"),
+                                h("x-private"),
+                            );
+                            let body = collect_body(req.into_body()).await.unwrap_or_default();
+                            let text = format!("{head} body={}", String::from_utf8_lossy(&body));
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `bytes` on a new connection to the router and reads until the
+    /// router closes it.
+    async fn raw(router: SocketAddr, bytes: &[u8]) -> String {
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        read_to_close(&mut stream).await
+    }
+
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+            .await
+            .expect("the router closed the connection")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Reads from `stream` until `text` has come.
+    async fn read_until(stream: &mut TcpStream, text: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(text) {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {text:?} in {:?}", String::from_utf8_lossy(&got)))
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before {text:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn bodies_headers_and_pipelined_requests_reach_the_app() {
+        let (router, _backend, stop) = router_to(echo_app().await).await;
+        // A chunked upload in pieces, then a pipelined GET that closes.
+        let got = raw(
+            router,
+            b"POST /up?x=1 HTTP/1.1\r\nHost: Web.Localhost:8081\r\nTransfer-Encoding: chunked\r\n\
+              Connection: keep-alive, x-private\r\nX-Private: secret\r\nX-Forwarded-For: 10.9.9.9\r\n\
+              X-Forwarded-Proto: https\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+              GET http://web-dev.localhost/next HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let first = "POST /up?x=1 host=Web.Localhost:8081 xff=10.9.9.9, 127.0.0.1 \
+                     xfh=Web.Localhost:8081 xfp=http conn=- te=chunked private=- body=hello world";
+        let second = "GET /next host=web-dev.localhost xff=127.0.0.1 xfh=web-dev.localhost \
+                      xfp=http conn=- te=- private=- body=";
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains(first), "{got}");
+        let at = got.find(first).unwrap();
+        assert!(got[at..].contains("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            got.contains("connection: close\r\n") || got.contains("Connection: close\r\n"),
+            "{got}"
+        );
+        assert!(got.ends_with(second), "{got}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_expects_100_continue_gets_it_before_sending_its_body() {
+        let (router, _backend, stop) = router_to(echo_app().await).await;
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        stream
+            .write_all(b"PUT /f HTTP/1.1\r\nHost: web.localhost\r\nExpect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let interim = read_until(&mut stream, "\r\n\r\n").await;
+        assert!(
+            interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+            "{interim}"
+        );
+        stream.write_all(b"data").await.unwrap();
+        let got = read_to_close(&mut stream).await;
+        assert!(got.contains("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("body=data"), "{got}");
+        stop.cancel();
+    }
+
+    /// An app of `answer`s: for each connection, reads one request head,
+    /// writes `answer`, and closes (unless `keep`: then it reads on and
+    /// echoes whatever comes, as a tunnel). Counts the connections closed.
+    async fn scripted_app(answer: &'static [u8], keep: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&closed);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let _ = read_until(&mut stream, "\r\n\r\n").await;
+                    stream.write_all(answer).await.unwrap();
+                    if keep {
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = stream.read(&mut buf).await {
+                            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    drop(stream);
+                    count.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, closed)
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_ends_with_its_connection_is_chunked_for_the_client() {
+        // python's http.server without a Content-Length: HTTP/1.0, body
+        // until it closes.
+        let (app, _) = scripted_app(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello",
+            false,
+        )
+        .await;
+        let (router, _backend, stop) = router_to(app).await;
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        for _ in 0..2 {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let got = read_until(&mut stream, "0\r\n\r\n").await;
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            assert!(got.contains("Transfer-Encoding: chunked\r\n"), "{got}");
+            assert!(got.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{got}");
+        }
+        // An HTTP/1.0 client gets it as it came, and the connection closes.
+        let got = raw(router, b"GET / HTTP/1.0\r\nHost: web.localhost\r\n\r\n").await;
+        assert!(got.contains("Connection: close\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_the_app_closed_is_not_a_failed_request() {
+        // Answers one request per connection, then closes without saying so.
+        let (app, closed) =
+            scripted_app(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+        let (router, _backend, stop) = router_to(app).await;
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n";
+        let post = b"POST / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 1\r\n\r\nx";
+        stream.write_all(request).await.unwrap();
+        assert!(
+            read_until(&mut stream, "\r\n\r\nok")
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        // A GET is sent again on a fresh connection when the kept one is dead.
+        stream.write_all(request).await.unwrap();
+        assert!(
+            read_until(&mut stream, "\r\n\r\nok")
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        // A POST is never sent twice: it goes only on a connection seen open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while closed.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the app did not close"
+            );
+            tokio::task::yield_now().await;
+        }
+        stream.write_all(post).await.unwrap();
+        assert!(
+            read_until(&mut stream, "\r\n\r\nok")
+                .await
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_joins_the_two_connections() {
+        let (app, _) = scripted_app(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            true,
+        )
+        .await;
+        let (router, _backend, stop) = router_to(app).await;
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        stream
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_until(&mut stream, "\r\n\r\n").await;
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Upgrade: websocket\r\n"), "{head}");
+        stream.write_all(b"ping").await.unwrap();
+        assert_eq!(read_until(&mut stream, "ping").await, "ping");
+        drop(stream);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_router_answers_for_missing_slots_bad_requests_and_dead_processes() {
+        // A port nothing listens on.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (router, _backend, stop) = router_to(dead).await;
+        // Two body-less requests on one connection: each answered, kept alive.
+        let got = raw(
+            router,
+            b"GET / HTTP/1.1\r\nHost: nope.localhost\r\n\r\nHEAD / HTTP/1.1\r\nHost: web-idle.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 404 Not Found\r\n"), "{got}");
+        assert!(got.contains("No such slot"), "{got}");
+        assert!(
+            got.contains("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("Connection: close\r\n\r\n"),
+            "HEAD has no body: {got}"
+        );
+        let got = raw(
+            router,
+            b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\nGET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{got}");
+        assert!(got.contains("does not answer"), "{got}");
+        assert_eq!(
+            got.matches("HTTP/1.1 502 Bad Gateway\r\n").count(),
+            2,
+            "kept alive: {got}"
+        );
+        let got = raw(router, b"POST / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+        assert!(
+            got.contains("both Transfer-Encoding and Content-Length"),
+            "{got}"
+        );
+        let got = raw(router, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+        assert!(got.contains("no Host header"), "{got}");
+        let mut big = b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: ".to_vec();
+        big.resize(http1::MAX_HEAD + 100, b'a');
+        let got = raw(router, &big).await;
+        assert!(
+            got.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{got}"
+        );
+        stop.cancel();
     }
 }
