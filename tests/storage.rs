@@ -673,6 +673,25 @@ fn the_board_loads_releases_and_their_deployments_in_two_queries() {
             Some(retry.clone())
         );
         assert!(find_deployment(&mut conn, 999_999).unwrap().is_none());
+        // Many at once (the approval inbox), missing ids left out.
+        let mut many = find_deployments(&mut conn, &[retry.id, of_last[0].id, 999_999]).unwrap();
+        many.sort_by_key(|d| d.id);
+        let mut expected = vec![retry.clone(), of_last[0].clone()];
+        expected.sort_by_key(|d| d.id);
+        expected.dedup_by_key(|d| d.id);
+        assert_eq!(many, expected, "{label}");
+        assert!(find_deployments(&mut conn, &[]).unwrap().is_empty());
+        let versions: Vec<String> =
+            find_releases_by_ids(&mut conn, &[releases[11].id, releases[9].id, 999_999])
+                .unwrap()
+                .into_iter()
+                .map(|r| r.version)
+                .collect();
+        assert_eq!(versions.len(), 2, "{label}");
+        assert!(
+            versions.contains(&releases[11].version) && versions.contains(&releases[9].version)
+        );
+        assert!(find_releases_by_ids(&mut conn, &[]).unwrap().is_empty());
 
         // What runs where: the newest success per stage.
         let current = latest_deployment_per_stage(&mut conn, pipeline_id).unwrap();

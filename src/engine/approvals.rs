@@ -902,10 +902,27 @@ impl ApprovalItem {
 fn items(conn: &mut DbConn, rows: Vec<ApprovalRow>) -> Result<Vec<ApprovalItem>, EngineError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut decisions = store::decisions_of_many(conn, &ids)?;
+    // Deployments and releases in one query each, not one per approval.
+    let deployment_ids: Vec<i64> = rows.iter().map(|r| r.deployment_id).collect();
+    let mut by_id: std::collections::HashMap<i64, DeploymentRow> =
+        storage::find_deployments(conn, &deployment_ids)?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+    let release_ids: Vec<i64> = by_id.values().map(|d| d.release_id).collect();
+    let versions: std::collections::HashMap<i64, String> =
+        storage::find_releases_by_ids(conn, &release_ids)?
+            .into_iter()
+            .map(|r| (r.id, r.version))
+            .collect();
     let mut out = Vec::with_capacity(rows.len());
     let mut pipelines: std::collections::HashMap<i64, String> = Default::default();
     for row in rows {
-        let d = deployments::find(conn, row.deployment_id)?;
+        let d = match by_id.get(&row.deployment_id) {
+            Some(d) => d.clone(),
+            None => deployments::find(conn, row.deployment_id)?,
+        };
+        by_id.entry(d.id).or_insert_with(|| d.clone());
         let pipeline = match pipelines.get(&row.pipeline_id) {
             Some(p) => p.clone(),
             None => {
@@ -914,9 +931,7 @@ fn items(conn: &mut DbConn, rows: Vec<ApprovalRow>) -> Result<Vec<ApprovalItem>,
                 name
             }
         };
-        let release = storage::find_release_by_id(conn, d.release_id)?
-            .map(|r| r.version)
-            .unwrap_or_default();
+        let release = versions.get(&d.release_id).cloned().unwrap_or_default();
         let mine: Vec<ApprovalDecisionRow>;
         (mine, decisions) = decisions.into_iter().partition(|x| x.approval_id == row.id);
         let terms = terms(&row)?;
@@ -1011,12 +1026,9 @@ pub fn history_of(
     limit: i64,
 ) -> Result<Vec<(ApprovalDecisionRow, ApprovalItem)>, EngineError> {
     let rows = store::decisions_by_user(conn, user, before, limit)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (decision, approval) in rows {
-        let item = items(conn, vec![approval])?.remove(0);
-        out.push((decision, item));
-    }
-    Ok(out)
+    let (decisions, approvals): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+    let items = items(conn, approvals)?;
+    Ok(decisions.into_iter().zip(items).collect())
 }
 
 /// Who each deployment waiting for approval still needs ("one approval

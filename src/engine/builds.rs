@@ -504,10 +504,13 @@ impl Cleanup {
     /// Removes the workspace (unless kept) and packs the mirror when due.
     pub(crate) async fn run(self) {
         if let Some((mirror, ws)) = self.workspace {
+            // Under the mirror's lock, as every change of the mirror's
+            // worktrees: a fetch that reads them while one is added or
+            // removed fails ("failed to read .../worktrees/N/commondir").
+            let _guard = self.ctx.mirror_lock.lock().await;
             if !self.ctx.keep_workspaces {
                 git::remove_workspace(&mirror, &ws).await;
             }
-            let _guard = self.ctx.mirror_lock.lock().await;
             git::maintain(&mirror).await;
         }
     }
@@ -628,7 +631,11 @@ async fn execute(
                 let recorded = record_checkout(ctx, build, &prepared).await?;
                 Ok::<_, Stop>((prepared, recorded))
             };
-            let checkout = git::checkout(&checkout_mirror, &checkout_ws, sha, cancel);
+            let checkout = async {
+                // Worktrees change under the mirror's lock (see `Cleanup`).
+                let _guard = ctx.mirror_lock.lock().await;
+                git::checkout(&checkout_mirror, &checkout_ws, sha, cancel).await
+            };
             let (prepared, checked_out) = tokio::join!(prepare, checkout);
             let prepared = prepared?;
             checked_out?;
@@ -639,12 +646,16 @@ async fn execute(
                 build, pipeline, definition, branch, mirror, workspace, cancel,
             )
             .await?;
-            let checkout = git::checkout(
-                &prepared.mirror,
-                &prepared.workspace,
-                &prepared.commit.sha,
-                cancel,
-            );
+            let checkout = async {
+                let _guard = ctx.mirror_lock.lock().await;
+                git::checkout(
+                    &prepared.mirror,
+                    &prepared.workspace,
+                    &prepared.commit.sha,
+                    cancel,
+                )
+                .await
+            };
             let (checked_out, recorded) =
                 tokio::join!(checkout, record_checkout(ctx, build, &prepared));
             let recorded = recorded?;

@@ -128,6 +128,20 @@ pub fn find_deployment(conn: &mut DbConn, id: i64) -> Result<Option<DeploymentRo
         .optional()?)
 }
 
+/// The deployments of `ids` (those that exist), in one query.
+pub fn find_deployments(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<Vec<DeploymentRow>, StorageError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(deployments::table
+        .filter(deployments::id.eq_any(ids))
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
 /// What runs in each stage of a pipeline now: per stage, the newest
 /// succeeded deployment (ordered by stage name).
 pub fn latest_deployment_per_stage(

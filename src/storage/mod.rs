@@ -49,7 +49,7 @@ pub use conn::{
     write_transaction,
 };
 pub use deployments::{
-    NewDeployment, deployments_of_release, find_deployment, insert_deployment,
+    NewDeployment, deployments_of_release, find_deployment, find_deployments, insert_deployment,
     latest_deployment_per_stage,
 };
 pub use error::StorageError;
@@ -62,8 +62,8 @@ pub use pipelines::{
 };
 pub use releases::{
     NewArtifact, NewRelease, ReleaseFilter, artifacts_for_releases, board_releases,
-    deployments_for_releases, find_release, find_release_by_id, insert_release, list_artifacts,
-    list_releases,
+    deployments_for_releases, find_release, find_release_by_id, find_releases_by_ids,
+    insert_release, list_artifacts, list_releases,
 };
 pub use sources::{
     advance_source_head, find_source_head, record_source_check, source_heads_of_pipeline,

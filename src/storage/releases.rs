@@ -121,6 +121,20 @@ pub fn find_release_by_id(conn: &mut DbConn, id: i64) -> Result<Option<ReleaseRo
         .optional()?)
 }
 
+/// The releases of `ids` (those that exist), in one query.
+pub fn find_releases_by_ids(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<Vec<ReleaseRow>, StorageError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(releases::table
+        .filter(releases::id.eq_any(ids))
+        .select(ReleaseRow::as_select())
+        .load(conn)?)
+}
+
 /// The artifacts of a release, by path.
 pub fn list_artifacts(
     conn: &mut DbConn,

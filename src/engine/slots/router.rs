@@ -730,8 +730,10 @@ impl ClientConn {
     }
 
     /// Sends the request (head in `self.head`, body from the client) on
-    /// `upstream` and reads the head of the final answer into `self.head`
-    /// (interim `1xx` answers are passed on to the client).
+    /// `upstream` and reads the head of the final answer into
+    /// `self.res_head` (interim `1xx` answers are passed on to the client;
+    /// when the client expects `100 Continue`, the router sends it itself
+    /// before reading the body, and one from the app follows harmlessly).
     async fn send(
         &mut self,
         request: &http1::Request,
