@@ -868,6 +868,19 @@ fn builds_are_listed_newest_first_and_logs_tail_from_a_cursor() {
         );
         assert_eq!(none["chunks"], json!([]));
         assert_eq!(none["next_after"], rest["next_after"]);
+        // A page of one, and page sizes out of range (build and deployment
+        // logs alike).
+        let (_, one) = get_json(app, &token, "/api/v1/pipelines/list/builds/2/log?limit=1");
+        assert_eq!(one["chunks"].as_array().unwrap().len(), 1, "{one}");
+        for path in [
+            "/api/v1/pipelines/list/builds/2/log?limit=0",
+            "/api/v1/pipelines/list/builds/2/log?limit=1001",
+            "/api/v1/deployments/1/log?limit=0",
+        ] {
+            let (status, v) = get_json(app, &token, path);
+            assert_eq!(status, 400, "{path}: {v}");
+            assert!(v.to_string().contains("between 1 and 1000"), "{path}: {v}");
+        }
     });
 }
 

@@ -133,6 +133,20 @@ pub struct LogQuery {
     pub limit: Option<i64>,
 }
 
+impl LogQuery {
+    /// The cursor and the page size asked for (build and deployment logs).
+    pub fn window(&self) -> Result<(i64, i64), WebError> {
+        let after = self.after.unwrap_or(0).max(0);
+        let limit = self.limit.unwrap_or(500);
+        if !(1..=1000).contains(&limit) {
+            return Err(WebError::BadRequest(
+                "`limit` must be between 1 and 1000".into(),
+            ));
+        }
+        Ok((after, limit))
+    }
+}
+
 /// A few lines of a build's log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogChunkDto {
@@ -339,11 +353,7 @@ pub async fn log(
 ) -> Result<HttpResponse, ApiError> {
     user.require_action(Action::Read)?;
     let (pipeline, number) = path.into_inner();
-    let after = query.after.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(WebError::BadRequest("`limit` must be between 1 and 1000".into()).into());
-    }
+    let (after, limit) = query.window()?;
     let name = pipeline.clone();
     let log = state
         .with_conn::<_, ApiError, _>(move |conn| {

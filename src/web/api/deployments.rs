@@ -5,9 +5,9 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::builds::TaskRunDto;
+use super::builds::{LogQuery, TaskRunDto};
 use crate::domain::authz::Action;
 use crate::engine::deployments::{
     self, DeployOutcome, DeployRequest, DeploymentDetail, DeploymentLog,
@@ -122,16 +122,6 @@ pub struct DeployBody {
     pub rollback: bool,
     /// Why; required for a rollback.
     pub reason: Option<String>,
-}
-
-/// Query of the log.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct LogQuery {
-    /// Only chunks with a larger `seq` (default 0: from the start).
-    pub after: Option<i64>,
-    /// At most this many chunks, 1 to 1000 (default 500).
-    pub limit: Option<i64>,
 }
 
 /// A few lines of a deployment's log.
@@ -317,11 +307,7 @@ pub async fn log(
 ) -> Result<HttpResponse, ApiError> {
     user.require_action(Action::Read)?;
     let id = path.into_inner();
-    let after = query.after.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(WebError::BadRequest("`limit` must be between 1 and 1000".into()).into());
-    }
+    let (after, limit) = query.window()?;
     let log = state
         .with_conn::<_, ApiError, _>(move |conn| {
             Ok(deployments::deployment_log(conn, id, after, limit)?)
