@@ -256,11 +256,17 @@ pub fn request(input: &[u8], peer: &str, out: &mut Vec<u8>) -> Result<Option<Req
         },
         None => (None, target),
     };
-    let host_header = req
+    let mut hosts = req
         .headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host_header = hosts
+        .next()
         .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+    if hosts.next().is_some() {
+        // Which one would the app read? (RFC 9112 §3.2: 400.)
+        return Err(invalid("the request has two Host headers"));
+    }
     let host = match host_header.as_deref() {
         Some(h) if !h.is_empty() => Some(h.to_string()),
         _ => authority.filter(|a| !a.is_empty()).map(str::to_string),
@@ -795,6 +801,7 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             "GET / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n",
             "NOT HTTP\r\n\r\n",
         ] {
             assert!(matches!(req_err(bad), HeadError::Invalid(_)), "{bad}");

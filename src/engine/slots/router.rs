@@ -304,6 +304,11 @@ impl Buf {
                 self.data.resize(len, 0);
             }
         }
+        if self.end == self.data.len() {
+            // Never reached (heads are refused before, bodies are passed on
+            // as they come), but a full buffer must not read as the end.
+            return Err(std::io::Error::other("the read buffer is full"));
+        }
         let n = stream.read(&mut self.data[self.end..]).await?;
         self.end += n;
         Ok(n)
