@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::authz::names;
 use super::definition::{ApprovalMode, ApprovalPolicy, Approver};
-use super::deployment::unknown;
+use super::deployment::{by_name, unknown};
 use super::duration::Duration;
 use super::error::DomainError;
 
@@ -95,13 +95,12 @@ impl fmt::Display for ApprovalState {
 impl FromStr for ApprovalState {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ApprovalState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = ApprovalState::ALL.iter().map(|s| s.as_str()).collect();
-                unknown("approval state", s, &names)
-            })
+        by_name(
+            &ApprovalState::ALL,
+            ApprovalState::as_str,
+            "approval state",
+            s,
+        )
     }
 }
 
@@ -152,13 +151,7 @@ impl fmt::Display for Decision {
 impl FromStr for Decision {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Decision::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Decision::ALL.iter().map(|d| d.as_str()).collect();
-                unknown("decision", s, &names)
-            })
+        by_name(&Decision::ALL, Decision::as_str, "decision", s)
     }
 }
 

@@ -21,6 +21,23 @@ pub(crate) fn unknown(kind: &'static str, value: &str, expected: &[&str]) -> Dom
     }
 }
 
+/// The member of `all` whose `name` is `value`, else an error listing the
+/// names (the `FromStr` of the domain's stored enums).
+pub(crate) fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(&T) -> &'static str,
+    kind: &'static str,
+    value: &str,
+) -> Result<T, DomainError> {
+    all.iter()
+        .copied()
+        .find(|t| name(t) == value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(name).collect();
+            unknown(kind, value, &names)
+        })
+}
+
 /// The state of one deployment of a release to a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,13 +247,12 @@ impl fmt::Display for DeploymentState {
 impl FromStr for DeploymentState {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DeploymentState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = DeploymentState::ALL.iter().map(|s| s.as_str()).collect();
-                unknown("deployment state", s, &names)
-            })
+        by_name(
+            &DeploymentState::ALL,
+            DeploymentState::as_str,
+            "deployment state",
+            s,
+        )
     }
 }
 
@@ -375,13 +391,7 @@ impl fmt::Display for BuildState {
 impl FromStr for BuildState {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BuildState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = BuildState::ALL.iter().map(|s| s.as_str()).collect();
-                unknown("build state", s, &names)
-            })
+        by_name(&BuildState::ALL, BuildState::as_str, "build state", s)
     }
 }
 
