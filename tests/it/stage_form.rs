@@ -34,7 +34,7 @@ fn get_page(app: &TestApp, client: &Client, path: &str) -> Html {
 /// The stage form's fields as a browser would send them (ticked boxes only,
 /// the selected options), with `changes` applied: a value replaces the
 /// field's, `None` unticks a checkbox (drops the field).
-fn form_fields(html: &Html, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+pub fn form_fields(html: &Html, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();
     let sel = |s: &str| scraper::Selector::parse(s).unwrap();
     for input in html.select(&sel("#stage-form input")) {

@@ -485,38 +485,11 @@ fn get_page(app: &TestApp, client: &reqwest::blocking::Client, path: &str) -> Ht
     Html::parse_document(&res.text().unwrap())
 }
 
-/// The stage form's fields as the page fills them, with `changes` applied.
+/// The stage form's fields as the page fills them, with `changes` applied
+/// (every change sets a value; `stage_form::form_fields` also unticks).
 fn form_fields(html: &Html, changes: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    let sel = |s: &str| scraper::Selector::parse(s).unwrap();
-    for input in html.select(&sel("#stage-form input")) {
-        let v = input.value();
-        let (Some(name), kind) = (v.attr("name"), v.attr("type").unwrap_or("text")) else {
-            continue;
-        };
-        if (kind == "radio" || kind == "checkbox") && v.attr("checked").is_none() {
-            continue;
-        }
-        fields.push((name.into(), v.attr("value").unwrap_or_default().into()));
-    }
-    for area in html.select(&sel("#stage-form textarea")) {
-        let name = area.value().attr("name").unwrap();
-        fields.push((name.into(), area.text().collect()));
-    }
-    for select in html.select(&sel("#stage-form select")) {
-        let name = select.value().attr("name").unwrap();
-        let chosen = select
-            .select(&sel("option[selected]"))
-            .next()
-            .and_then(|o| o.value().attr("value"))
-            .unwrap_or_default();
-        fields.push((name.into(), chosen.into()));
-    }
-    for (name, value) in changes {
-        fields.retain(|(n, _)| n != name);
-        fields.push(((*name).into(), (*value).into()));
-    }
-    fields
+    let changes: Vec<(&str, Option<&str>)> = changes.iter().map(|(n, v)| (*n, Some(*v))).collect();
+    crate::stage_form::form_fields(html, &changes)
 }
 
 fn revision_of(app: &TestApp, pipeline: &str) -> i64 {
