@@ -426,3 +426,32 @@ fn secret_set_reads_stdin_and_never_prints_the_value() {
     let (_, out, _) = secret(&["list", "hello-web"], "", None);
     assert_eq!(out, "");
 }
+
+/// Issue 12 (11): the data directory is 0700 and the database with its
+/// `-wal` 0600, whether they are new or were left open by an older version.
+#[test]
+fn the_data_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = run(slipway(&data).arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(&data), 0o700);
+    let db = data.join("slipway.db");
+    assert_eq!(mode(&db), 0o600);
+    // Opened by another version with a loose umask: made private again.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(data.join("slipway.db-wal"), b"").unwrap();
+    std::fs::set_permissions(
+        data.join("slipway.db-wal"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, _, err) = run(slipway(&data).arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&data.join("slipway.db-wal")), 0o600);
+}

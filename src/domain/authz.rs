@@ -119,8 +119,21 @@ pub fn allowed(role: Role, action: Action) -> bool {
 /// stage lists its `deployers` (users and `group:NAME`), the user must be
 /// one of them or in one of those groups. Admins may always.
 pub fn may_deploy(role: Role, username: &str, groups: &[String], stage: &Stage) -> bool {
-    allowed(role, Action::Deploy)
-        && (role == Role::Admin || listed(&stage.deployers, username, groups))
+    may_on_stage(role, Action::Deploy, username, groups, stage)
+}
+
+/// Whether a user may do `action` (deploy, redeploy, roll back or cancel)
+/// to a deployment of `stage`: the role must allow it, and a stage that
+/// lists `deployers` must name the user or one of their groups. Admins may
+/// always. The one rule behind deploying and canceling.
+pub fn may_on_stage(
+    role: Role,
+    action: Action,
+    username: &str,
+    groups: &[String],
+    stage: &Stage,
+) -> bool {
+    allowed(role, action) && (role == Role::Admin || listed(&stage.deployers, username, groups))
 }
 
 /// Whether a user is named in a list of users and `group:NAME`s; an empty

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BranchFilter, DeploymentState, DomainError};
+use super::{DeploymentState, DomainError, PipelineDefinition, Source};
 
 /// The state of one task run (of a build now, of a deployment later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,9 +104,52 @@ pub fn trigger_is_automatic(trigger: &str) -> bool {
     trigger == "poll" || trigger == "webhook" || trigger.starts_with("webhook:")
 }
 
-/// Whether a build of `branch` started by `trigger` may be queued.
-pub fn branch_may_build(filter: &BranchFilter, trigger: &str, branch: &str) -> bool {
-    !trigger_is_automatic(trigger) || filter.matches(branch)
+/// Whether a build of `branch` started by `trigger` may be queued: a push
+/// only of a branch the source builds ([`Source::builds_push_of`]).
+pub fn branch_may_build(source: &Source, trigger: &str, branch: &str) -> bool {
+    !trigger_is_automatic(trigger) || source.builds_push_of(branch)
+}
+
+/// Why a build of `branch` may not run: it reads secrets (in `variables`
+/// or a build task's `env`) but the source gives secrets only to other
+/// branches ([`Source::secrets_allowed`]). `None` when it may run.
+pub fn secrets_withheld(definition: &PipelineDefinition, branch: &str) -> Option<String> {
+    if definition.source.secrets_allowed(branch) {
+        return None;
+    }
+    let variables = definition
+        .variables
+        .iter()
+        .map(|(name, value)| (format!("variable {name}"), value));
+    let tasks = definition
+        .build
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, task)| {
+            let label = match task.name.as_deref() {
+                Some(name) => format!("build task `{name}`"),
+                None => format!("build task {}", i + 1),
+            };
+            task.env
+                .iter()
+                .map(move |(name, value)| (format!("{label} env {name}"), value))
+        });
+    let (place, names) = variables
+        .chain(tasks)
+        .map(|(place, value)| (place, super::secrets::references(value)))
+        .find(|(_, names)| !names.is_empty())?;
+    let allowed = match &definition.source.secrets_for {
+        Some(patterns) if patterns.is_empty() => "no branch".to_owned(),
+        Some(patterns) => patterns.join(", "),
+        None if definition.source.branches.include.is_empty() => definition.source.branch.clone(),
+        None => definition.source.branches.include.join(", "),
+    };
+    Some(format!(
+        "{place} reads the secret {}, but secrets are given only to builds of {allowed} \
+         (source.secrets_for), not of `{branch}`",
+        names.join(", ")
+    ))
 }
 
 /// One deployment of the newest earlier release, as fix lineage sees it.
@@ -221,28 +264,67 @@ mod tests {
         assert_eq!(release_to_fix(Some((7, &deployments))), None);
     }
 
+    fn source(include: &[&str], exclude: &[&str]) -> Source {
+        use crate::domain::BranchFilter;
+        Source {
+            repo: "./app".into(),
+            branch: "main".into(),
+            branches: BranchFilter {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            },
+            secrets_for: None,
+            webhook_secret: None,
+            poll: None,
+        }
+    }
+
     #[test]
     fn automatic_triggers_obey_the_branch_filter() {
-        let filter = BranchFilter {
-            include: vec!["main".into(), "release/*".into()],
-            exclude: vec!["release/old-*".into()],
-        };
+        let filtered = source(&["main", "release/*"], &["release/old-*"]);
         for trigger in ["webhook:github", "webhook:generic", "webhook", "poll"] {
             assert!(trigger_is_automatic(trigger));
-            assert!(branch_may_build(&filter, trigger, "main"));
-            assert!(branch_may_build(&filter, trigger, "release/2"));
-            assert!(!branch_may_build(&filter, trigger, "feature/x"));
-            assert!(!branch_may_build(&filter, trigger, "release/old-1"));
+            assert!(branch_may_build(&filtered, trigger, "main"));
+            assert!(branch_may_build(&filtered, trigger, "release/2"));
+            assert!(!branch_may_build(&filtered, trigger, "feature/x"));
+            assert!(!branch_may_build(&filtered, trigger, "release/old-1"));
         }
         for trigger in ["manual", "api"] {
             assert!(!trigger_is_automatic(trigger));
-            assert!(branch_may_build(&filter, trigger, "feature/x"));
+            assert!(branch_may_build(&filtered, trigger, "feature/x"));
         }
-        assert!(branch_may_build(
-            &BranchFilter::default(),
-            "poll",
-            "anything/at/all"
-        ));
+    }
+
+    #[test]
+    fn without_an_include_list_pushes_build_only_the_source_branch() {
+        let plain = source(&[], &[]);
+        assert!(branch_may_build(&plain, "poll", "main"));
+        assert!(!branch_may_build(&plain, "webhook:github", "feature"));
+        assert!(!branch_may_build(&plain, "poll", "anything/at/all"));
+        assert!(branch_may_build(&plain, "manual", "feature"));
+        let excluded = source(&[], &["main"]);
+        assert!(!branch_may_build(&excluded, "poll", "main"));
+    }
+
+    #[test]
+    fn secrets_go_to_the_built_branches_unless_secrets_for_says_otherwise() {
+        let plain = source(&[], &[]);
+        assert!(plain.secrets_allowed("main"));
+        assert!(!plain.secrets_allowed("feature"));
+        let filtered = source(&["main", "release/*"], &[]);
+        assert!(filtered.secrets_allowed("release/2"));
+        assert!(!filtered.secrets_allowed("feature/x"));
+        let only_main = Source {
+            secrets_for: Some(vec!["main".into()]),
+            ..filtered
+        };
+        assert!(only_main.secrets_allowed("main"));
+        assert!(!only_main.secrets_allowed("release/2"));
+        let none = Source {
+            secrets_for: Some(Vec::new()),
+            ..plain
+        };
+        assert!(!none.secrets_allowed("main"));
     }
 
     #[test]

@@ -122,8 +122,12 @@ pub struct Source {
     pub repo: String,
     /// The default branch, built when no branch is given (default `main`).
     pub branch: String,
-    /// Which pushed branches start a build.
+    /// Which pushed branches start a build; with no `include` list, only
+    /// `branch` does (see [`Source::builds_push_of`]).
     pub branches: BranchFilter,
+    /// Branch patterns whose builds receive the pipeline's secrets; `None`
+    /// means the built branches (see [`Source::secrets_allowed`]).
+    pub secrets_for: Option<Vec<String>>,
     /// The secret that signs webhooks, by reference.
     pub webhook_secret: Option<SecretRef>,
     /// Poll the repository at this interval (no polling when absent).
@@ -591,6 +595,28 @@ impl PipelineDefinition {
     pub fn validate(&self) -> Result<(), yaml::DefinitionErrors> {
         let text = yaml::to_canonical_yaml(self);
         yaml::parse_definition(&text, self.pipeline.as_str()).map(|_| ())
+    }
+}
+
+impl Source {
+    /// Whether a push (webhook or polling) of `branch` starts a build: the
+    /// `branches` filter when it has an `include` list, else only the
+    /// pipeline's own `branch`; `exclude` always applies.
+    pub fn builds_push_of(&self, branch: &str) -> bool {
+        if self.branches.include.is_empty() {
+            branch == self.branch && self.branches.matches(branch)
+        } else {
+            self.branches.matches(branch)
+        }
+    }
+
+    /// Whether a build of `branch` may read the pipeline's secrets:
+    /// `secrets_for` when given, else the branches that pushes build.
+    pub fn secrets_allowed(&self, branch: &str) -> bool {
+        match &self.secrets_for {
+            Some(patterns) => patterns.iter().any(|p| glob_match(p, branch)),
+            None => self.builds_push_of(branch),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod version;
 pub mod webhook;
 
 pub use approval::{ApprovalState, Decision};
-pub use build::{PastDeployment, TaskRunState, branch_may_build, release_to_fix};
+pub use build::{PastDeployment, TaskRunState, branch_may_build, release_to_fix, secrets_withheld};
 pub use definition::yaml::{
     DefinitionError, DefinitionErrors, EXAMPLE_YAML, parse_definition, to_canonical_yaml,
 };

@@ -291,6 +291,14 @@ pub fn delivery_id(provider: Provider, headers: &Headers) -> Option<String> {
     }
 }
 
+/// What makes a delivery unique, to accept it once: its delivery id, or,
+/// when the sender gives none, the SHA-256 of the signed body (a replay of
+/// the same signed body is then a repeat, however it is sent).
+pub fn replay_key(provider: Provider, headers: &Headers, body: &[u8]) -> String {
+    delivery_id(provider, headers)
+        .unwrap_or_else(|| format!("body-sha256:{}", hex::encode(Sha256::digest(body))))
+}
+
 /// Parses a (verified) delivery into the event it carries.
 pub fn parse(
     provider: Provider,
@@ -1146,6 +1154,20 @@ mod tests {
         assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
         let h = headers(&[("X-Slipway-Delivery", " \t ")]);
         assert_eq!(delivery_id(Provider::Generic, &h), None);
+    }
+
+    #[test]
+    fn without_a_delivery_id_the_body_is_the_replay_key() {
+        let none = Headers::new();
+        let a = replay_key(Provider::Generic, &none, b"{\"ref\":\"refs/heads/main\"}");
+        assert!(a.starts_with("body-sha256:") && a.len() == 76, "{a}");
+        assert_eq!(
+            replay_key(Provider::Generic, &none, b"{\"ref\":\"refs/heads/main\"}"),
+            a
+        );
+        assert_ne!(replay_key(Provider::Generic, &none, b"{}"), a);
+        let h = headers(&[("X-Slipway-Delivery", "d-1")]);
+        assert_eq!(replay_key(Provider::Generic, &h, b"{}"), "d-1");
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn queue_build(conn: &mut DbConn, req: &BuildRequest) -> Result<QueueOutcome
             )));
         }
     };
-    if !domain::branch_may_build(&loaded.definition.source.branches, &req.trigger, &branch) {
+    if !domain::branch_may_build(&loaded.definition.source, &req.trigger, &branch) {
         return Ok(QueueOutcome::Filtered { branch });
     }
     let build = storage::write_transaction(conn, |conn| {
@@ -781,7 +781,11 @@ async fn record_checkout(
         .collect();
     let variables = prepared.definition.variables.clone();
     let workspace = prepared.workspace.display().to_string();
+    let withheld = domain::secrets_withheld(&prepared.definition, &prepared.branch);
     let (tasks, env, masker) = blocking(&ctx.db, move |conn| {
+        if let Some(reason) = withheld {
+            return Err(EngineError::Forbidden(reason));
+        }
         if storage::find_release(conn, b.pipeline_id, &version)?.is_some() {
             return Err(EngineError::Conflict(version_taken(
                 conn,

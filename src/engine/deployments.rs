@@ -10,6 +10,7 @@
 //! `deployment.fail`, `deployment.cancel` (by the person) and
 //! `deployment.interrupt`. The stage rules are `domain::rules`.
 
+use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, DeployCheck, DeployKind, ReleaseRef, WaitingDeployment};
 use crate::domain::{
     ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Stage, TaskRunState,
@@ -94,6 +95,38 @@ fn by_hand(trigger: &str) -> bool {
     matches!(trigger, "manual" | "redeploy" | "rollback")
 }
 
+/// Refuses (`Forbidden`) a person whom the stage's `deployers` list does not
+/// name (the one rule, [`authz::may_on_stage`]), for deploying and canceling
+/// alike. A stage without a list lets every role that allows `action`.
+fn require_stage_deployer(
+    conn: &mut DbConn,
+    stage: &Stage,
+    actor: &str,
+    action: Action,
+    what: &str,
+) -> Result<(), EngineError> {
+    if stage.deployers.is_empty() {
+        return Ok(());
+    }
+    let (role, groups) = match storage::find_user_by_name(conn, actor)? {
+        Some(user) => (Some(user.role), storage::user_groups(conn, user.id)?),
+        None => (None, Vec::new()),
+    };
+    if role.is_some_and(|role| authz::may_on_stage(role, action, actor, &groups, stage)) {
+        return Ok(());
+    }
+    Err(EngineError::Forbidden(format!(
+        "{actor} may not {what} {} by hand; its deployers are {}.",
+        stage.name,
+        stage
+            .deployers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
 /// Asks for a deployment of a release to a stage: checks the stage rules,
 /// queues it and applies the stage's queue policy (older waiting
 /// deployments superseded with `latest_only`), in one transaction with its
@@ -126,27 +159,8 @@ pub fn request_deployment(
     let release = storage::find_release(conn, loaded.id, &req.release)?.ok_or_else(|| {
         EngineError::NotFound(format!("{} has no release {}.", loaded.name, req.release))
     })?;
-    if by_hand(&req.trigger) && !stage.deployers.is_empty() {
-        let (role, groups) = match storage::find_user_by_name(conn, &req.requested_by)? {
-            Some(user) => (Some(user.role), storage::user_groups(conn, user.id)?),
-            None => (None, Vec::new()),
-        };
-        // The one rule the pages and the API use too (`domain::authz`).
-        if !role.is_some_and(|role| {
-            crate::domain::authz::may_deploy(role, &req.requested_by, &groups, stage)
-        }) {
-            return Err(EngineError::Forbidden(format!(
-                "{} may not deploy to {} by hand; its deployers are {}.",
-                req.requested_by,
-                stage.name,
-                stage
-                    .deployers
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+    if by_hand(&req.trigger) {
+        require_stage_deployer(conn, stage, &req.requested_by, Action::Deploy, "deploy to")?;
     }
     let reason = req
         .reason
@@ -375,6 +389,20 @@ pub fn cancel_deployment(
     storage::write_transaction(conn, |conn| {
         let d = find(conn, id)?;
         let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?;
+        let definition = pipelines::load(conn, &pipeline.name)?.definition;
+        if let Some(stage) = definition
+            .stages
+            .iter()
+            .find(|s| s.name.as_str() == d.stage)
+        {
+            require_stage_deployer(
+                conn,
+                stage,
+                actor,
+                Action::CancelDeployment,
+                "cancel deployments to",
+            )?;
+        }
         let to = d.state.transition(DeploymentEvent::Cancel).map_err(|_| {
             EngineError::Conflict(format!(
                 "Deployment #{id} is {} already; only a waiting or running deployment can be canceled.",

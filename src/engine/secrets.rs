@@ -142,7 +142,8 @@ impl SecretKey {
             move |source| EngineError::Io { context, source }
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io("cannot create the data directory", dir))?;
+            crate::storage::create_private_dir(dir)
+                .map_err(io("cannot create the data directory", dir))?;
         }
         let key = SecretKey::generate()?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(key.bytes())));

@@ -314,15 +314,59 @@ fn create_parent_dir(path: &str) -> Result<(), StorageError> {
     if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
         return Ok(());
     }
-    match Path::new(path).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+    if let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        create_private_dir(dir).map_err(|e| {
             StorageError::Connection(format!(
                 "cannot create the directory {}: {e}",
                 dir.display()
             ))
-        }),
-        _ => Ok(()),
+        })?;
     }
+    private_db_files(path).map_err(|e| {
+        StorageError::Connection(format!("cannot make {path} private (mode 0600): {e}"))
+    })
+}
+
+/// Creates `dir` (and its missing parents) readable by this user only
+/// (0700). A directory that exists keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Makes the SQLite database `path` readable by this user only: creates
+/// it empty with mode 0600 when absent (SQLite then gives its `-wal` and
+/// `-shm` files the same mode), and takes group and other access away
+/// from an existing database and its `-wal`/`-shm` files.
+fn private_db_files(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for file in [
+        path.to_owned(),
+        format!("{path}-wal"),
+        format!("{path}-shm"),
+    ] {
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                let mode = meta.permissions().mode() & 0o700;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The URL without its password, for messages.

@@ -45,8 +45,8 @@ pub use builds::{
     orphaned_builds, queued_builds, release_versions_of_builds, set_build_commit, transition_build,
 };
 pub use conn::{
-    Backend, Db, DbConn, MultiBackend, PooledConn, now, pending_migrations, run_migrations,
-    write_transaction,
+    Backend, Db, DbConn, MultiBackend, PooledConn, create_private_dir, now, pending_migrations,
+    run_migrations, write_transaction,
 };
 pub use deployments::{
     NewDeployment, deployments_of_release, find_deployment, find_deployments, insert_deployment,

@@ -6,7 +6,8 @@
 //! value is set (401: an unsigned delivery is never accepted); the
 //! signature must match (401); the payload must parse (400). Then ping and
 //! other events, deleted refs and tags the version template does not use
-//! are acknowledged and ignored (200); a delivery id seen before is
+//! are acknowledged and ignored (200); a delivery id seen before — or,
+//! without a delivery id, the same signed body seen before — is
 //! acknowledged as a duplicate (200) and starts nothing; a push queues a
 //! build — unless the branch filter excludes the branch — and answers 202
 //! with it. Recording the delivery and queuing the build are one
@@ -109,11 +110,9 @@ pub async fn receive(
             let Some(request) = build_request(provider, &loaded, &push)? else {
                 return Ok(Handled::Ignored(ignored_push(&push)));
             };
-            let delivery = webhook::delivery_id(provider, &headers);
+            let delivery = webhook::replay_key(provider, &headers, &body);
             storage::write_transaction::<_, EngineError, _>(conn, |conn| {
-                if let Some(id) = &delivery
-                    && !webhooks::record_delivery(conn, loaded.id, provider.as_str(), id)?
-                {
+                if !webhooks::record_delivery(conn, loaded.id, provider.as_str(), &delivery)? {
                     return Ok(Handled::Duplicate);
                 }
                 match builds::queue_build(conn, &request)? {

@@ -1080,3 +1080,66 @@ fn two_engines_on_one_database_start_each_deployment_once() {
         rt.block_on(engine.shutdown());
     });
 }
+
+/// Issue 12 (9): canceling follows the stage's `deployers`, the same rule as
+/// deploying and redeploying; a deployer the list leaves out changes nothing.
+#[test]
+fn only_the_stage_deployers_may_cancel_or_redeploy_its_deployments() {
+    each_backend(|app| {
+        let repo = repo();
+        let dir = marker_dir();
+        let go = dir.path().join("go");
+        let stages = format!(
+            r#"  - name: dev
+    trigger: {{ after: build }}
+    deployers: [dana]
+    variables: {{ GO: "{}" }}
+    tasks: [ {{ shell: '{WAIT_FOR_GO}' }} ]
+"#,
+            go.display()
+        );
+        import(app, &pipeline("guarded", &repo, &stages));
+        let dana = app.token("dana", Role::Deployer);
+        let eve = app.token("eve", Role::Deployer);
+        let v = build(app, &dana, "guarded");
+        let id = deployment_to(app, &dana, "guarded", &v, "dev");
+        in_state(app, &dana, id, "running");
+
+        let (status, e) = post_json(
+            app,
+            &eve,
+            &format!("/api/v1/deployments/{id}/cancel"),
+            &json!({}),
+        );
+        assert_eq!(status, 403, "[{}] {e}", app.backend);
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("its deployers are dana"),
+            "{e}"
+        );
+        assert_eq!(deployment(app, &dana, id)["state"], "running");
+        let (status, e) = post_json(
+            app,
+            &eve,
+            &format!("/api/v1/deployments/{id}/redeploy"),
+            &json!({}),
+        );
+        assert_eq!(status, 403, "{e}");
+        assert!(
+            !audit(app, &format!("deployment:guarded#{id}"))
+                .iter()
+                .any(|(action, _)| action == "deployment.cancel")
+        );
+
+        let (status, c) = post_json(
+            app,
+            &dana,
+            &format!("/api/v1/deployments/{id}/cancel"),
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["state"], "canceled");
+    });
+}

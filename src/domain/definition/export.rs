@@ -129,6 +129,9 @@ pub(crate) fn source(source: &Source) -> Value {
         .put_if(!source.branches.is_empty(), "branches", || {
             branch_filter(&source.branches)
         })
+        .put_if(source.secrets_for.is_some(), "secrets_for", || {
+            list(source.secrets_for.as_deref().unwrap_or_default(), text)
+        })
         .put_if(source.webhook_secret.is_some(), "webhook_secret", || {
             source.webhook_secret.as_ref().map(s).unwrap_or(Value::Null)
         })

@@ -31,7 +31,14 @@ const TOP_KEYS: &[&str] = &[
     "stages",
     "notifications",
 ];
-const SOURCE_KEYS: &[&str] = &["repo", "branch", "branches", "webhook_secret", "poll"];
+const SOURCE_KEYS: &[&str] = &[
+    "repo",
+    "branch",
+    "branches",
+    "secrets_for",
+    "webhook_secret",
+    "poll",
+];
 const FILTER_KEYS: &[&str] = &["include", "exclude"];
 const APP_KEYS: &[&str] = &["name", "start", "health", "slots", "settings"];
 const SETTING_KEYS: &[&str] = &["value", "sticky"];
@@ -527,6 +534,17 @@ impl<'f> Reader<'f> {
             .get("branches")
             .map(|v| self.branch_filter(&v))
             .unwrap_or_default();
+        let secrets_for = m.get("secrets_for").map(|v| {
+            if matches!(v.node.value, Value::Seq(_)) {
+                self.text_list(&v, "branch patterns")
+            } else {
+                self.at(
+                    &v,
+                    "`secrets_for` is a list of branch patterns such as `[main]`",
+                );
+                Vec::new()
+            }
+        });
         let webhook_secret = m.get("webhook_secret").and_then(|v| {
             self.parsed(
                 &v,
@@ -548,6 +566,7 @@ impl<'f> Reader<'f> {
             repo: repo?,
             branch: branch?,
             branches,
+            secrets_for,
             webhook_secret,
             poll,
         })

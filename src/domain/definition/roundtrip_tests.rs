@@ -430,6 +430,9 @@ impl Gen {
                     "release/2.x".to_owned()
                 },
                 branches: self.branches(),
+                secrets_for: self
+                    .chance(30)
+                    .then(|| vec!["main".to_owned(), "release/*".to_owned()]),
                 webhook_secret: self.chance(50).then(|| SecretRef::new("HOOK_1").unwrap()),
                 poll: self.chance(50).then(|| self.duration()),
             },

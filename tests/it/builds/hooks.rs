@@ -623,3 +623,134 @@ fn two_pushes_in_quick_succession_both_build_in_order() {
         assert!(b2["tasks"][0]["started_at"].as_str() >= b1["finished_at"].as_str());
     });
 }
+
+/// Issue 12 (8): a signed push of a branch the pipeline does not build is
+/// ignored, and a build of a branch outside `secrets_for` (by default the
+/// built branches) never receives the pipeline's secrets.
+#[test]
+fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
+    each_backend(|app| {
+        let repo = git_repo(&[("README", "x\n")]);
+        let yaml = pipeline_yaml(
+            "guarded",
+            &repo.url(),
+            "1.0.{build}",
+            "  tasks:\n    - shell: \"echo \\\"$TOKEN\\\" > leak.txt\"\n      env: { TOKEN: \"${{ secrets.HOOK }}\" }\n  artifacts: [ \"leak.txt\" ]",
+        )
+        .replace(
+            "branch: main }",
+            "branch: main, webhook_secret: \"${{ secrets.HOOK }}\" }",
+        );
+        import(app, &yaml);
+        let mut conn = app.conn();
+        slipway::engine::secrets::set_secret(
+            &mut conn,
+            &app.secret_key,
+            "guarded",
+            "HOOK",
+            &secrecy::SecretString::from(SECRET),
+            "test",
+        )
+        .unwrap();
+        drop(conn);
+        let feature = repo.commit_on("feature", &[("f", "f\n")], "feature work");
+        let (status, v) = parse(deliver(
+            app,
+            "github",
+            "guarded",
+            "push",
+            "f-1",
+            &github_push(&feature, "feature"),
+            Some(SECRET),
+        ));
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("ignored")),
+            "[{}] {v}",
+            app.backend
+        );
+        assert!(v["reason"].as_str().unwrap().contains("feature"), "{v}");
+        let viewer = app.token("vic", Role::Viewer);
+        assert!(builds_of(app, &viewer, "guarded").is_empty());
+
+        // A person may still build the branch, but its build gets no secret.
+        let dana = app.token("dana", Role::Deployer);
+        let n = super::queue(app, &dana, "guarded", json!({"branch": "feature"}));
+        let b = finished(app, &dana, "guarded", n);
+        assert_eq!(b["state"], "failed", "{b}");
+        let error = b["error"].as_str().unwrap();
+        assert!(error.contains("secrets_for"), "{b}");
+        assert!(error.contains("`feature`"), "{b}");
+        assert!(b["release"].is_null(), "{b}");
+        // The built branch gets them.
+        let n = super::queue(app, &dana, "guarded", json!({"branch": "main"}));
+        let b = finished(app, &dana, "guarded", n);
+        assert_eq!(b["state"], "succeeded", "{b}");
+
+        // `secrets_for` names the protected branches explicitly.
+        import(
+            app,
+            &yaml.replace(
+                "webhook_secret:",
+                "branches: [main, \"feature\"], secrets_for: [main], webhook_secret:",
+            ),
+        );
+        let (status, v) = parse(deliver(
+            app,
+            "github",
+            "guarded",
+            "push",
+            "f-2",
+            &github_push(&feature, "feature"),
+            Some(SECRET),
+        ));
+        assert_eq!(status, 202, "{v}");
+        let b = finished(
+            app,
+            &dana,
+            "guarded",
+            v["build"]["number"].as_i64().unwrap(),
+        );
+        assert_eq!(b["state"], "failed", "{b}");
+        assert!(b["error"].as_str().unwrap().contains("main"), "{b}");
+    });
+}
+
+/// Issue 12 (10): without a delivery id, the same signed body is a replay:
+/// the second delivery builds nothing; another body still builds.
+#[test]
+fn a_replayed_body_without_a_delivery_id_builds_once() {
+    each_backend(|app| {
+        let repo = git_repo(&[("README", "x\n")]);
+        hooked_pipeline(app, "hooked", &repo, "");
+        let send = |body: &str| {
+            parse(
+                app.client
+                    .post(app.url("/hooks/generic/hooked"))
+                    .header("Content-Type", "application/json")
+                    .header("X-Slipway-Event", "push")
+                    .header(
+                        "X-Slipway-Signature",
+                        sign(SECRET.as_bytes(), body.as_bytes()),
+                    )
+                    .body(body.to_string())
+                    .send()
+                    .unwrap(),
+            )
+        };
+        let body = generic_push(&repo.head(), "main");
+        let (status, v) = send(&body);
+        assert_eq!(status, 202, "[{}] {v}", app.backend);
+        for _ in 0..2 {
+            let (status, v) = send(&body);
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["status"], "duplicate", "{v}");
+        }
+        let viewer = app.token("vic", Role::Viewer);
+        assert_eq!(builds_of(app, &viewer, "hooked").len(), 1);
+        let next = repo.commit(&[("README", "y\n")], "next");
+        let (status, v) = send(&generic_push(&next, "main"));
+        assert_eq!(status, 202, "{v}");
+        assert_eq!(builds_of(app, &viewer, "hooked").len(), 2);
+    });
+}
