@@ -25,7 +25,8 @@ pub mod webhook;
 pub use approval::{ApprovalState, Decision};
 pub use build::{PastDeployment, TaskRunState, branch_may_build, release_to_fix, secrets_withheld};
 pub use definition::yaml::{
-    DefinitionError, DefinitionErrors, EXAMPLE_YAML, parse_definition, to_canonical_yaml,
+    DefinitionError, DefinitionErrors, EXAMPLE_YAML, MAX_DEFINITION_BYTES, definition_too_large,
+    parse_definition, to_canonical_yaml,
 };
 pub use definition::{
     App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Build,

@@ -47,6 +47,9 @@ pub enum EngineError {
     /// The user may not do this (HTTP 403); the message says why.
     #[error("{0}")]
     Forbidden(String),
+    /// The input is larger than a limit (HTTP 413); the message names it.
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{context}: {source}")]
@@ -72,6 +75,7 @@ impl From<EngineError> for crate::web::WebError {
             EngineError::Conflict(m) => WebError::Conflict(m),
             EngineError::Refused(m) => WebError::Conflict(m),
             EngineError::Forbidden(m) => WebError::Forbidden(m),
+            EngineError::TooLarge(m) => WebError::PayloadTooLarge(m),
             EngineError::Storage(s) => s.into(),
             EngineError::Io { .. } => WebError::internal(e),
         }

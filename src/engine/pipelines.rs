@@ -55,6 +55,41 @@ pub fn parse(yaml: &str, file: &str) -> Result<PipelineDefinition, EngineError> 
     Ok(domain::parse_definition(yaml, file)?)
 }
 
+/// How long reading one definition may take, waiting for a turn included.
+pub const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most this many definitions are read at once.
+static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// [`parse`] for a request: off the async workers (on the blocking pool, at
+/// most two at a time), within [`PARSE_BUDGET`]. A definition larger than
+/// [`domain::MAX_DEFINITION_BYTES`] is `TooLarge` before anything is read.
+pub async fn parse_bounded(yaml: String, file: &str) -> Result<PipelineDefinition, EngineError> {
+    if yaml.len() > domain::MAX_DEFINITION_BYTES {
+        return Err(EngineError::TooLarge(domain::definition_too_large(
+            yaml.len(),
+        )));
+    }
+    let file = file.to_owned();
+    let work = async move {
+        let _turn = PARSING
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Invalid("the server is shutting down".into()))?;
+        tokio::task::spawn_blocking(move || parse(&yaml, &file))
+            .await
+            .map_err(|e| EngineError::Invalid(format!("reading the definition failed: {e}")))?
+    };
+    tokio::time::timeout(PARSE_BUDGET, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::Invalid(format!(
+                "reading the definition took longer than {} s; make it smaller",
+                PARSE_BUDGET.as_secs()
+            )))
+        })
+}
+
 /// True for a `source.repo` that is a relative local path.
 fn is_relative_path(repo: &str) -> bool {
     !(repo.contains("://") || repo.starts_with('/') || looks_like_scp(repo))

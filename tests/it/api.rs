@@ -116,6 +116,53 @@ fn a_broken_definition_is_refused_with_its_place_and_changes_nothing() {
     });
 }
 
+/// Issue 12 (3): costly definitions are refused at once with the limit
+/// they break, and the server keeps answering while they are read.
+#[test]
+fn huge_definitions_are_refused_naming_the_limit() {
+    each_backend(|app| {
+        let mut keys = String::from(
+            "pipeline: big\nsource: { repo: ./a }\nversion: \"1.{build}\"\nstages: [ { name: dev } ]\nvariables:\n",
+        );
+        for i in 0..40_000 {
+            keys.push_str(&format!("  K{i}: v\n"));
+        }
+        let token = app.token("mia", Role::ReleaseManager);
+        let import = |yaml: &str| {
+            json(
+                app.client
+                    .post(app.url("/api/v1/pipelines"))
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/yaml")
+                    .body(yaml.to_string())
+                    .send()
+                    .unwrap(),
+            )
+        };
+        // Eight at once, as the attacker sent them; /healthz answers meanwhile.
+        std::thread::scope(|s| {
+            let imports: Vec<_> = (0..8).map(|_| s.spawn(|| import(&keys))).collect();
+            assert_eq!(app.get("/healthz").status(), 200);
+            for import in imports {
+                let (status, v) = import.join().unwrap();
+                assert_eq!(status, 413, "[{}] {v}", app.backend);
+                assert_eq!(error_code(&v), "payload_too_large");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.contains("at most 256 KiB"), "{message}");
+            }
+        });
+        let wide = format!(
+            "pipeline: big\nsource: {{ repo: ./a }}\nversion: \"1.{{build}}\"\nstages: [ {{ name: dev }} ]\nvariables: {{ A: [{}] }}\n",
+            vec!["1"; 30_000].join(",")
+        );
+        let (status, v) = import(&wide);
+        assert_eq!(status, 422, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("more than 20000 values"), "{message}");
+        assert_eq!(app.get("/api/v1/pipelines/big").status(), 404);
+    });
+}
+
 #[test]
 fn changes_need_a_token_with_the_right_role() {
     each_backend(|app| {

@@ -152,8 +152,9 @@ pub(crate) struct TreeError {
 
 /// Nesting deeper than this is refused (protects the stack).
 const MAX_DEPTH: usize = 64;
-/// Documents larger than this many nodes (after expanding aliases) are refused.
-const MAX_NODES: usize = 100_000;
+/// Documents larger than this many nodes (after expanding aliases) are
+/// refused. A large real pipeline has a few hundred.
+pub const MAX_NODES: usize = 20_000;
 
 /// Builds the tree of a single-document YAML text; `None` for an empty document.
 pub(crate) fn parse_yaml(text: &str) -> Result<Option<Node>, TreeError> {
@@ -340,6 +341,9 @@ impl<'i> Builder<'i> {
                 self.count(1, mark)?;
                 self.check_tag(tag.as_deref(), mark)?;
                 let mut entries: Vec<(Node, Node)> = Vec::new();
+                // Each key's first line, so that finding a duplicate stays
+                // linear in the size of the mapping.
+                let mut seen: HashMap<String, usize> = HashMap::new();
                 loop {
                     let (event, key_mark) = self.next()?;
                     if matches!(event, Event::MappingEnd) {
@@ -355,17 +359,17 @@ impl<'i> Builder<'i> {
                             ));
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| {
-                        matches!(&k.value, Value::Scalar { text, .. } if *text == key_text)
-                    }) {
-                        let first_line = first.mark.line;
+                    if let Some(&first_line) = seen.get(&key_text) {
                         self.path.push(Segment::Key(key_text.clone()));
                         let err = self.error(
                             key.mark,
-                            format!("duplicate key `{key_text}` (first given on line {first_line})"),
+                            format!(
+                                "duplicate key `{key_text}` (first given on line {first_line})"
+                            ),
                         );
                         return Err(err);
                     }
+                    seen.insert(key_text.clone(), key.mark.line);
                     self.path.push(Segment::Key(key_text));
                     let (event, value_mark) = self.next()?;
                     let value = self.node(event, value_mark, depth + 1)?;

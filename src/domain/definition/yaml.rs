@@ -72,11 +72,36 @@ impl From<DefinitionError> for DefinitionErrors {
     }
 }
 
+/// The largest definition accepted, in bytes (a large real pipeline is a
+/// few kilobytes); checked before parsing.
+pub const MAX_DEFINITION_BYTES: usize = 256 * 1024;
+
+/// Why a definition of `len` bytes is refused.
+pub fn definition_too_large(len: usize) -> String {
+    format!(
+        "the definition is {len} bytes; at most {} KiB ({MAX_DEFINITION_BYTES} bytes) is accepted",
+        MAX_DEFINITION_BYTES / 1024
+    )
+}
+
 /// Parses a pipeline definition; `file` names the source in error messages.
+///
+/// The cost is linear in the text and bounded: at most
+/// [`MAX_DEFINITION_BYTES`] of text, 64 levels of nesting and
+/// [`MAX_NODES`](super::tree::MAX_NODES) values after expanding aliases.
 ///
 /// Every problem is reported with its 1-based line and column and the path
 /// of the field (`stages[1].trigger.schedule.cron`), in file order.
 pub fn parse_definition(yaml: &str, file: &str) -> Result<PipelineDefinition, DefinitionErrors> {
+    if yaml.len() > MAX_DEFINITION_BYTES {
+        return Err(DefinitionErrors(vec![DefinitionError {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            field: "(document)".to_owned(),
+            message: definition_too_large(yaml.len()),
+        }]));
+    }
     let root = match parse_yaml(yaml) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -147,6 +172,52 @@ mod tests {
     use chrono::TimeZone;
 
     const EVERYTHING: &str = include_str!("../fixtures/everything.yaml");
+
+    /// Issue 12 (3): huge mappings are refused by their size, quickly,
+    /// naming the limit; a mapping just under the limits parses.
+    #[test]
+    fn huge_definitions_are_refused_naming_the_limit() {
+        let mut keys = String::from(
+            "pipeline: p\nsource: { repo: ./a }\nversion: \"1.{build}\"\nstages: [ { name: dev } ]\nvariables:\n",
+        );
+        for i in 0..40_000 {
+            keys.push_str(&format!("  K{i}: v\n"));
+        }
+        // The attack's 469 KB: refused by its size before parsing.
+        let errors = parse_definition(&keys, "big.yaml").unwrap_err();
+        let first = errors.first().unwrap();
+        assert!(first.message.contains("at most 256 KiB"), "{first}");
+        assert_eq!((first.line, first.field.as_str()), (1, "(document)"));
+        // Small text, many values: refused by the node count.
+        let list = format!(
+            "pipeline: p\nsource: {{ repo: ./a }}\nversion: \"1.{{build}}\"\nstages: [ {{ name: dev }} ]\nvariables: {{ A: [{}] }}\n",
+            vec!["1"; 30_000].join(",")
+        );
+        let errors = parse_definition(&list, "wide.yaml").unwrap_err();
+        let first = errors.first().unwrap();
+        assert!(first.message.contains("more than 20000 values"), "{first}");
+
+        let mut many = String::from(
+            "pipeline: p\nsource: { repo: ./a }\nversion: \"1.{build}\"\nstages: [ { name: dev } ]\nvariables:\n",
+        );
+        for i in 0..9_000 {
+            many.push_str(&format!("  K{i}: v\n"));
+        }
+        let started = std::time::Instant::now();
+        let def = parse_definition(&many, "many.yaml").unwrap();
+        eprintln!("9000 variables parsed in {:?}", started.elapsed());
+        assert_eq!(def.variables.len(), 9_000);
+        many.push_str("  K17: again\n");
+        let errors = parse_definition(&many, "many.yaml").unwrap_err();
+        assert!(
+            errors
+                .first()
+                .unwrap()
+                .message
+                .contains("duplicate key `K17` (first given on line 23)"),
+            "{errors}"
+        );
+    }
 
     /// A small valid definition; tests replace parts of it.
     const BASE: &str = "\

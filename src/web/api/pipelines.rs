@@ -93,6 +93,7 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
         (status = 200, body = ImportOutcome, description = "new revision, or unchanged"),
         (status = 401, body = crate::web::error::ErrorBody),
         (status = 403, body = crate::web::error::ErrorBody),
+        (status = 413, body = crate::web::error::ErrorBody, description = "the definition is larger than 256 KiB"),
         (status = 422, body = crate::web::error::ErrorBody, description = "the definition is invalid; the message names line, column and field")),
     security(("bearer" = [])))]
 pub async fn import(
@@ -119,8 +120,8 @@ pub async fn import(
         .get("X-Slipway-Comment")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // Parsing is pure: do it before taking a connection.
-    let definition = pipelines::parse(&yaml, "request body")?;
+    // Parsing is pure: do it before taking a connection, off the workers.
+    let definition = pipelines::parse_bounded(yaml, "request body").await?;
     let outcome = state
         .with_conn::<_, ApiError, _>(move |conn| {
             Ok(pipelines::import(
