@@ -25,6 +25,7 @@
 //! sees half a deployment.
 
 pub mod http1;
+pub mod ports;
 pub mod router;
 pub mod supervisor;
 pub mod unpack;
@@ -360,10 +361,11 @@ impl Slots {
         port: Option<u16>,
     ) -> Result<Current, EngineError> {
         let env = self.environment(prepared, slot, settings).await?;
-        let port = supervisor::port_or_free(port).map_err(|source| EngineError::Io {
+        let lease = ports::lease(port).map_err(|source| EngineError::Io {
             context: "cannot find a free port on 127.0.0.1".into(),
             source,
         })?;
+        let port = lease.port();
         let spec = ProcessSpec {
             app: prepared.app.name.as_str().to_string(),
             slot: slot.to_string(),
@@ -375,7 +377,7 @@ impl Slots {
             slot_dir: self.slot_dir(prepared.app.name.as_str(), slot),
         };
         Ok(Current {
-            process: SlotProcess::start(spec, self.inner.config.supervisor.clone()),
+            process: SlotProcess::start_leased(spec, lease, self.inner.config.supervisor.clone()),
             health_path: prepared.app.health.clone(),
             release_id: prepared.release_id,
             version: prepared.version.clone(),

@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::ports::{self, Owner, PortLease};
 use super::router::Backend;
 use crate::engine::runner::{self, signal_group};
 
@@ -154,6 +155,8 @@ pub struct ProcessStatus {
 #[derive(Debug)]
 pub struct SlotProcess {
     spec: ProcessSpec,
+    /// Its port, held while it lives.
+    _lease: PortLease,
     backend: Arc<Backend>,
     status: Mutex<ProcessStatus>,
     logs: LogBuffer,
@@ -168,8 +171,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SlotProcess {
-    /// Starts supervising `spec` on the current runtime.
+    /// Starts supervising `spec` on the current runtime; its port is held
+    /// for it until it is dropped.
     pub fn start(spec: ProcessSpec, config: SupervisorConfig) -> Arc<SlotProcess> {
+        let lease = PortLease::adopt(spec.port);
+        SlotProcess::start_leased(spec, lease, config)
+    }
+
+    /// [`SlotProcess::start`] on a port leased already (`spec.port`).
+    pub fn start_leased(
+        spec: ProcessSpec,
+        lease: PortLease,
+        config: SupervisorConfig,
+    ) -> Arc<SlotProcess> {
         let backend = Arc::new(Backend::new(
             spec.port,
             format!("{}/{} release {}", spec.app, spec.slot, spec.release),
@@ -182,6 +196,7 @@ impl SlotProcess {
         );
         let process = Arc::new(SlotProcess {
             spec,
+            _lease: lease,
             backend,
             status: Mutex::new(ProcessStatus {
                 state: ProcessState::Starting,
@@ -254,16 +269,41 @@ impl SlotProcess {
         status.health_at = Some(Utc::now());
     }
 
-    /// One probe of `GET http://127.0.0.1:PORT{path}`: `Ok` on 2xx, else why not.
+    /// One probe of `GET http://127.0.0.1:PORT{path}`: `Ok` on 2xx from
+    /// this slot's own process, else why not. A 2xx from another program
+    /// that took the port is unhealthy ([`ports::owner`]).
     pub async fn probe(&self, client: &reqwest::Client, path: &str, timeout: Duration) -> Health {
         let url = format!("http://127.0.0.1:{}{}", self.spec.port, path);
         let health = match client.get(&url).timeout(timeout).send().await {
-            Ok(r) if r.status().is_success() => Health::Healthy,
+            Ok(r) if r.status().is_success() => self.answered_by_us().await,
             Ok(r) => Health::Unhealthy(format!("{url} answered {}", r.status())),
             Err(e) => Health::Unhealthy(format!("{url}: {}", without_url(&e))),
         };
         self.set_health(health.clone());
         health
+    }
+
+    /// Whether the listener on the port is this slot's process (or one of
+    /// its children): healthy if so, else unhealthy saying who answered.
+    async fn answered_by_us(&self) -> Health {
+        let port = self.spec.port;
+        let Some(group) = self.status().pid.and_then(|p| i32::try_from(p).ok()) else {
+            return Health::Unhealthy(format!(
+                "port {port} answered, but this slot's process is not running: another program listens on it"
+            ));
+        };
+        let owner = tokio::task::spawn_blocking(move || ports::owner(port, group)).await;
+        match owner {
+            Ok(Ok(Owner::Group)) => Health::Healthy,
+            Ok(Ok(Owner::Other)) => Health::Unhealthy(format!(
+                "port {port} is answered by another program, not by this slot's process (pid {group})"
+            )),
+            Ok(Ok(Owner::Nobody)) => {
+                Health::Unhealthy(format!("nothing listens on port {port} any more"))
+            }
+            Ok(Err(e)) => Health::Unhealthy(format!("cannot tell who listens on port {port}: {e}")),
+            Err(e) => Health::Unhealthy(format!("cannot tell who listens on port {port}: {e}")),
+        }
     }
 
     /// Polls the health path every 100 ms until it answers 2xx. Fails when
@@ -674,23 +714,6 @@ impl LogFile {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks one; it is released before
-/// the process binds it, a window other programs rarely hit).
-pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// `port` if nothing listens on it now, else a free one.
-pub fn port_or_free(port: Option<u16>) -> std::io::Result<u16> {
-    if let Some(port) = port.filter(|p| *p != 0)
-        && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-    {
-        return Ok(port);
-    }
-    free_port()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -704,7 +727,7 @@ mod tests {
             workdir: dir.to_path_buf(),
             command: command.into(),
             env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
-            port: free_port().unwrap(),
+            port: super::super::ports::lease(None).unwrap().port(),
             slot_dir: dir.join("slot"),
         }
     }
@@ -776,6 +799,54 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("exited with code 1"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+        p.stop().await;
+    }
+
+    /// Issue 13 (7): another program answering 2xx on the slot's port is
+    /// not the slot: the health check never passes on its answer, and says
+    /// who answered; the slot's own listener passes.
+    #[tokio::test]
+    async fn health_never_passes_on_another_programs_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), "sleep 30");
+        let foreign = tokio::net::TcpListener::bind(("127.0.0.1", s.port))
+            .await
+            .unwrap();
+        s.port = foreign.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = foreign.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nforeign",
+                    )
+                    .await;
+            }
+        });
+        let p = SlotProcess::start(s, quick());
+        wait_for("running", || p.status().pid.is_some()).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let err = p
+            .wait_healthy(&client, "/health", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.contains("answered by another program"), "{err}");
+        p.stop().await;
+
+        // Its own listener (a child of its shell, in its group) passes.
+        let dir = tempfile::tempdir().unwrap();
+        let p = SlotProcess::start(
+            spec(
+                dir.path(),
+                "python3 -c 'import http.server,os; http.server.HTTPServer((\"127.0.0.1\", int(os.environ[\"PORT\"])), http.server.SimpleHTTPRequestHandler).serve_forever()'",
+            ),
+            quick(),
+        );
+        p.wait_healthy(&client, "/", Duration::from_secs(20))
+            .await
+            .unwrap();
         p.stop().await;
     }
 
