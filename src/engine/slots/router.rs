@@ -776,7 +776,8 @@ async fn handle(
     }
     let host = match request_host(&req) {
         Ok(host) => host,
-        Err(page) => return page.response(unread),
+        // A malformed request: the connection ends with the answer.
+        Err(page) => return page.response(true),
     };
     let framing = match framing(&req) {
         Ok(framing) => framing,
