@@ -1463,6 +1463,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn connection_removes_hop_by_hop_headers_but_never_framing_or_host() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private, Content-Length"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("transfer-encoding, host"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::HOST, HeaderValue::from_static("web.localhost"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=10.1.2.3"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-private").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h[header::HOST], "web.localhost");
+        assert_eq!(h[header::ACCEPT], "text/html");
+        // The framing headers go as hop-by-hop ones, to be set again from
+        // what hyper read; never because `Connection` named them.
+        assert!(h.get(header::CONTENT_LENGTH).is_none());
+        forwarded_headers(
+            &mut h,
+            &HeaderValue::from_static("127.0.0.1"),
+            HeaderValue::from_static("web.localhost:8081"),
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[X_FORWARDED_HOST], "web.localhost:8081");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert!(h.get(FORWARDED).is_none());
+
+        // A response keeps its length (as one value) whatever `Connection`
+        // says, and a transfer coding besides chunked.
+        let mut r = HeaderMap::new();
+        r.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("content-length, transfer-encoding"),
+        );
+        r.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        r.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        response_headers(&mut r);
+        assert_eq!(r[header::CONTENT_LENGTH], "5");
+        assert_eq!(r[header::TRANSFER_ENCODING], "gzip, chunked");
+        assert!(r.get(header::CONNECTION).is_none());
+    }
+
     #[tokio::test]
     async fn drain_waits_for_requests_in_flight() {
         let backend = Arc::new(Backend::new(1, "web/dev"));
