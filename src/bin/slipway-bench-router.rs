@@ -432,9 +432,15 @@ async fn interleaved(
 /// Runs straight to `app` and through a router (a process of its own) in
 /// front of it: at full load for throughput, then at the same paced load
 /// (half of what the slower path sustains, unless `--rate` says) for
-/// latency. Returns
-/// whether the targets are met.
-async fn compare(name: &str, app: &Process, options: &Options) -> anyhow::Result<bool> {
+/// latency. `kept_target`: the share of the direct throughput the router
+/// must keep (`None`: recorded, no target; the p99 target holds for
+/// both). Returns whether the targets are met.
+async fn compare(
+    name: &str,
+    app: &Process,
+    options: &Options,
+    kept_target: Option<f64>,
+) -> anyhow::Result<bool> {
     let role = if options.raw { "raw" } else { "router" };
     let mut command = this_binary(role)?;
     command.args(["--upstream", &app.addr.port().to_string()]);
@@ -497,9 +503,13 @@ async fn compare(name: &str, app: &Process, options: &Options) -> anyhow::Result
         .percentile(0.99)
         .saturating_sub(direct.percentile(0.99));
     let kept = routed.rps() / direct.rps().max(1.0);
-    let met = added_p99 < Duration::from_millis(1) && kept >= 0.5;
+    let met = added_p99 < Duration::from_millis(1) && kept_target.is_none_or(|t| kept >= t);
+    let target = match kept_target {
+        Some(t) => format!("target >= {:.0}%", t * 100.0),
+        None => "recorded, no target".to_string(),
+    };
     println!(
-        "  router keeps {:.0}% of the direct throughput (target >= 50%); at the same load ({rate:.0} req/s) it adds {} ms at p99 (target < 1 ms): {}",
+        "  router keeps {:.0}% of the direct throughput ({target}); at the same load ({rate:.0} req/s) it adds {} ms at p99 (target < 1 ms): {}",
         kept * 100.0,
         ms(added_p99),
         if met { "met" } else { "not met" }
@@ -565,8 +575,13 @@ fn main() -> anyhow::Result<()> {
     );
     let met = runtime.block_on(async {
         let mut met = true;
-        for (name, app) in [("Python app", &python), ("Rust app", &rust)] {
-            met &= compare(name, app, &options).await?;
+        // The throughput target is against the kind of app slots run; the
+        // trivial app's figure is recorded (docs/performance.md).
+        for (name, app, kept) in [
+            ("Python app", &python, Some(0.7)),
+            ("Rust app (trivial)", &rust, None),
+        ] {
+            met &= compare(name, app, &options, kept).await?;
         }
         anyhow::Ok(met)
     })?;

@@ -18,6 +18,7 @@ mod notifications;
 mod ops;
 mod pages;
 mod people;
+mod router;
 mod secrets;
 mod slots;
 mod sso;

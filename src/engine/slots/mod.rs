@@ -24,7 +24,6 @@
 //! One operation per app runs at a time (a per-app lock), so a swap never
 //! sees half a deployment.
 
-pub mod http1;
 pub mod ports;
 pub mod router;
 pub mod supervisor;

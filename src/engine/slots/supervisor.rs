@@ -188,6 +188,8 @@ impl SlotProcess {
             spec.port,
             format!("{}/{} release {}", spec.app, spec.slot, spec.release),
         ));
+        // Serving once its own socket listens (see `confirm_listener`).
+        backend.set_serving(false);
         let logs = LogBuffer::new(
             config.log_lines,
             spec.slot_dir.join("process.log"),
@@ -294,7 +296,14 @@ impl SlotProcess {
         };
         let owner = tokio::task::spawn_blocking(move || ports::owner(port, group)).await;
         match owner {
-            Ok(Ok(Owner::Group)) => Health::Healthy,
+            Ok(Ok(Owner::Group)) => {
+                // Confirmed: the router may use the port (if the run that
+                // was checked is still the current one).
+                if self.status().pid.and_then(|p| i32::try_from(p).ok()) == Some(group) {
+                    self.backend.set_serving(true);
+                }
+                Health::Healthy
+            }
             Ok(Ok(Owner::Other)) => Health::Unhealthy(format!(
                 "port {port} is answered by another program, not by this slot's process (pid {group})"
             )),
@@ -453,6 +462,13 @@ impl SlotProcess {
             self.spec.port,
             self.spec.workdir.display()
         ));
+        let confirmer = group.map(|g| {
+            tokio::spawn(confirm_listener(
+                self.backend(),
+                self.spec.port,
+                g.as_raw_nonzero().get(),
+            ))
+        });
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             readers.push(tokio::spawn(pump(out, "stdout", self.logs.clone())));
@@ -476,6 +492,11 @@ impl SlotProcess {
                 (true, how)
             }
         };
+        // No request goes to the port until a new run's socket is confirmed.
+        self.backend.set_serving(false);
+        if let Some(confirmer) = confirmer {
+            confirmer.abort();
+        }
         // Whatever it left running in its group goes too.
         signal_group(group, rustix::process::Signal::KILL);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -500,6 +521,27 @@ impl SlotProcess {
         }
         self.ended(how);
         stopped
+    }
+}
+
+/// Marks `backend` serving once a process of `group` listens on `port`
+/// (looked for every 100 ms, every second after the first 10 s), so the
+/// router never sends the slot's requests to another program that holds
+/// the port. Aborted when the run ends.
+async fn confirm_listener(backend: Arc<Backend>, port: u16, group: i32) {
+    let started = Instant::now();
+    loop {
+        let owner = tokio::task::spawn_blocking(move || ports::owner(port, group)).await;
+        if matches!(owner, Ok(Ok(Owner::Group))) {
+            backend.set_serving(true);
+            return;
+        }
+        let pause = if started.elapsed() < Duration::from_secs(10) {
+            HEALTH_POLL
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -835,6 +877,8 @@ mod tests {
         assert!(err.contains("answered by another program"), "{err}");
         p.stop().await;
 
+        assert!(!p.backend().serving(), "the router must not use the port");
+
         // Its own listener (a child of its shell, in its group) passes.
         let dir = tempfile::tempdir().unwrap();
         let p = SlotProcess::start(
@@ -847,7 +891,9 @@ mod tests {
         p.wait_healthy(&client, "/", Duration::from_secs(20))
             .await
             .unwrap();
+        wait_for("the router to use it", || p.backend().serving()).await;
         p.stop().await;
+        assert!(!p.backend().serving(), "a stopped process gets no request");
     }
 
     #[tokio::test]
