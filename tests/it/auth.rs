@@ -314,7 +314,7 @@ fn sign_out_everywhere_ends_every_session_of_the_user() {
             .send()
             .unwrap();
         assert_eq!(res.status(), 303, "[{b}]");
-        assert_eq!(res.headers()["location"], "/login", "[{b}]");
+        assert_eq!(res.headers()["location"], "/", "[{b}]");
         for client in [&laptop, &phone] {
             assert_eq!(
                 client.get(app.url("/")).send().unwrap().status(),

@@ -177,7 +177,8 @@ pub async fn revoke(
 }
 
 /// `POST /settings/sessions/revoke`: ends every browser session of the
-/// signed-in user (this one too) and goes to the sign-in page.
+/// signed-in user (this one too) and goes to the board, which asks to sign
+/// in again.
 pub async fn sign_out_everywhere(
     state: State,
     session: Session,
@@ -191,6 +192,6 @@ pub async fn sign_out_everywhere(
         .await?;
     session.purge();
     Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/login"))
+        .insert_header((header::LOCATION, "/"))
         .finish())
 }
