@@ -348,11 +348,13 @@ pub fn verify_login(
 pub const SESSION_IDLE: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// Starts a server-side browser session of `user_id`; returns the session
-/// id for the cookie (only its SHA-256 is stored).
+/// id for the cookie (only its SHA-256 is stored). The user's revoked and
+/// idle sessions are deleted on the way.
 pub fn start_session(conn: &mut DbConn, user_id: i64) -> Result<String, StorageError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill(&mut bytes[..]);
     let id = hex::encode(bytes);
+    storage::sessions::delete_dead_sessions(conn, user_id, storage::now() - SESSION_IDLE)?;
     storage::sessions::insert_session(conn, &hash_token(&id), user_id)?;
     Ok(id)
 }

@@ -102,6 +102,25 @@ pub fn revoke_user_sessions(conn: &mut DbConn, user_id: i64) -> Result<usize, St
     .execute(conn)?)
 }
 
+/// Deletes a user's sessions that were revoked, or unused since `idle_before`
+/// (they can never be used again); returns how many.
+pub fn delete_dead_sessions(
+    conn: &mut DbConn,
+    user_id: i64,
+    idle_before: NaiveDateTime,
+) -> Result<usize, StorageError> {
+    Ok(diesel::delete(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(
+                sessions::revoked_at
+                    .is_not_null()
+                    .or(sessions::last_seen_at.lt(idle_before)),
+            ),
+    )
+    .execute(conn)?)
+}
+
 /// How many live sessions a user has.
 pub fn count_live_sessions(conn: &mut DbConn, user_id: i64) -> Result<i64, StorageError> {
     Ok(sessions::table
@@ -134,6 +153,9 @@ pub fn count_sign_in_attempt(
     write_transaction(conn, |conn| {
         let at = now();
         let expired = at - window;
+        // Windows that ended count nothing any more.
+        diesel::delete(sign_in_attempts::table.filter(sign_in_attempts::window_start.le(expired)))
+            .execute(conn)?;
         let mut counts = Vec::with_capacity(buckets.len());
         for bucket in buckets {
             let attempts =
