@@ -13,8 +13,19 @@ use actix_web::middleware::Next;
 
 use super::State;
 
-/// The `Content-Security-Policy` of every answer.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+/// The `Content-Security-Policy` of every answer. With single sign-on,
+/// forms may also lead to the identity provider's origin (a form post that
+/// needs a fresh sign-in redirects there, and `form-action` covers
+/// redirects).
+pub fn content_security_policy(sso_issuer: Option<&str>) -> String {
+    let sso = sso_issuer
+        .and_then(super::csrf::origin_of)
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; form-action 'self'{sso}; base-uri 'none'; object-src 'none'"
+    )
+}
 
 /// The `Permissions-Policy`: no powerful browser feature is used.
 pub const PERMISSIONS_POLICY: &str = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), midi=(), magnetometer=(), gyroscope=(), accelerometer=(), display-capture=(), interest-cohort=()";
@@ -27,17 +38,25 @@ pub async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let https = req
-        .app_data::<State>()
-        .is_some_and(|s| s.settings.public_url.starts_with("https://"));
+    let (https, csp) = match req.app_data::<State>() {
+        Some(s) => (
+            s.settings.public_url.starts_with("https://"),
+            content_security_policy(s.settings.oidc.as_ref().map(|o| o.issuer.as_str())),
+        ),
+        None => (false, content_security_policy(None)),
+    };
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY)
+        && let Ok(value) = HeaderValue::from_str(&csp)
+    {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     let mut set = |name: HeaderName, value: &'static str| {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     };
-    set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
     set(header::X_FRAME_OPTIONS, "DENY");
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::REFERRER_POLICY, "same-origin");
@@ -49,4 +68,19 @@ pub async fn security_headers(
         set(header::STRICT_TRANSPORT_SECURITY, STRICT_TRANSPORT_SECURITY);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_may_lead_only_to_slipway_and_the_sso_provider() {
+        assert!(content_security_policy(None).contains("form-action 'self';"));
+        assert!(
+            content_security_policy(Some("https://idp.example/realms/x"))
+                .contains("form-action 'self' https://idp.example;")
+        );
+        assert!(!content_security_policy(Some("https://idp.example")).contains("unsafe-inline"));
+    }
 }

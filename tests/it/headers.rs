@@ -7,6 +7,7 @@ use slipway::domain::{DeploymentState, Role};
 use slipway::storage::testing::test_databases;
 
 use crate::helpers::{SPEC_PIPELINE, TestApp, each_backend, seed_releases, spawn_app_with};
+use crate::idp::each_backend_with_sso;
 
 fn header(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
     res.headers()
@@ -177,4 +178,17 @@ fn check_deployment_page(app: &TestApp, token: &str) {
     let res = app.get_with_token(&path, token);
     assert_eq!(res.status(), 200, "{path}");
     assert_no_inline(&path, &res.text().unwrap());
+}
+
+#[test]
+fn with_sso_forms_may_also_lead_to_the_identity_provider() {
+    each_backend_with_sso(|app, idp| {
+        let res = app.get_anonymous("/login");
+        assert_security_headers(&res, "sso");
+        let csp = header(&res, "content-security-policy").unwrap();
+        assert!(
+            csp.contains(&format!("form-action 'self' {};", idp.issuer)),
+            "{csp}"
+        );
+    });
 }
