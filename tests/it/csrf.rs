@@ -422,8 +422,20 @@ const routes = {routes};
         assert_eq!(deployments(app), before, "[{b}]");
         assert_eq!(audit_by(app, "mara"), vec!["auth.sign_in"], "[{b}]");
 
-        // The same browser on Slipway's own page still works.
+        // Slipway's own page script (static/slipway.js, allowed by the page's
+        // policy) calls the API with the token from <meta>: accepted.
         browser.goto(&app.url("/"));
         browser.wait_for("header .who span");
+        let status = browser
+            .rt
+            .block_on(browser.client.execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   window.slipway.api("POST", "/api/v1/pipelines/space-game-web/builds", {})
+                     .then(r => done(r.status), e => done(String(e)));"#,
+                vec![],
+            ))
+            .unwrap();
+        assert_eq!(status, serde_json::json!(202), "[{b}]");
+        assert_eq!(audit_by(app, "mara").len(), 2, "[{b}] the build is mara's");
     });
 }
