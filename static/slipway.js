@@ -1,6 +1,22 @@
 // Slipway: small progressive enhancement. Every page works without it.
 "use strict";
 
+// Calls the JSON API with the session cookie: a state-changing call carries
+// the session's CSRF token (from <meta name="csrf-token">) in X-CSRF-Token,
+// without which Slipway refuses it (403), and a body is sent as JSON.
+async function api(method, url, body) {
+  const headers = { "Accept": "application/json" };
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  if (method !== "GET" && meta) { headers["X-CSRF-Token"] = meta.content; }
+  const init = { method, headers, credentials: "same-origin" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  return fetch(url, init);
+}
+window.slipway = { api };
+
 // Regions marked data-live="N" refresh every N seconds while they are live:
 // the page is fetched again and the region swapped in place.
 function liveRegions() {
@@ -38,7 +54,7 @@ function tailLog() {
   let after = parseInt(log.dataset.after, 10) || 0;
   const tick = async () => {
     try {
-      const res = await fetch(`${log.dataset.logUrl}?after=${after}`, { headers: { "Accept": "application/json" } });
+      const res = await api("GET", `${log.dataset.logUrl}?after=${after}`);
       if (res.ok) {
         const body = await res.json();
         for (const chunk of body.chunks || []) {

@@ -263,14 +263,53 @@ pub fn create_token(
 static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| hash_password(&generate_password()).unwrap_or_default());
 
-/// Checks a local sign-in. Success and failure are both audited (never the
-/// password); a disabled or SSO-only account cannot sign in with a password.
+/// Sign-in attempts allowed per account and per address in
+/// [`SIGN_IN_WINDOW`]; the next one is refused without checking the password.
+pub const MAX_SIGN_IN_ATTEMPTS: i32 = 5;
+/// How long a sign-in lock lasts, from the first attempt counted.
+pub const SIGN_IN_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// The answer to a local sign-in.
+#[derive(Debug)]
+pub enum SignIn {
+    /// The password is right: the user.
+    Accepted(User),
+    /// Wrong user name or password (or a disabled or SSO-only account).
+    Refused,
+    /// Too many attempts for the account or the address in the last
+    /// [`SIGN_IN_WINDOW`]: the password was not checked.
+    Throttled,
+}
+
+/// Checks a local sign-in. The attempt is counted first, atomically in the
+/// database, per account (`user:NAME`) and per address (`addr:IP`); beyond
+/// [`MAX_SIGN_IN_ATTEMPTS`] in either, the answer is [`SignIn::Throttled`]
+/// and the password is not checked (the right one neither). A successful
+/// sign-in takes its own attempt back but never lifts a lock early.
+/// Success, failure and throttling are audited (never the password); a
+/// disabled or SSO-only account cannot sign in with a password.
 pub fn verify_login(
     conn: &mut DbConn,
     username: &str,
     password: &str,
     from: &str,
-) -> Result<Option<User>, EngineError> {
+) -> Result<SignIn, EngineError> {
+    let user_bucket = format!("user:{}", username.to_lowercase());
+    let addr_bucket = format!("addr:{from}");
+    let buckets = [user_bucket.as_str(), addr_bucket.as_str()];
+    let counts = storage::sessions::count_sign_in_attempt(conn, &buckets, SIGN_IN_WINDOW)?;
+    if counts.iter().any(|n| *n > MAX_SIGN_IN_ATTEMPTS) {
+        storage::write_transaction(conn, |conn| {
+            storage::append_audit(
+                conn,
+                "anonymous",
+                "auth.sign_in_throttled",
+                &format!("user:{username}"),
+                &format!("method=password from={from}"),
+            )
+        })?;
+        return Ok(SignIn::Throttled);
+    }
     let user = storage::find_user_by_name(conn, username)?;
     let ok = match &user {
         Some(u) if !u.disabled => u
@@ -296,9 +335,66 @@ pub fn verify_login(
             &format!("method=password from={from}"),
         )
     })?;
-    Ok(match user {
-        Some(u) if ok => Some(User::load(conn, u)?),
-        _ => None,
+    match user {
+        Some(u) if ok => {
+            storage::sessions::forgive_sign_in_attempt(conn, &buckets)?;
+            Ok(SignIn::Accepted(User::load(conn, u)?))
+        }
+        _ => Ok(SignIn::Refused),
+    }
+}
+
+/// How long a browser session lasts without being used.
+pub const SESSION_IDLE: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Starts a server-side browser session of `user_id`; returns the session
+/// id for the cookie (only its SHA-256 is stored). The user's revoked and
+/// idle sessions are deleted on the way.
+pub fn start_session(conn: &mut DbConn, user_id: i64) -> Result<String, StorageError> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes[..]);
+    let id = hex::encode(bytes);
+    storage::sessions::delete_dead_sessions(conn, user_id, storage::now() - SESSION_IDLE)?;
+    storage::sessions::insert_session(conn, &hash_token(&id), user_id)?;
+    Ok(id)
+}
+
+/// The user of a browser session: `None` when the session is unknown,
+/// revoked, unused for [`SESSION_IDLE`], or not `user_id`'s, or the user is
+/// disabled.
+pub fn session_user(
+    conn: &mut DbConn,
+    session_id: &str,
+    user_id: i64,
+) -> Result<Option<User>, StorageError> {
+    let Some(row) = storage::sessions::find_live_session(conn, &hash_token(session_id))? else {
+        return Ok(None);
+    };
+    if row.user_id != user_id || storage::now() - row.last_seen_at > SESSION_IDLE {
+        return Ok(None);
+    }
+    active_user(conn, user_id)
+}
+
+/// Ends one browser session (sign-out).
+pub fn end_session(conn: &mut DbConn, session_id: &str) -> Result<(), StorageError> {
+    storage::sessions::revoke_session(conn, &hash_token(session_id))?;
+    Ok(())
+}
+
+/// Ends every browser session of `user` ("sign out everywhere"), audited as
+/// `auth.sign_out_everywhere`; returns how many were live.
+pub fn end_all_sessions(conn: &mut DbConn, user: &User) -> Result<usize, StorageError> {
+    storage::write_transaction(conn, |conn| {
+        let n = storage::sessions::revoke_user_sessions(conn, user.id)?;
+        storage::append_audit(
+            conn,
+            &user.username,
+            "auth.sign_out_everywhere",
+            &format!("user:{}", user.username),
+            &format!("sessions={n}"),
+        )?;
+        Ok(n)
     })
 }
 
@@ -635,6 +731,9 @@ pub fn change_user(
                     )));
                 }
                 storage::set_user_disabled(conn, user_id, *disabled)?;
+                if *disabled {
+                    storage::sessions::revoke_user_sessions(conn, user_id)?;
+                }
                 (
                     if *disabled {
                         "user.disable"

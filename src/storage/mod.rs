@@ -27,6 +27,7 @@ pub mod releases;
 pub mod schedules;
 pub mod schema;
 pub mod secrets;
+pub mod sessions;
 pub mod slots;
 pub mod sources;
 mod states;

@@ -434,6 +434,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> BigInt,
+        id_hash -> Text,
+        user_id -> BigInt,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sign_in_attempts (bucket) {
+        bucket -> Text,
+        window_start -> Timestamp,
+        attempts -> Integer,
+    }
+}
+
 diesel::joinable!(definition_revisions -> pipelines (pipeline_id));
 diesel::joinable!(stages -> pipelines (pipeline_id));
 diesel::joinable!(builds -> pipelines (pipeline_id));

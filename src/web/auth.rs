@@ -270,11 +270,13 @@ pub async fn authenticate(
             }
         }
     } else {
-        // A browser session: the user id stored at sign-in.
+        // A browser session: the user id and server-side session id stored
+        // at sign-in; the session must still be live in the database.
         let session = actix_session::SessionExt::get_session(&req);
         if let Some(id) = super::session::session_user_id(&session) {
+            let sid = super::session::session_id(&session).unwrap_or_default();
             match state
-                .with_conn::<_, WebError, _>(move |conn| Ok(users::active_user(conn, id)?))
+                .with_conn::<_, WebError, _>(move |conn| Ok(users::session_user(conn, &sid, id)?))
                 .await
             {
                 Ok(Some(user)) => {
@@ -283,7 +285,8 @@ pub async fn authenticate(
                     user.sso_at = super::session::sso_at(&session);
                     req.extensions_mut().insert(user);
                 }
-                // Deleted or disabled since: the session no longer counts.
+                // Signed out, revoked, idle too long, or the user is deleted
+                // or disabled since: the session no longer counts.
                 Ok(None) => session.purge(),
                 Err(e) => return Ok(req.error_response(e).map_into_right_body()),
             }

@@ -25,6 +25,8 @@ pub enum WebError {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -44,6 +46,7 @@ impl WebError {
             WebError::Unauthorized(_) => "unauthorized",
             WebError::Forbidden(_) => "forbidden",
             WebError::PayloadTooLarge(_) => "payload_too_large",
+            WebError::UnsupportedMediaType(_) => "unsupported_media_type",
             WebError::Internal(_) => "internal",
         }
     }
@@ -100,6 +103,7 @@ impl ResponseError for WebError {
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod csrf;
 pub mod error;
+pub mod headers;
 pub mod hooks;
 pub mod metrics;
 pub mod oidc;
@@ -34,7 +36,6 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Encrypts and decrypts secret values (`engine::secrets`).
     pub secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
-    pub login_throttle: session::LoginThrottle,
     /// The SSO provider, discovered by [`oidc::start`] when
     /// `settings.oidc` is set; empty without SSO.
     pub sso: std::sync::OnceLock<std::sync::Arc<oidc::Sso>>,
@@ -75,7 +76,6 @@ impl AppState {
             settings,
             metrics: metrics::Metrics::default(),
             secret_key,
-            login_throttle: session::LoginThrottle::default(),
             sso: std::sync::OnceLock::new(),
         })
     }
@@ -110,6 +110,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/settings/tokens/{id}/revoke",
             web::post().to(pages::settings::revoke),
+        )
+        .route(
+            "/settings/sessions/revoke",
+            web::post().to(pages::settings::sign_out_everywhere),
         )
         .route("/admin/users", web::get().to(pages::admin::list))
         .route(
@@ -237,6 +241,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/api/v1").configure(api::routes));
 }
 
+/// The largest request body the API and forms take (1 MiB).
+pub const BODY_LIMIT: usize = 1 << 20;
+
 /// Starts the HTTP server on an already bound listener (port 0 in tests).
 pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let session_key = session::load_or_create_key(&state.settings.data_dir)
@@ -260,15 +267,17 @@ pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Res
             )
             .app_data(
                 web::JsonConfig::default()
-                    .limit(1 << 20)
-                    .error_handler(|err, req| bad_input(req, err.to_string())),
+                    .limit(BODY_LIMIT)
+                    .error_handler(json_error),
             )
-            .app_data(web::PayloadConfig::default().limit(1 << 20))
+            .app_data(web::PayloadConfig::default().limit(BODY_LIMIT))
             .configure(routes)
             .default_service(web::to(not_found))
+            .wrap(from_fn(csrf::guard))
             .wrap(from_fn(auth::authenticate))
             .wrap(session::middleware(session_key.clone(), secure_cookies))
             .wrap(from_fn(track))
+            .wrap(from_fn(headers::security_headers))
             .wrap(TracingLogger::default())
     })
     .listen(listener)?
@@ -283,6 +292,27 @@ pub(crate) fn is_api(path: &str) -> bool {
 
 fn bad_input(req: &HttpRequest, message: String) -> actix_web::Error {
     let e = WebError::BadRequest(message);
+    if is_api(req.path()) {
+        ApiError(e).into()
+    } else {
+        e.into()
+    }
+}
+
+/// A JSON body that cannot be read: 415 without `application/json`, 413
+/// over [`BODY_LIMIT`], 400 otherwise.
+fn json_error(err: actix_web::error::JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let e = match err {
+        E::ContentType => WebError::UnsupportedMediaType(
+            "The body must be JSON sent with Content-Type: application/json.".into(),
+        ),
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => WebError::PayloadTooLarge(format!(
+            "The request body is larger than the {} KiB this route takes.",
+            BODY_LIMIT / 1024
+        )),
+        other => WebError::BadRequest(other.to_string()),
+    };
     if is_api(req.path()) {
         ApiError(e).into()
     } else {

@@ -510,10 +510,23 @@ async fn finish(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let user = state
-        .with_conn::<_, WebError, _>(move |conn| Ok(users::sso_sign_in(conn, &identity, &from)?))
+    let previous = super::session::session_id(session);
+    let (user, sid) = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            let user = users::sso_sign_in(conn, &identity, &from)?;
+            if let Some(old) = previous {
+                users::end_session(conn, &old)?;
+            }
+            let sid = users::start_session(conn, user.id)?;
+            Ok((user, sid))
+        })
         .await?;
-    super::session::begin(session, user.id, Some(auth_time.unwrap_or_else(Utc::now)))?;
+    super::session::begin(
+        session,
+        user.id,
+        &sid,
+        Some(auth_time.unwrap_or_else(Utc::now)),
+    )?;
     Ok(pending.next)
 }
 

@@ -5,12 +5,14 @@
 //! is https. The session key lives in `<data-dir>/session.key` (mode 0600) so
 //! that a restart, or a second instance on the same data, keeps everyone
 //! signed in.
+//!
+//! The (encrypted) cookie carries a random session id; the server keeps the
+//! session in its `sessions` table and checks it on every request
+//! ([`super::auth::authenticate`]), so sign-out, disabling the user and
+//! "sign out everywhere" end it even for a copied cookie.
 
-use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::storage::CookieSessionStore;
@@ -31,16 +33,14 @@ use crate::engine::users;
 
 /// Session keys.
 const USER_ID: &str = "user_id";
+/// The server-side session's id (see [`users::start_session`]).
+const SESSION_ID: &str = "sid";
 const CSRF: &str = "csrf";
 /// When the session's user signed in (Unix seconds).
 const SIGNED_IN_AT: &str = "signed_in_at";
 /// When the session's user last authenticated at the SSO provider (Unix
 /// seconds, the ID token's `auth_time`); absent after a password sign-in.
 const SSO_AT: &str = "sso_at";
-
-/// Failed sign-ins allowed per account and per address in [`LOCKOUT_WINDOW`].
-pub const MAX_FAILURES: usize = 5;
-pub const LOCKOUT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Loads `<data-dir>/session.key`, creating 64 random bytes (hex) on first use.
 pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Key> {
@@ -87,6 +87,11 @@ pub fn session_user_id(session: &Session) -> Option<i64> {
     session.get::<i64>(USER_ID).ok().flatten()
 }
 
+/// The server-side session id of the cookie, if any.
+pub fn session_id(session: &Session) -> Option<String> {
+    session.get::<String>(SESSION_ID).ok().flatten()
+}
+
 fn session_time(session: &Session, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     session
         .get::<i64>(key)
@@ -105,17 +110,22 @@ pub fn sso_at(session: &Session) -> Option<chrono::DateTime<chrono::Utc>> {
     session_time(session, SSO_AT)
 }
 
-/// Signs `user_id` in on this session: a new session id (no fixation), a
-/// fresh CSRF token, `signed_in_at` now, and `sso_at` for an SSO sign-in
-/// (cleared for a password one).
+/// Signs `user_id` in on this session: a new cookie (no fixation) holding
+/// `session_id` (from [`users::start_session`]), a fresh CSRF token,
+/// `signed_in_at` now, and `sso_at` for an SSO sign-in (cleared for a
+/// password one).
 pub fn begin(
     session: &Session,
     user_id: i64,
+    session_id: &str,
     sso_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), WebError> {
     session.renew();
     session
         .insert(USER_ID, user_id)
+        .map_err(WebError::internal)?;
+    session
+        .insert(SESSION_ID, session_id)
         .map_err(WebError::internal)?;
     session
         .insert(CSRF, new_token())
@@ -260,48 +270,6 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// Counts failed sign-ins per account and per address.
-#[derive(Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl LoginThrottle {
-    fn keys(username: &str, addr: &str) -> [String; 2] {
-        [
-            format!("user:{}", username.to_lowercase()),
-            format!("addr:{addr}"),
-        ]
-    }
-
-    /// True when either the account or the address has failed too often.
-    pub fn blocked(&self, username: &str, addr: &str) -> bool {
-        let Ok(mut map) = self.failures.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        Self::keys(username, addr).iter().any(|k| {
-            let list = map.entry(k.clone()).or_default();
-            list.retain(|t| now.duration_since(*t) < LOCKOUT_WINDOW);
-            list.len() >= MAX_FAILURES
-        })
-    }
-
-    pub fn failed(&self, username: &str, addr: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            for k in Self::keys(username, addr) {
-                map.entry(k).or_default().push(Instant::now());
-            }
-        }
-    }
-
-    pub fn succeeded(&self, username: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&format!("user:{}", username.to_lowercase()));
-        }
-    }
-}
-
 #[derive(Template)]
 #[template(path = "pages/login.html")]
 pub struct LoginPage {
@@ -382,28 +350,38 @@ pub async fn login(
                 .content_type("text/html; charset=utf-8")
                 .body(body))
         };
-    if state.login_throttle.blocked(&form.username, &addr) {
-        return again(
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins. Wait 15 minutes and try again.",
-        );
-    }
     let (username, password) = (form.username.clone(), form.password.clone());
-    let from = addr.clone();
-    let user = state
+    let previous = session_id(&session);
+    let outcome = state
         .with_conn::<_, WebError, _>(move |conn| {
-            Ok(users::verify_login(conn, &username, &password, &from)?)
+            match users::verify_login(conn, &username, &password, &addr)? {
+                users::SignIn::Accepted(user) => {
+                    if let Some(old) = previous {
+                        users::end_session(conn, &old)?;
+                    }
+                    let sid = users::start_session(conn, user.id)?;
+                    Ok(Ok((user, sid)))
+                }
+                other => Ok(Err(other)),
+            }
         })
         .await?;
-    let Some(user) = user else {
-        state.login_throttle.failed(&form.username, &addr);
-        return again(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "The user name or password is wrong.",
-        );
+    let (user, sid) = match outcome {
+        Ok(signed_in) => signed_in,
+        Err(users::SignIn::Throttled) => {
+            return again(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins for this account or from this address. Wait 15 minutes and try again.",
+            );
+        }
+        Err(_) => {
+            return again(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "The user name or password is wrong.",
+            );
+        }
     };
-    state.login_throttle.succeeded(&form.username);
-    begin(&session, user.id, None)?;
+    begin(&session, user.id, &sid, None)?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
         .finish())
@@ -422,10 +400,18 @@ pub async fn logout(
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
-    if let Some(user) = nav.user {
-        let actor = user.clone();
+    let sid = session_id(&session);
+    let who = nav.user;
+    if who.is_some() || sid.is_some() {
         state
             .with_conn::<_, WebError, _>(move |conn| {
+                if let Some(sid) = sid {
+                    users::end_session(conn, &sid)?;
+                }
+                let Some(user) = who else {
+                    return Ok(());
+                };
+                let actor = user.clone();
                 crate::storage::write_transaction(conn, |conn| {
                     crate::storage::append_audit(
                         conn,
@@ -463,17 +449,5 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn throttle_blocks_after_five_failures() {
-        let t = LoginThrottle::default();
-        for _ in 0..MAX_FAILURES {
-            assert!(!t.blocked("mara", "10.0.0.1"));
-            t.failed("mara", "10.0.0.1");
-        }
-        assert!(t.blocked("mara", "10.0.0.2"), "per account");
-        assert!(t.blocked("tim", "10.0.0.1"), "per address");
-        assert!(!t.blocked("tim", "10.0.0.3"));
     }
 }

@@ -170,6 +170,7 @@ fn changes_need_a_token_with_the_right_role() {
             let mut req = app
                 .client
                 .post(app.url("/api/v1/pipelines"))
+                .header("Content-Type", "application/yaml")
                 .body(SPEC_PIPELINE.to_string());
             if let Some(t) = token {
                 req = req.bearer_auth(t);

@@ -145,3 +145,295 @@ fn repeated_failures_lock_the_account_for_a_while() {
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| format!("%{b:02X}")).collect()
 }
+
+/// The session cookie (`name=value`) a sign-in answer sets.
+fn session_cookie(res: &reqwest::blocking::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("slipway_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string()
+}
+
+/// What a request with only `cookie` gets: the board page and the API.
+fn with_cookie(app: &crate::helpers::TestApp, cookie: &str) -> (u16, u16) {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client
+        .get(app.url("/"))
+        .header("Cookie", cookie)
+        .send()
+        .unwrap();
+    let page_status = page.status().as_u16();
+    if page_status == 303 {
+        assert!(
+            page.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("/login"),
+            "back to sign-in"
+        );
+    }
+    let api = client
+        .get(app.url("/api/v1/pipelines"))
+        .header("Cookie", cookie)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    (page_status, api)
+}
+
+#[test]
+fn a_cookie_copied_before_sign_out_no_longer_works_after() {
+    each_backend(|app| {
+        let b = &app.backend;
+        app.user("mara", Role::ReleaseManager, "correct horse battery");
+        let client = browser();
+        let res = app.sign_in(&client, "mara", "correct horse battery", "/");
+        assert_eq!(res.status(), 303, "[{b}]");
+        let copied = session_cookie(&res);
+        assert_eq!(
+            with_cookie(app, &copied),
+            (200, 200),
+            "[{b}] the copy works"
+        );
+
+        let html = Html::parse_document(&client.get(app.url("/")).send().unwrap().text().unwrap());
+        let res = client
+            .post(app.url("/logout"))
+            .form(&[("csrf", csrf_of(&html).as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303, "[{b}]");
+        assert_eq!(with_cookie(app, &copied), (303, 401), "[{b}] revoked");
+    });
+}
+
+#[test]
+fn disabling_a_user_ends_their_sessions_for_good() {
+    each_backend(|app| {
+        let b = &app.backend;
+        app.user("tim", Role::Deployer, "tim's long password");
+        let client = browser();
+        let res = app.sign_in(&client, "tim", "tim's long password", "/");
+        let copied = session_cookie(&res);
+        assert_eq!(with_cookie(app, &copied), (200, 200), "[{b}]");
+
+        let admin = app.signed_in("boss", Role::Admin);
+        let tim = {
+            let mut conn = app.conn();
+            slipway::storage::find_user_by_name(&mut conn, "tim")
+                .unwrap()
+                .unwrap()
+                .id
+        };
+        let html = Html::parse_document(
+            &admin
+                .get(app.url("/admin/users"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let csrf = csrf_of(&html);
+        for action in ["disable", "enable"] {
+            let res = admin
+                .post(app.url(&format!("/admin/users/{tim}/{action}")))
+                .form(&[("csrf", csrf.as_str())])
+                .send()
+                .unwrap();
+            assert_eq!(res.status(), 303, "[{b}] {action}");
+        }
+        // Enabled again, tim signs in afresh: the old sessions stay ended.
+        assert_eq!(with_cookie(app, &copied), (303, 401), "[{b}]");
+        assert_eq!(
+            client.get(app.url("/")).send().unwrap().status(),
+            303,
+            "[{b}]"
+        );
+        let res = app.sign_in(&client, "tim", "tim's long password", "/");
+        assert_eq!(res.status(), 303, "[{b}]");
+        assert_eq!(
+            client.get(app.url("/")).send().unwrap().status(),
+            200,
+            "[{b}]"
+        );
+    });
+}
+
+#[test]
+fn sign_out_everywhere_ends_every_session_of_the_user() {
+    each_backend(|app| {
+        let b = &app.backend;
+        app.user("amita", Role::Viewer, "amita's long password");
+        let laptop = browser();
+        let phone = browser();
+        app.sign_in(&laptop, "amita", "amita's long password", "/");
+        app.sign_in(&phone, "amita", "amita's long password", "/");
+        let other = app.signed_in("zoe", Role::Viewer);
+
+        let html = Html::parse_document(
+            &laptop
+                .get(app.url("/settings/tokens"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let lead = texts(&html, "main p").join(" ");
+        assert!(lead.contains("2 browser sessions"), "[{b}] {lead}");
+        let forms = attrs(&html, "form[action='/settings/sessions/revoke']", "method");
+        assert_eq!(forms, vec!["post"], "[{b}]");
+        assert_eq!(
+            texts(&html, "form[action='/settings/sessions/revoke'] button"),
+            vec!["Sign out everywhere"],
+            "[{b}]"
+        );
+        // Without the form's CSRF token: refused, nobody signed out.
+        let res = laptop
+            .post(app.url("/settings/sessions/revoke"))
+            .form(&[("csrf", "nope")])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 403, "[{b}]");
+        assert_eq!(
+            phone.get(app.url("/")).send().unwrap().status(),
+            200,
+            "[{b}]"
+        );
+
+        let res = laptop
+            .post(app.url("/settings/sessions/revoke"))
+            .form(&[("csrf", csrf_of(&html).as_str())])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 303, "[{b}]");
+        assert_eq!(res.headers()["location"], "/", "[{b}]");
+        for client in [&laptop, &phone] {
+            assert_eq!(
+                client.get(app.url("/")).send().unwrap().status(),
+                303,
+                "[{b}]"
+            );
+        }
+        assert_eq!(
+            other.get(app.url("/")).send().unwrap().status(),
+            200,
+            "[{b}] others stay"
+        );
+        let mut conn = app.conn();
+        let events = slipway::storage::list_audit(&mut conn, None, 50).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.action == "auth.sign_out_everywhere" && e.actor == "amita"),
+            "[{b}]"
+        );
+    });
+}
+
+/// `n` sign-ins of `username` at once, each from its own browser; the
+/// password of try `i` is `password(i)`. Returns the statuses.
+fn parallel_sign_ins(
+    app: &crate::helpers::TestApp,
+    username: &str,
+    n: usize,
+    password: impl Fn(usize) -> String + Sync,
+) -> Vec<u16> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, password) = (&barrier, &password);
+                s.spawn(move || {
+                    let client = browser();
+                    let page = client
+                        .get(app.url("/login"))
+                        .send()
+                        .unwrap()
+                        .text()
+                        .unwrap();
+                    let csrf = csrf_of(&Html::parse_document(&page));
+                    barrier.wait();
+                    client
+                        .post(app.url("/login"))
+                        .form(&[
+                            ("username", username),
+                            ("password", password(i).as_str()),
+                            ("csrf", csrf.as_str()),
+                        ])
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn failed_sign_ins(app: &crate::helpers::TestApp, username: &str) -> usize {
+    let mut conn = app.conn();
+    slipway::storage::list_audit(&mut conn, None, 500)
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "auth.sign_in_failed" && e.subject == format!("user:{username}"))
+        .count()
+}
+
+#[test]
+fn parallel_wrong_passwords_are_counted_before_any_is_checked() {
+    each_backend(|app| {
+        let b = &app.backend;
+        app.user("amita", Role::Deployer, "the right password");
+        let statuses = parallel_sign_ins(app, "amita", 30, |i| format!("wrong {i}"));
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let throttled = statuses.iter().filter(|s| **s == 429).count();
+        assert!(checked <= 5, "[{b}] {statuses:?}");
+        assert_eq!(checked + throttled, 30, "[{b}] {statuses:?}");
+        assert!(failed_sign_ins(app, "amita") <= 5, "[{b}]");
+        // Locked: the right password is refused too, without being checked.
+        let res = app.sign_in(&browser(), "amita", "the right password", "/");
+        assert_eq!(res.status(), 429, "[{b}]");
+    });
+}
+
+#[test]
+fn the_right_password_among_parallel_guesses_is_refused_once_locked() {
+    each_backend(|app| {
+        let b = &app.backend;
+        app.user("tim", Role::Deployer, "the right password");
+        let statuses = parallel_sign_ins(app, "tim", 40, |i| {
+            if i % 8 == 7 {
+                "the right password".to_string()
+            } else {
+                format!("guess {i}")
+            }
+        });
+        // At most 5 wrong guesses were checked; the rest were not looked at.
+        let wrong = statuses.iter().filter(|s| **s == 401).count();
+        assert!(wrong <= 5, "[{b}] at most 5 checked: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [303, 401, 429].contains(s)),
+            "[{b}] {statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|s| **s == 429).count() >= 30,
+            "[{b}] {statuses:?}"
+        );
+        assert!(failed_sign_ins(app, "tim") <= 5, "[{b}]");
+        let res = app.sign_in(&browser(), "tim", "the right password", "/");
+        assert_eq!(res.status(), 429, "[{b}] locked");
+        assert!(
+            res.text().unwrap().contains("Too many failed sign-ins"),
+            "[{b}]"
+        );
+    });
+}

@@ -372,6 +372,13 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         "/api/v1/apps/space-game/swap/cancel",
         RM,
     ),
+    // Last: it ends the walker's own sessions.
+    (
+        "POST",
+        "/settings/sessions/revoke",
+        "/settings/sessions/revoke",
+        V,
+    ),
 ];
 
 /// The routes of `web::routes`, read from the source: every

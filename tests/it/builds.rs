@@ -763,6 +763,7 @@ fn a_commit_can_be_built_and_bad_requests_are_refused() {
             .client
             .post(app.url(path))
             .bearer_auth(&token)
+            .header("Content-Type", "application/json")
             .body("{not json")
             .send()
             .unwrap();

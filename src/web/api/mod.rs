@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "Slipway API",
-        description = "Release management: pipelines, releases, deployments. Authenticate with `Authorization: Bearer TOKEN`. Errors are `{\"error\": {\"code\", \"message\"}}`."
+        description = "Release management: pipelines, releases, deployments. Authenticate with `Authorization: Bearer TOKEN`. A write authenticated by the browser session cookie instead must send the session's CSRF token in `X-CSRF-Token` and come from Slipway's own origin (else 403). Bodies are `application/json` (the pipeline import also takes `application/yaml`); other types are a 415, bodies over 1 MiB a 413. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
         pipelines::list,

@@ -2,6 +2,8 @@
 //! shown once, on the page that answers its creation (never stored, only
 //! its SHA-256); revoking needs the form's CSRF token. An admin revokes
 //! other people's tokens the same way (`engine::users::revoke_token`).
+//! "Sign out everywhere" ends every browser session of the user, this one
+//! included (`engine::users::end_all_sessions`).
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -42,7 +44,13 @@ pub struct TokensPage {
     pub created: Option<(String, String)>,
     pub error: Option<String>,
     pub name: String,
+    /// How many browser sessions of the user are live.
+    pub sessions: i64,
+    pub sign_out_everywhere_url: &'static str,
 }
+
+/// The URL of "Sign out everywhere".
+pub const SIGN_OUT_EVERYWHERE_URL: &str = "/settings/sessions/revoke";
 
 async fn page(
     state: &State,
@@ -50,8 +58,13 @@ async fn page(
     user_id: i64,
     username: String,
 ) -> Result<TokensPage, WebError> {
-    let rows = state
-        .with_conn::<_, WebError, _>(move |conn| Ok(storage::list_tokens(conn, user_id)?))
+    let (rows, sessions) = state
+        .with_conn::<_, WebError, _>(move |conn| {
+            Ok((
+                storage::list_tokens(conn, user_id)?,
+                storage::sessions::count_live_sessions(conn, user_id)?,
+            ))
+        })
         .await?;
     let now = Utc::now();
     let tokens = rows
@@ -73,6 +86,8 @@ async fn page(
         created: None,
         error: None,
         name: String::new(),
+        sessions,
+        sign_out_everywhere_url: SIGN_OUT_EVERYWHERE_URL,
     })
 }
 
@@ -158,5 +173,25 @@ pub async fn revoke(
         .await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, TOKENS_URL))
+        .finish())
+}
+
+/// `POST /settings/sessions/revoke`: ends every browser session of the
+/// signed-in user (this one too) and goes to the board, which asks to sign
+/// in again.
+pub async fn sign_out_everywhere(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    form: web::Form<RevokeForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let actor = user.require_action(Action::ManageOwnTokens)?.as_user();
+    state
+        .with_conn::<_, WebError, _>(move |conn| Ok(users::end_all_sessions(conn, &actor)?))
+        .await?;
+    session.purge();
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
         .finish())
 }

@@ -1,0 +1,2 @@
+DROP TABLE sign_in_attempts;
+DROP TABLE sessions;
