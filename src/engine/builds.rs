@@ -730,6 +730,17 @@ async fn prepare(
         None => Revision::Branch(&branch),
     };
     let commit = git::resolve(&mirror, revision, cancel).await?;
+    // A named commit must be on the branch the build says it builds: the
+    // branch decides which secrets the build and its release's deployments
+    // get (`source.secrets_for`), so a commit of another branch (or a tag
+    // pointing off the branch) must not borrow it.
+    if build.commit_sha.is_some() && !git::is_on_branch(&mirror, &commit.sha, &branch, cancel).await
+    {
+        return Err(Stop::Fail(format!(
+            "commit {} is not on branch `{branch}`; a build builds a commit of its own branch",
+            &commit.sha[..commit.sha.len().min(12)]
+        )));
+    }
     let context = VersionContext {
         build: u64::try_from(build.number).unwrap_or_default(),
         date: chrono::Utc::now().date_naive(),

@@ -78,6 +78,9 @@ pub(crate) struct Plan {
     pub queue: QueuePolicy,
     /// The pipeline's variables (from the release's revision).
     pub variables: BTreeMap<String, String>,
+    /// Why the deployment may not read secrets (the release was built from
+    /// a branch outside the current `source.secrets_for`), if so.
+    pub secrets_withheld: Option<String>,
 }
 
 /// Definitions read during one pass of the dispatcher.
@@ -125,12 +128,19 @@ impl Plans {
         let stage = deployments::stage_of(release_def.as_ref(), current, &d.stage)
             .ok_or_else(|| EngineError::NotFound(format!("no stage `{}`", d.stage)))?;
         let variables = release_def.as_ref().unwrap_or(current).variables.clone();
+        let secrets_withheld = (!current.source.secrets_allowed(&release.branch)).then(|| {
+            format!(
+                "release {} was built from `{}`, and secrets go only to releases of the branches in source.secrets_for",
+                release.version, release.branch
+            )
+        });
         Ok(Plan {
             pipeline: pipeline.clone(),
             release: release.clone(),
             stage,
             queue,
             variables,
+            secrets_withheld,
         })
     }
 }
@@ -491,6 +501,34 @@ async fn execute(
     Ok(())
 }
 
+/// The first place of a deployment's plan that references a secret: a
+/// pipeline or stage variable, a task's `env`, or an http task's URL.
+fn secret_use(plan: &Plan) -> Option<String> {
+    let refs = |text: &str| !crate::domain::secrets::references(text).is_empty();
+    if let Some(name) = plan
+        .variables
+        .iter()
+        .chain(plan.stage.variables.iter())
+        .find(|(_, v)| refs(v))
+        .map(|(n, _)| n)
+    {
+        return Some(format!("variable {name}"));
+    }
+    plan.stage.tasks.iter().enumerate().find_map(|(i, task)| {
+        let label = task
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("task {}", i + 1));
+        if let Some((name, _)) = task.env.iter().find(|(_, v)| refs(v)) {
+            return Some(format!("task `{label}` env {name}"));
+        }
+        match &task.kind {
+            TaskKind::Http { url, .. } if refs(url) => Some(format!("task `{label}` url")),
+            _ => None,
+        }
+    })
+}
+
 /// Resolves the secrets, the variables and the artifacts of a deployment.
 async fn prepare(
     ctx: &DeployContext,
@@ -517,6 +555,11 @@ async fn prepare(
     slipway.insert("SLIPWAY_COMMIT".to_string(), release.commit_sha.clone());
     slipway.insert("SLIPWAY_BRANCH".to_string(), release.branch.clone());
     slipway.insert("SLIPWAY_TRIGGER".to_string(), d.trigger.clone());
+    if let Some(why) = &plan.secrets_withheld
+        && let Some(place) = secret_use(plan)
+    {
+        return Err(Stop::Fail(format!("{place} reads a secret, but {why}")));
+    }
     let prepared = blocking(&ctx.db, move |conn| {
         let all = secrets::resolve_all(conn, &key, pipeline_id)?;
         let masker = Masker::new(all.iter().map(|(_, v)| v.expose_secret()));

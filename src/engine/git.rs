@@ -226,6 +226,35 @@ pub async fn resolve(
     parse_log(&out).ok_or_else(|| GitError::Failed(format!("unexpected output of git log: {out}")))
 }
 
+/// Whether commit `sha` is on `branch` in the mirror (the branch's head or
+/// one of its ancestors). Anything git cannot answer is `false`.
+pub async fn is_on_branch(
+    mirror: &Path,
+    sha: &str,
+    branch: &str,
+    cancel: &CancellationToken,
+) -> bool {
+    if !is_commit_id(sha) || !is_branch_name(branch) {
+        return false;
+    }
+    let git_dir = mirror.display().to_string();
+    let head = format!("refs/heads/{branch}");
+    git(
+        &[
+            "--git-dir",
+            &git_dir,
+            "merge-base",
+            "--is-ancestor",
+            sha,
+            &head,
+        ],
+        LOCAL_TIMEOUT,
+        cancel,
+    )
+    .await
+    .is_ok()
+}
+
 fn parse_log(out: &str) -> Option<CommitInfo> {
     let mut parts = out.splitn(4, '\0');
     let sha = parts.next()?.trim().to_ascii_lowercase();

@@ -367,10 +367,12 @@ pub fn session_user(
     session_id: &str,
     user_id: i64,
 ) -> Result<Option<User>, StorageError> {
-    let Some(row) = storage::sessions::find_live_session(conn, &hash_token(session_id))? else {
+    let Some(row) =
+        storage::sessions::find_live_session(conn, &hash_token(session_id), SESSION_IDLE)?
+    else {
         return Ok(None);
     };
-    if row.user_id != user_id || storage::now() - row.last_seen_at > SESSION_IDLE {
+    if row.user_id != user_id {
         return Ok(None);
     }
     active_user(conn, user_id)

@@ -54,15 +54,18 @@ pub fn insert_session(
     })
 }
 
-/// The session of an id hash unless it is revoked; records the use in
-/// `last_seen_at` (at most once a minute).
+/// The session of an id hash unless it is revoked or was last used more
+/// than `idle` ago; records the use in `last_seen_at` (at most once a
+/// minute).
 pub fn find_live_session(
     conn: &mut DbConn,
     id_hash: &str,
+    idle: chrono::TimeDelta,
 ) -> Result<Option<SessionRow>, StorageError> {
     let found = sessions::table
         .filter(sessions::id_hash.eq(id_hash))
         .filter(sessions::revoked_at.is_null())
+        .filter(sessions::last_seen_at.ge(now() - idle))
         .select(SessionRow::as_select())
         .first(conn)
         .optional()?;

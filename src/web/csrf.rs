@@ -144,7 +144,9 @@ fn same_token(expected: &str, submitted: &str) -> bool {
 
 /// What the guard refuses a request for, if anything.
 fn refusal(req: &ServiceRequest) -> Option<WebError> {
-    let path = req.path();
+    // The path as the router matches it (percent-decoded): `/%61pi/…`
+    // reaches the API and must be checked as the API.
+    let path = req.match_info().as_str();
     if is_safe(req.method()) || path.starts_with("/hooks/") {
         return None;
     }
@@ -203,14 +205,14 @@ pub async fn guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(e) = refusal(&req) {
-        let response = if is_api(req.path()) {
+        let response = if is_api(req.match_info().as_str()) {
             ApiError(e).error_response()
         } else {
             e.error_response()
         };
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let api = is_api(req.path());
+    let api = is_api(req.match_info().as_str());
     let res = next.call(req).await?;
     let json = res
         .headers()

@@ -6,8 +6,8 @@
 //! value is set (401: an unsigned delivery is never accepted); the
 //! signature must match (401); the payload must parse (400). Then ping and
 //! other events, deleted refs and tags the version template does not use
-//! are acknowledged and ignored (200); a delivery id seen before — or,
-//! without a delivery id, the same signed body seen before — is
+//! are acknowledged and ignored (200); a delivery id seen before, or the
+//! same signed body seen before (under any id, on any provider's path), is
 //! acknowledged as a duplicate (200) and starts nothing; a push queues a
 //! build — unless the branch filter excludes the branch — and answers 202
 //! with it. Recording the delivery and queuing the build are one
@@ -110,9 +110,26 @@ pub async fn receive(
             let Some(request) = build_request(provider, &loaded, &push)? else {
                 return Ok(Handled::Ignored(ignored_push(&push)));
             };
-            let delivery = webhook::replay_key(provider, &headers, &body);
+            // A push the pipeline does not build is ignored before it is
+            // recorded, so it can be delivered again once the filter takes it.
+            if let Some(branch) = request.branch.as_deref()
+                && !crate::domain::branch_may_build(&loaded.definition.source, &request.trigger, branch)
+            {
+                return Ok(Handled::Ignored(format!(
+                    "the branch filter excludes `{branch}`"
+                )));
+            }
+            let delivery = webhook::delivery_id(provider, &headers);
+            let digest = webhook::body_digest(&body);
             storage::write_transaction::<_, EngineError, _>(conn, |conn| {
-                if !webhooks::record_delivery(conn, loaded.id, provider.as_str(), &delivery)? {
+                // Both must be new: the id (a provider's retry) and the
+                // signed body (a replay under another id or provider path).
+                if let Some(id) = &delivery
+                    && !webhooks::record_delivery(conn, loaded.id, provider.as_str(), id)?
+                {
+                    return Ok(Handled::Duplicate);
+                }
+                if !webhooks::record_delivery(conn, loaded.id, webhook::ANY_PROVIDER, &digest)? {
                     return Ok(Handled::Duplicate);
                 }
                 match builds::queue_build(conn, &request)? {

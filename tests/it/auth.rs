@@ -215,6 +215,32 @@ fn a_cookie_copied_before_sign_out_no_longer_works_after() {
     });
 }
 
+/// A session unused for longer than `SESSION_IDLE` (7 days) has ended,
+/// however often its cookie is presented afterwards.
+#[test]
+fn a_session_idle_for_a_week_has_ended() {
+    each_backend(|app| {
+        use diesel::prelude::*;
+        use slipway::storage::schema::sessions;
+        let b = &app.backend;
+        app.user("ida", Role::Viewer, "ida's long password");
+        let client = browser();
+        let res = app.sign_in(&client, "ida", "ida's long password", "/");
+        let copied = session_cookie(&res);
+        assert_eq!(with_cookie(app, &copied), (200, 200), "[{b}]");
+        let long_ago = slipway::storage::now()
+            - slipway::engine::users::SESSION_IDLE
+            - chrono::TimeDelta::minutes(1);
+        let mut conn = app.conn();
+        diesel::update(sessions::table)
+            .set(sessions::last_seen_at.eq(long_ago))
+            .execute(&mut *conn)
+            .unwrap();
+        drop(conn);
+        assert_eq!(with_cookie(app, &copied), (303, 401), "[{b}] idle too long");
+    });
+}
+
 #[test]
 fn disabling_a_user_ends_their_sessions_for_good() {
     each_backend(|app| {

@@ -86,6 +86,15 @@ fn api_writes_with_the_session_cookie_need_the_csrf_token() {
         let (status, _, _) = error_of(import(Some("not the token"), &[]));
         assert_eq!(status, 403, "[{b}]");
         assert!(pipeline_names(app).is_empty(), "[{b}]");
+        // The same route spelled with percent-escapes is the API too.
+        let res = client
+            .post(app.url("/%61pi/v1/pipelines"))
+            .header("Content-Type", "text/plain")
+            .body(SMALL)
+            .send()
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403, "[{b}] {}", res.text().unwrap());
+        assert!(pipeline_names(app).is_empty(), "[{b}]");
 
         // With the token of the page's <meta>, but from another origin or
         // another site: still refused.

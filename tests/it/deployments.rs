@@ -1143,3 +1143,58 @@ fn only_the_stage_deployers_may_cancel_or_redeploy_its_deployments() {
         assert_eq!(c["state"], "canceled");
     });
 }
+
+/// Issue 12 (8): a release built from a branch outside `secrets_for` is
+/// deployed without secrets: a stage that reads one fails before its tasks,
+/// saying why; a release of the protected branch gets them.
+#[test]
+fn releases_of_unprotected_branches_deploy_without_secrets() {
+    each_backend(|app| {
+        let repo = repo();
+        repo.commit_on("feature", &[("f", "f\n")], "feature work");
+        let dir = marker_dir();
+        let ran = dir.path().join("ran");
+        let stages = format!(
+            r#"  - name: dev
+    trigger: {{ after: build }}
+    variables: {{ TOKEN: "${{{{ secrets.DEPLOY_TOKEN }}}}" }}
+    tasks: [ {{ shell: 'echo "$TOKEN" > "{}"' }} ]
+"#,
+            ran.display()
+        );
+        import(app, &pipeline("protected", &repo, &stages));
+        let mut conn = app.conn();
+        slipway::engine::secrets::set_secret(
+            &mut conn,
+            &app.secret_key,
+            "protected",
+            "DEPLOY_TOKEN",
+            &secrecy::SecretString::from("hunter2-very-secret"),
+            "test",
+        )
+        .unwrap();
+        drop(conn);
+        let dana = app.token("dana", Role::Deployer);
+        let n = queue(app, &dana, "protected", json!({"branch": "feature"}));
+        let b = finished(app, &dana, "protected", n);
+        assert_eq!(b["state"], "succeeded", "[{}] {b}", app.backend);
+        let version = b["release"].as_str().unwrap().to_string();
+        let id = deployment_to(app, &dana, "protected", &version, "dev");
+        let d = ended(app, &dana, id);
+        assert_eq!(d["state"], "failed", "{d}");
+        let error = d["error"].as_str().unwrap();
+        assert!(
+            error.contains("secrets_for") && error.contains("`feature`"),
+            "{d}"
+        );
+        assert!(!ran.exists(), "a task ran with the secret");
+
+        let main = build(app, &dana, "protected");
+        let id = deployment_to(app, &dana, "protected", &main, "dev");
+        assert_eq!(ended(app, &dana, id)["state"], "succeeded");
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap(),
+            "hunter2-very-secret\n"
+        );
+    });
+}

@@ -417,8 +417,10 @@ fn a_replayed_delivery_is_processed_once() {
         }
         let viewer = app.token("vic", Role::Viewer);
         assert_eq!(builds_of(app, &viewer, "hooked").len(), 1);
-        // Another delivery of the same push is another request: it builds.
-        let (status, _) = parse(deliver(
+        // The same signed body under another delivery id (the id header is
+        // not signed) or on another provider's path whose signature it
+        // also passes is a replay: nothing builds.
+        let (status, v) = parse(deliver(
             app,
             "github",
             "hooked",
@@ -427,7 +429,26 @@ fn a_replayed_delivery_is_processed_once() {
             &body,
             Some(SECRET),
         ));
-        assert_eq!(status, 202);
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("duplicate")),
+            "{v}"
+        );
+        let (status, v) = parse(deliver(
+            app,
+            "gitea",
+            "hooked",
+            "push",
+            "gitea-id",
+            &body,
+            Some(SECRET),
+        ));
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("duplicate")),
+            "{v}"
+        );
+        assert_eq!(builds_of(app, &viewer, "hooked").len(), 1);
     });
 }
 
@@ -682,6 +703,22 @@ fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
         assert!(error.contains("secrets_for"), "{b}");
         assert!(error.contains("`feature`"), "{b}");
         assert!(b["release"].is_null(), "{b}");
+        // A commit of the feature branch cannot borrow main's name.
+        let n = super::queue(
+            app,
+            &dana,
+            "guarded",
+            json!({"branch": "main", "commit": feature}),
+        );
+        let b = finished(app, &dana, "guarded", n);
+        assert_eq!(b["state"], "failed", "{b}");
+        assert!(
+            b["error"]
+                .as_str()
+                .unwrap()
+                .contains("is not on branch `main`"),
+            "{b}"
+        );
         // The built branch gets them.
         let n = super::queue(app, &dana, "guarded", json!({"branch": "main"}));
         let b = finished(app, &dana, "guarded", n);
