@@ -830,3 +830,76 @@ async fn a_large_body_streams_whole_and_a_stalled_one_is_cut_off() {
     assert_eq!(f.web.seen().len(), 1, "the app saw no cut-off request");
     f.innocent().await;
 }
+
+/// A large body trickled after its first part is cut off once it falls
+/// below the minimum rate, long before the overall deadline; the app never
+/// gets the partial request as a whole one.
+#[tokio::test]
+async fn a_trickled_large_body_is_cut_off_at_the_minimum_rate() {
+    let limits = Limits {
+        buffered_body: 16 * 1024,
+        streamed_body_timeout: Duration::from_secs(120),
+        streamed_body_grace: Duration::from_millis(300),
+        min_streamed_rate: 50_000,
+        ..Limits::default()
+    };
+    let f = Fixture::with(limits, 8).await;
+    let big = "x".repeat(100 * 1024);
+    let mut stream = TcpStream::connect(f.router).await.unwrap();
+    stream
+        .write_all(&post(
+            &format!("Content-Length: {}\r\n", big.len()),
+            &big[..20 * 1024],
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 100 ms, until the router gives up on it.
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the trickle was never cut off"
+        );
+        if stream.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(1), stream.peek(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {
+                let answer = read_response(&mut stream).await;
+                if let Some(answer) = answer {
+                    assert_eq!(answer.status, 408, "{answer:?}");
+                }
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        f.web.seen().iter().all(|s| s.body.len() != big.len()),
+        "the app saw the trickled request as complete"
+    );
+    f.innocent().await;
+}
+
+/// Only WebSocket upgrades are tunnelled: another protocol (h2c) reaches
+/// the app as a plain request without `Upgrade`, and is answered as one.
+#[tokio::test]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let f = Fixture::new().await;
+    let mut stream = TcpStream::connect(f.router).await.unwrap();
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream).await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = f.web.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].one("upgrade"), None, "{:?}", seen[0].headers);
+    assert_eq!(seen[0].one("http2-settings"), None, "{:?}", seen[0].headers);
+    f.innocent().await;
+}

@@ -101,6 +101,13 @@ pub const BUFFERED_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// all, counted from the request's head; then the request is cut off
 /// (408 when no answer has started).
 pub const STREAMED_BODY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The slowest a body larger than [`BUFFERED_BODY`] may arrive, in bytes a
+/// second on average, once [`STREAMED_BODY_GRACE`] has passed: a client
+/// that trickles a large upload cannot hold the app's connection (and
+/// worker) for the whole [`STREAMED_BODY_TIMEOUT`].
+pub const MIN_STREAMED_RATE: u64 = 1024;
+/// How long a streamed body may arrive before [`MIN_STREAMED_RATE`] counts.
+pub const STREAMED_BODY_GRACE: Duration = Duration::from_secs(10);
 /// Requests from one client address (IP) whose body is still arriving, at
 /// most, at any moment; one more is answered 429 and its connection closed.
 /// Behind a TLS proxy on the same machine every client has the proxy's
@@ -126,6 +133,10 @@ pub struct Limits {
     pub buffered_body_timeout: Duration,
     /// [`STREAMED_BODY_TIMEOUT`].
     pub streamed_body_timeout: Duration,
+    /// [`MIN_STREAMED_RATE`].
+    pub min_streamed_rate: u64,
+    /// [`STREAMED_BODY_GRACE`].
+    pub streamed_body_grace: Duration,
     /// [`MAX_UPLOADS_PER_CLIENT`].
     pub uploads_per_client: usize,
 }
@@ -137,6 +148,8 @@ impl Default for Limits {
             buffered_body: BUFFERED_BODY,
             buffered_body_timeout: BUFFERED_BODY_TIMEOUT,
             streamed_body_timeout: STREAMED_BODY_TIMEOUT,
+            min_streamed_rate: MIN_STREAMED_RATE,
+            streamed_body_grace: STREAMED_BODY_GRACE,
             uploads_per_client: MAX_UPLOADS_PER_CLIENT,
         }
     }
@@ -756,7 +769,11 @@ fn framing(req: &Request<Incoming>) -> Result<Framing, Page> {
 /// with an `Upgrade` header, HTTP/1.1).
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
         && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
@@ -917,6 +934,11 @@ async fn request_body(
             rest: body,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout: limits.streamed_body_timeout,
+            started: tokio::time::Instant::now(),
+            received: 0,
+            min_rate: limits.min_streamed_rate,
+            grace: limits.streamed_body_grace,
+            tick: Box::pin(tokio::time::sleep(limits.streamed_body_grace)),
             timed_out: Arc::clone(timed_out),
             upload: Some(upload),
         })),
@@ -1303,6 +1325,13 @@ struct Streamed {
     rest: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    /// When streaming began, and the bytes streamed since (the first part
+    /// not counted): checked against `min_rate` after `grace`, at `tick`.
+    started: tokio::time::Instant,
+    received: u64,
+    min_rate: u64,
+    grace: Duration,
+    tick: Pin<Box<tokio::time::Sleep>>,
     /// Set when the deadline cut the body off.
     timed_out: Arc<AtomicBool>,
     /// Counted as an upload of the client's until the body ended.
@@ -1327,6 +1356,9 @@ impl Body for Streamed {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
                 if this.rest.is_end_stream() {
                     this.upload = None;
                 }
@@ -1345,6 +1377,21 @@ impl Body for Streamed {
                         this.timeout.as_secs()
                     )
                     .into())));
+                }
+                while this.tick.as_mut().poll(cx).is_ready() {
+                    let counted = this.started.elapsed().saturating_sub(this.grace);
+                    let due = this.min_rate.saturating_mul(counted.as_millis() as u64) / 1000;
+                    if this.received < due {
+                        this.upload = None;
+                        this.timed_out.store(true, Ordering::SeqCst);
+                        return Poll::Ready(Some(Err(format!(
+                            "the request's body arrived slower than {} bytes a second",
+                            this.min_rate
+                        )
+                        .into())));
+                    }
+                    let next = tokio::time::Instant::now() + Duration::from_millis(250);
+                    this.tick.as_mut().reset(next);
                 }
                 Poll::Pending
             }
