@@ -13,7 +13,7 @@
 use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, DeployCheck, DeployKind, ReleaseRef, WaitingDeployment};
 use crate::domain::{
-    ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Stage, TaskRunState,
+    ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Role, Stage, TaskRunState,
     Upstream,
 };
 use crate::storage::{self, DbConn, DeploymentRow, LogChunkRow, ReleaseRow, TaskRunRow};
@@ -402,6 +402,13 @@ pub fn cancel_deployment(
                 Action::CancelDeployment,
                 "cancel deployments to",
             )?;
+        } else if storage::find_user_by_name(conn, actor)?.map(|u| u.role) != Some(Role::Admin) {
+            // The stage was removed from the pipeline: whom its list named
+            // is no longer known, so only an admin may cancel.
+            return Err(EngineError::Forbidden(format!(
+                "The stage {} is no longer in {}; only an admin may cancel deployment #{id}.",
+                d.stage, pipeline.name
+            )));
         }
         let to = d.state.transition(DeploymentEvent::Cancel).map_err(|_| {
             EngineError::Conflict(format!(

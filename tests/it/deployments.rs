@@ -1141,6 +1141,42 @@ fn only_the_stage_deployers_may_cancel_or_redeploy_its_deployments() {
         );
         assert_eq!(status, 200, "{c}");
         assert_eq!(c["state"], "canceled");
+
+        // A deployment to a stage since removed from the pipeline: whom the
+        // list named is unknown, so only an admin may cancel it.
+        let (status, r) = post_json(
+            app,
+            &dana,
+            &format!("/api/v1/deployments/{id}/redeploy"),
+            &json!({}),
+        );
+        assert_eq!(status, 202, "{r}");
+        let again = r["id"].as_i64().unwrap();
+        in_state(app, &dana, again, "running");
+        import(
+            app,
+            &pipeline(
+                "guarded",
+                &repo,
+                &stages.replace("name: dev", "name: development"),
+            ),
+        );
+        let (status, e) = post_json(
+            app,
+            &dana,
+            &format!("/api/v1/deployments/{again}/cancel"),
+            &json!({}),
+        );
+        assert_eq!(status, 403, "{e}");
+        assert_eq!(deployment(app, &dana, again)["state"], "running");
+        let boss = app.token("boss", Role::Admin);
+        let (status, c) = post_json(
+            app,
+            &boss,
+            &format!("/api/v1/deployments/{again}/cancel"),
+            &json!({}),
+        );
+        assert_eq!(status, 200, "{c}");
     });
 }
 
