@@ -22,6 +22,44 @@ pub struct Cron {
     inner: Box<croner::Cron>,
 }
 
+/// The fields of a cron expression, in order, with what they take.
+const CRON_FIELDS: [(&str, &str); 6] = [
+    ("second", "0–59"),
+    ("minute", "0–59"),
+    ("hour", "0–23"),
+    ("day-of-month", "1–31"),
+    ("month", "1–12 or JAN–DEC"),
+    ("day-of-week", "0–7 or SUN–SAT (0 and 7 are Sunday)"),
+];
+
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Says in plain words which field of a six-field expression croner
+/// refused: each field is tried alone (the others `*`) with croner itself,
+/// and the first it refuses is named with the values it takes. Falls back
+/// to croner's own words when no single field is at fault.
+fn explain_cron_error(normalized: &str, croner_says: &str) -> String {
+    let fields: Vec<&str> = normalized.split(' ').collect();
+    if fields.len() == CRON_FIELDS.len() {
+        for (i, (field, (name, range))) in fields.iter().zip(CRON_FIELDS).enumerate() {
+            let mut alone = vec!["*"; CRON_FIELDS.len()];
+            alone[i] = field;
+            if cron_parser().parse(&alone.join(" ")).is_err() {
+                return format!(
+                    "the {name} field (field {} of 6) is `{field}`, which is not valid: it takes {range}, `*`, lists such as `1,15`, ranges such as `1-5` and steps such as `*/10`",
+                    i + 1
+                );
+            }
+        }
+    }
+    format!("not a valid cron expression ({croner_says})")
+}
+
 impl Cron {
     /// Parses and validates a six-field cron expression.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
@@ -36,12 +74,9 @@ impl Cron {
                 "expected six fields (second minute hour day-of-month month day-of-week), found {fields}"
             )));
         }
-        let inner = CronParser::builder()
-            .seconds(Seconds::Required)
-            .year(Year::Disallowed)
-            .build()
+        let inner = cron_parser()
             .parse(&normalized)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(explain_cron_error(&normalized, &e.to_string())))?;
         Ok(Cron {
             text: normalized,
             inner: Box::new(inner),
@@ -397,6 +432,29 @@ mod tests {
         assert!(Cron::parse("0 61 3 * * *").is_err());
         assert!(Cron::parse("x 0 3 * * *").is_err());
         assert!(Cron::parse("").is_err());
+    }
+
+    /// Issue 13 (6): a cron error names the field and what it takes, in
+    /// plain words, never croner's "Component error: Number out of bounds".
+    #[test]
+    fn cron_errors_name_the_field_and_its_range() {
+        let err = Cron::parse("0 0 25 * * *").unwrap_err().to_string();
+        assert!(
+            err.contains("the hour field (field 3 of 6) is `25`"),
+            "{err}"
+        );
+        assert!(err.contains("0–23"), "{err}");
+        assert!(!err.contains("Component"), "{err}");
+        let err = Cron::parse("0 30 2 * * MON-FRX").unwrap_err().to_string();
+        assert!(err.contains("the day-of-week field"), "{err}");
+        assert!(err.contains("SUN–SAT"), "{err}");
+        let err = Cron::parse("0 61 3 * * *").unwrap_err().to_string();
+        assert!(
+            err.contains("the minute field (field 2 of 6) is `61`"),
+            "{err}"
+        );
+        let err = Cron::parse("0 0 3 32 * *").unwrap_err().to_string();
+        assert!(err.contains("day-of-month"), "{err}");
     }
 
     #[test]

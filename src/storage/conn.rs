@@ -387,6 +387,35 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 12 (11): a new database and its `-wal` are 0600 in a 0700
+    /// directory; an existing database and `-wal` left 0644 are made 0600.
+    #[test]
+    fn sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/slipway.db");
+        let url = format!("sqlite://{}", path.display());
+        let wal = dir.path().join("new/slipway.db-wal");
+        {
+            let db = Db::connect(&url, 2).unwrap();
+            let mut conn = db.pool.get().unwrap();
+            conn.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+                .unwrap();
+            assert_eq!(mode(&dir.path().join("new")).unwrap(), 0o700);
+            assert_eq!(mode(&path).unwrap(), 0o600);
+            // Open, so SQLite keeps its write-ahead log.
+            assert_eq!(mode(&wal).unwrap(), 0o600);
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&wal, b"").unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = Db::connect(&url, 2).unwrap();
+        let _conn = db.pool.get().unwrap();
+        assert_eq!(mode(&path).unwrap(), 0o600);
+        assert_eq!(mode(&wal).unwrap(), 0o600);
+    }
+
     #[test]
     fn backend_comes_from_the_scheme() {
         assert_eq!(

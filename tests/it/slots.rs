@@ -18,7 +18,7 @@ use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, Db, NewArtifact, NewRelease};
 use slipway::web::{self, AppState};
 
-use crate::helpers::{browser, csrf_of, texts};
+use crate::helpers::{attrs, browser, csrf_of, texts};
 
 /// The app: answers `/` with its release, `/health` with 200 (500 when the
 /// release ships a file `broken`), `/headers` with the forwarded headers,
@@ -1128,6 +1128,11 @@ fn the_environments_page_and_the_api_swap() {
             buttons.iter().any(|b| b == "Roll back production to 1.0.1"),
             "{buttons:?}"
         );
+        // Issue 13 (1): no swap control starts out pointing at a slot, let
+        // alone production: the person chooses.
+        let selected = attrs(&html, "select[name=to] option[selected]", "value");
+        assert!(!selected.is_empty(), "no swap control on the page");
+        assert!(selected.iter().all(|v| v.is_empty()), "{selected:?}");
         let csrf = csrf_of(&html);
         // Without the CSRF token: refused, nothing changes.
         let res = browser
