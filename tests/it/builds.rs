@@ -982,17 +982,7 @@ fn secrets_reach_tasks_and_never_their_logs() {
         assert_eq!(b["state"], "failed");
         assert!(b["error"].as_str().unwrap().contains("DEPLOY_TOKEN"), "{b}");
 
-        let mut conn = app.conn();
-        slipway::engine::secrets::set_secret(
-            &mut conn,
-            &app.secret_key,
-            "secretive",
-            "DEPLOY_TOKEN",
-            &secrecy::SecretString::from("hunter2-very-secret"),
-            "test",
-        )
-        .unwrap();
-        drop(conn);
+        app.set_secret("secretive", "DEPLOY_TOKEN", "hunter2-very-secret");
         let n = queue(app, &token, "secretive", json!({}));
         let b = finished(app, &token, "secretive", n);
         assert_eq!(b["state"], "succeeded", "{b}");

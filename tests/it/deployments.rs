@@ -1199,17 +1199,7 @@ fn releases_of_unprotected_branches_deploy_without_secrets() {
             ran.display()
         );
         import(app, &pipeline("protected", &repo, &stages));
-        let mut conn = app.conn();
-        slipway::engine::secrets::set_secret(
-            &mut conn,
-            &app.secret_key,
-            "protected",
-            "DEPLOY_TOKEN",
-            &secrecy::SecretString::from("hunter2-very-secret"),
-            "test",
-        )
-        .unwrap();
-        drop(conn);
+        app.set_secret("protected", "DEPLOY_TOKEN", "hunter2-very-secret");
         let dana = app.token("dana", Role::Deployer);
         let n = queue(app, &dana, "protected", json!({"branch": "feature"}));
         let b = finished(app, &dana, "protected", n);

@@ -238,6 +238,20 @@ impl TestApp {
         self.db.get().expect("conn")
     }
 
+    /// Sets a pipeline's secret (as `slipway secret set` does).
+    pub fn set_secret(&self, pipeline: &str, name: &str, value: &str) {
+        let mut conn = self.conn();
+        slipway::engine::secrets::set_secret(
+            &mut conn,
+            &self.secret_key,
+            pipeline,
+            name,
+            &secrecy::SecretString::from(value),
+            "test",
+        )
+        .expect("set the secret");
+    }
+
     /// A user with this role and an API token for them.
     pub fn token(&self, username: &str, role: Role) -> String {
         let mut conn = self.conn();

@@ -25,16 +25,7 @@ fn hooked_pipeline(app: &TestApp, name: &str, repo: &TempRepo, extra_source: &st
         &format!("branch: main, webhook_secret: \"${{{{ secrets.HOOK }}}}\"{extra_source} }}"),
     );
     import(app, &yaml);
-    let mut conn = app.conn();
-    slipway::engine::secrets::set_secret(
-        &mut conn,
-        &app.secret_key,
-        name,
-        "HOOK",
-        &secrecy::SecretString::from(SECRET),
-        "test",
-    )
-    .unwrap();
+    app.set_secret(name, "HOOK", SECRET);
 }
 
 fn github_push(sha: &str, branch: &str) -> String {
@@ -663,17 +654,7 @@ fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
             "branch: main, webhook_secret: \"${{ secrets.HOOK }}\" }",
         );
         import(app, &yaml);
-        let mut conn = app.conn();
-        slipway::engine::secrets::set_secret(
-            &mut conn,
-            &app.secret_key,
-            "guarded",
-            "HOOK",
-            &secrecy::SecretString::from(SECRET),
-            "test",
-        )
-        .unwrap();
-        drop(conn);
+        app.set_secret("guarded", "HOOK", SECRET);
         let feature = repo.commit_on("feature", &[("f", "f\n")], "feature work");
         let (status, v) = parse(deliver(
             app,
