@@ -433,8 +433,8 @@ async fn interleaved(
 /// front of it: at full load for throughput, then at the same paced load
 /// (half of what the slower path sustains, unless `--rate` says) for
 /// latency. `kept_target`: the share of the direct throughput the router
-/// must keep (`None`: recorded, no target; the p99 target holds for
-/// both). Returns whether the targets are met.
+/// must keep, with p99 added under 1 ms (`None`: both recorded, no
+/// target). Returns whether the targets are met.
 async fn compare(
     name: &str,
     app: &Process,
@@ -503,16 +503,27 @@ async fn compare(
         .percentile(0.99)
         .saturating_sub(direct.percentile(0.99));
     let kept = routed.rps() / direct.rps().max(1.0);
-    let met = added_p99 < Duration::from_millis(1) && kept_target.is_none_or(|t| kept >= t);
-    let target = match kept_target {
-        Some(t) => format!("target >= {:.0}%", t * 100.0),
-        None => "recorded, no target".to_string(),
+    // The targets hold against the app slots run (Python); the trivial
+    // app's figures are recorded, not judged (issue 12).
+    let (met, target, verdict) = match kept_target {
+        Some(t) => {
+            let met = added_p99 < Duration::from_millis(1) && kept >= t;
+            (
+                met,
+                format!("target >= {:.0}%", t * 100.0),
+                format!("(target < 1 ms): {}", if met { "met" } else { "not met" }),
+            )
+        }
+        None => (
+            true,
+            "recorded, no target".to_string(),
+            "(recorded, no target)".to_string(),
+        ),
     };
     println!(
-        "  router keeps {:.0}% of the direct throughput ({target}); at the same load ({rate:.0} req/s) it adds {} ms at p99 (target < 1 ms): {}",
+        "  router keeps {:.0}% of the direct throughput ({target}); at the same load ({rate:.0} req/s) it adds {} ms at p99 {verdict}",
         kept * 100.0,
         ms(added_p99),
-        if met { "met" } else { "not met" }
     );
     println!(
         "  (at full load, where the app's own queue sets the latency, it adds {} ms at p99)",
