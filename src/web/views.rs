@@ -118,6 +118,25 @@ impl StateBadge {
     }
 }
 
+/// A stored trigger (of a build or a deployment) in words for pages:
+/// `after:build` → "after build", `after:test` → "after test succeeds",
+/// `webhook:github` → "push (github)", `poll` → "polling", `api` → "API";
+/// the plain words (`manual`, `schedule`, `redeploy`, `rollback`) stay.
+pub fn trigger_words(trigger: &str) -> String {
+    match trigger {
+        "after:build" => "after build".to_string(),
+        "poll" => "polling".to_string(),
+        "api" => "API".to_string(),
+        "schedule" => "scheduled".to_string(),
+        "webhook" => "push".to_string(),
+        other => match other.split_once(':') {
+            Some(("after", stage)) => format!("after {stage} succeeds"),
+            Some(("webhook", provider)) => format!("push ({provider})"),
+            _ => other.to_string(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +151,18 @@ mod tests {
         let t = (now - chrono::Duration::hours(1)).naive_utc();
         assert_eq!(ago(&t, now), "1 hour ago");
         assert_eq!(sha7("0123456789abcdef"), "0123456");
+    }
+
+    #[test]
+    fn triggers_in_words() {
+        assert_eq!(trigger_words("after:build"), "after build");
+        assert_eq!(trigger_words("after:test"), "after test succeeds");
+        assert_eq!(trigger_words("webhook:github"), "push (github)");
+        assert_eq!(trigger_words("poll"), "polling");
+        assert_eq!(trigger_words("api"), "API");
+        assert_eq!(trigger_words("schedule"), "scheduled");
+        assert_eq!(trigger_words("manual"), "manual");
+        assert_eq!(trigger_words("rollback"), "rollback");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn summary(d: &BuildDetail) -> BuildSummary {
         badge: StateBadge::build(b.state),
         branch: b.branch.clone().unwrap_or_default(),
         commit: b.commit_sha.as_deref().map(sha7).unwrap_or_default(),
-        trigger: b.trigger.clone(),
+        trigger: crate::web::views::trigger_words(&b.trigger),
         requested_by: b.requested_by.clone(),
         created: time(&b.created_at),
         release: d

@@ -142,7 +142,7 @@ pub async fn detail(
         stage: d.stage.clone(),
         attempt: d.attempt,
         badge: StateBadge::of(d.state),
-        trigger: d.trigger.clone(),
+        trigger: crate::web::views::trigger_words(&d.trigger),
         requested_by: d.requested_by.clone(),
         reason: d.reason.clone(),
         superseded_by: detail

@@ -284,7 +284,7 @@ pub async fn detail(
                             url: urls::deployment(&pipeline.name, &release.version, d.id),
                             attempt: d.attempt,
                             badge: StateBadge::of(d.state),
-                            trigger: d.trigger.clone(),
+                            trigger: crate::web::views::trigger_words(&d.trigger),
                             requested_by: d.requested_by.clone(),
                             created: time(&d.created_at),
                             finished: d.finished_at.as_ref().map(time),
