@@ -316,6 +316,10 @@ fn sign_out_everywhere_ends_every_session_of_the_user() {
         assert!(lead.contains("2 browser sessions"), "[{b}] {lead}");
         let forms = attrs(&html, "form[action='/settings/sessions/revoke']", "method");
         assert_eq!(forms, vec!["post"], "[{b}]");
+        // The page's title is its name, not a copy of its content.
+        let title = texts(&html, "title").join(" ");
+        assert!(title.starts_with("API tokens"), "[{b}] {title}");
+        assert!(!title.contains("Sign out everywhere"), "[{b}] {title}");
         assert_eq!(
             texts(&html, "form[action='/settings/sessions/revoke'] button"),
             vec!["Sign out everywhere"],
