@@ -148,7 +148,16 @@ impl Engine {
                 Ok(SwapDone::Swapped(outcome))
             }
             SwapRoute::Deployment(req) => {
-                let id = self.deploy(*req).await?.deployment_id();
+                let (stage, version) = (req.stage.clone(), req.release.clone());
+                let id = match self.deploy(*req).await? {
+                    DeployOutcome::Queued(row) => row.id,
+                    // Not this swap: an ordinary deployment of the release.
+                    DeployOutcome::AlreadyThere { deployment_id } => {
+                        return Err(EngineError::Conflict(format!(
+                            "{version} already has a deployment to {stage} under way (#{deployment_id}); let it finish or cancel it first."
+                        )));
+                    }
+                };
                 let deployment = self.wait_for_first_steps(id).await?;
                 Ok(SwapDone::Deployment {
                     deployment: Box::new(deployment),

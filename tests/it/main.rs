@@ -13,6 +13,7 @@ mod demo;
 mod deployments;
 mod gates;
 mod git;
+mod guarded_swaps;
 mod headers;
 mod helpers;
 mod idp;

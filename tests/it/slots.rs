@@ -62,7 +62,7 @@ server.serve_forever()
 
 const RUN_SH: &str = "#!/bin/sh\nset -eu\ncd \"$(dirname \"$0\")\"\nexec python3 app/server.py\n";
 
-const PIPELINE: &str = r#"pipeline: shop-web
+pub const PIPELINE: &str = r#"pipeline: shop-web
 source: { repo: /srv/git/shop, branch: main }
 version: "1.0.{build}"
 apps:
@@ -224,7 +224,7 @@ impl Slipway {
 
     /// Stores a release whose artifacts are the app (`broken` makes its
     /// health check answer 500).
-    fn release(&self, version: &str, broken: bool) {
+    pub fn release(&self, version: &str, broken: bool) {
         let work = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(work.path().join("app")).unwrap();
         std::fs::write(work.path().join("app/server.py"), SERVER_PY).unwrap();
@@ -300,7 +300,7 @@ impl Slipway {
         .unwrap();
     }
 
-    fn deploy(&self, slot: &str, version: &str) -> Result<SlotDeployed, EngineError> {
+    pub fn deploy(&self, slot: &str, version: &str) -> Result<SlotDeployed, EngineError> {
         let running = self.running();
         let engine = running.engine.clone();
         let request = SlotDeploy {
