@@ -289,6 +289,11 @@ fn stage_page_lists_next_fire_times_in_the_stage_time_zone() {
         let html = app.page("/pipelines/space-game-web/stages/production");
         let text = texts(&html, "main").join(" ");
         assert!(text.contains("group:management"), "{text}");
+        // The form is on the configuration page.
+        assert!(texts(&html, "textarea#tasks").is_empty());
+        let html = app.page("/pipelines/space-game-web/stages/production/configure");
+        let text = texts(&html, "main").join(" ");
+        assert!(text.contains("group:management"), "{text}");
         assert!(text.contains("within 15m"), "{text}");
         // Tasks are edited as YAML; the queue policy is a select.
         let tasks = texts(&html, "textarea#tasks").join(" ");
