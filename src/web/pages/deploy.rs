@@ -229,6 +229,8 @@ pub async fn deploy(
             trigger: if rollback { "rollback" } else { "manual" }.into(),
             requested_by: user.username.clone(),
             reason: Some(form.reason).filter(|r| !r.trim().is_empty()),
+            operation: None,
+            override_reason: None,
         })
         .await?;
     after_deploy(&state, &session, &outcome, form.next.as_deref(), rollback).await
