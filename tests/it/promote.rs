@@ -327,6 +327,7 @@ fn rolling_back_is_its_own_form_and_needs_a_reason() {
         let html = get(app, &rita, path);
         let live = texts(&html, "dl.stage-now dd").join(" ");
         assert!(live.starts_with("1.0.1"), "{live}");
+        assert!(live.contains("it replaced 1.0.2"), "{live}");
     });
 }
 

@@ -358,6 +358,8 @@ pub async fn rollback(
             trigger: "rollback".into(),
             requested_by: user.username.clone(),
             reason: Some(reason),
+            operation: None,
+            override_reason: None,
         })
         .await?;
     after_deploy(&state, &session, &outcome, Some(&back), true).await

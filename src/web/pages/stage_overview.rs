@@ -20,7 +20,7 @@ use super::stages::{
 use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, Offer, OfferFacts, ReleaseRef};
 use crate::domain::{QueueMode, Trigger};
-use crate::engine::pipelines;
+use crate::engine::{live, pipelines};
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
@@ -31,14 +31,21 @@ use crate::web::{State, WebError, urls};
 /// How many recent deployments the overview lists.
 pub const RECENT: i64 = 10;
 
-/// The release live in the stage.
+/// The release live in the stage (`engine::live`: what its slot serves,
+/// or what its last successful deployment put there).
 pub struct LiveView {
     pub version: String,
     pub release_url: String,
-    pub deployment_url: String,
-    /// When its deployment finished.
+    /// The deployment that put it there, if one of this stage did.
+    pub deployment_url: Option<String>,
+    /// Since when.
     pub since: Option<String>,
+    /// How it got there, in words.
     pub trigger: String,
+    /// The slot it runs in, "app/slot".
+    pub slot: Option<String>,
+    /// What a rollback replaced.
+    pub replaced: Option<String>,
 }
 
 /// A deployment in the queue or the recent list.
@@ -158,6 +165,7 @@ fn load(
             .unwrap_or_default()
     };
     let stage_row = store::find_stage(conn, loaded.id, stage_name)?;
+    let live = live::live_of(conn, loaded.id, &loaded.name, def)?.remove(stage_name);
     let mut deploy = deploy_form(conn, &pipeline, stage_name, &nav)?;
     deploy.why_not = match permission(user, stage) {
         rules::Permission::Role(role) => Some(format!(
@@ -254,15 +262,17 @@ fn load(
             .map(|p| format!("stage {}", p.name))
             .unwrap_or_else(|| "the build".into()),
         revision: loaded.revision,
-        live: current.as_ref().map(|d| {
-            let version = version_of(d.release_id);
-            LiveView {
-                release_url: urls::release(&pipeline, &version),
-                deployment_url: urls::deployment(&pipeline, &version, d.id),
-                since: d.finished_at.as_ref().map(time),
-                trigger: trigger_words(&d.trigger),
-                version,
-            }
+        live: live.map(|l| LiveView {
+            release_url: urls::release(&pipeline, &l.version),
+            deployment_url: l
+                .deployment
+                .as_ref()
+                .map(|d| urls::deployment(&pipeline, &l.version, d.id)),
+            since: l.since.as_ref().map(time),
+            trigger: trigger_words(l.trigger()),
+            slot: l.slot.as_ref().map(|(app, slot)| format!("{app}/{slot}")),
+            replaced: l.replaced.clone(),
+            version: l.version,
         }),
         trigger: trigger_text(&stage.trigger),
         next_fire: timezone.as_ref().and_then(|_| {
