@@ -247,7 +247,7 @@ pub fn releases_succeeded_in_stage(
         .group_by(deployments::release_id)
         .select((deployments::release_id, max(deployments::id)))
         .load(conn)?;
-    rows.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
     rows.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(rows.into_iter().map(|(release, _)| release).collect())
 }

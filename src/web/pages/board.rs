@@ -448,7 +448,7 @@ impl Viewer<'_> {
 /// deployments of the shown releases (`latest`, `explain.succeeded`),
 /// what is live per stage (`live`: release id by stage name) and the
 /// pipeline's definition (the stages' deployers).
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments)]
 pub fn fill_actions(
     pipeline: &str,
     rows: &mut [Row],
