@@ -15,9 +15,9 @@
 //! Queries: seven for the whole board (pipelines, stages, deployments of
 //! the shown releases, queued deployments, what is live per stage, the
 //! newest build per pipeline, the current definitions for the stages'
-//! deployers) plus one per pipeline (its newest releases); the
-//! explanations and offers are derived from those rows, never a query per
-//! cell.
+//! deployers) plus, per pipeline, its newest releases and what is live in
+//! each stage (`engine::live`); the explanations and offers are derived
+//! from those rows, never a query per cell.
 
 use std::collections::{HashMap, HashSet};
 
@@ -58,6 +58,10 @@ pub struct Cell {
     pub url: Option<String>,
     /// Why the release is not (yet) in the stage, or why it waits.
     pub why: Option<String>,
+    /// The release is the stage's live one.
+    pub live: bool,
+    /// A rollback in the stage replaced this release.
+    pub rolled_back: bool,
     /// What may be done here: a button, or why not.
     pub action: Option<CellAction>,
 }
@@ -168,6 +172,8 @@ pub struct Explainer {
     pub versions: HashMap<i64, String>,
     /// Who a deployment waiting for approval still needs, by deployment id.
     pub approval_needed: HashMap<i64, String>,
+    /// Each stage's live release: (release id, what a rollback replaced).
+    pub live: HashMap<String, (i64, Option<String>)>,
 }
 
 impl Explainer {
@@ -287,6 +293,7 @@ impl Explainer {
             queue_position: queue_position.clone(),
             versions,
             approval_needed: HashMap::new(),
+            live: HashMap::new(),
         }
     }
 }
@@ -356,7 +363,12 @@ pub fn release_row(
         .iter()
         .map(|s| {
             let d = latest.get(&(release.id, s.name.as_str())).copied();
+            let live = explain.live.get(&s.name);
             Cell {
+                live: live.is_some_and(|(id, _)| *id == release.id),
+                rolled_back: live
+                    .and_then(|(_, replaced)| replaced.as_deref())
+                    .is_some_and(|v| v == release.version),
                 stage: s.name.clone(),
                 badge: d.map(|d| StateBadge::of(d.state)),
                 url: d.map(|d| urls::deployment(pipeline, &release.version, d.id)),
@@ -440,6 +452,27 @@ impl Viewer<'_> {
             // Without the stage's definition its deployers are unknown:
             // the admin may; anyone else is decided by the handler.
             (Some(_), None) => Permission::Allowed,
+        }
+    }
+}
+
+/// Each stage's live release (`engine::live`) as the cells need it; a
+/// pipeline whose definition cannot be read shows none.
+pub fn live_of(
+    conn: &mut DbConn,
+    pipeline: &storage::PipelineRow,
+) -> HashMap<String, (i64, Option<String>)> {
+    let live = crate::engine::pipelines::load(conn, &pipeline.name).and_then(|loaded| {
+        crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)
+    });
+    match live {
+        Ok(live) => live
+            .into_iter()
+            .map(|(stage, l)| (stage, (l.release_id, l.replaced)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "cannot tell what is live");
+            HashMap::new()
         }
     }
 }
@@ -592,6 +625,7 @@ fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, We
                 .collect();
             let mut explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
             explain.approval_needed = needed.clone();
+            explain.live = live_of(conn, p);
             let live: HashMap<&str, i64> = live_rows
                 .iter()
                 .filter(|d| d.pipeline_id == p.id)
@@ -714,6 +748,7 @@ pub fn history_explainer(
         queue_position: queue_positions(&store::queued_deployments(conn)?),
         versions,
         approval_needed: crate::engine::approvals::needed_by_deployment(conn)?,
+        live: HashMap::new(),
     })
 }
 

@@ -126,7 +126,8 @@ pub async fn history(
             let deployments = storage::deployments_for_releases(conn, &ids)?;
             let latest = latest_by_release_and_stage(&deployments);
             let stage_refs: Vec<&StageRow> = stages.iter().collect();
-            let explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
+            let mut explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
+            explain.live = super::board::live_of(conn, &pipeline);
             let rows = releases
                 .iter()
                 .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest, &explain))
@@ -209,6 +210,8 @@ pub struct DeploymentView {
     pub created: String,
     pub finished: Option<String>,
     pub reason: Option<String>,
+    /// Who overrode the stage's approvals and gates, and why.
+    pub overridden: Option<String>,
 }
 
 pub struct StageView {
@@ -217,6 +220,10 @@ pub struct StageView {
     pub deployments: Vec<DeploymentView>,
     /// "Promote to test" / "Deploy to dev" / "Retry test", or why not.
     pub action: Option<CellAction>,
+    /// This release is the stage's live one.
+    pub live: bool,
+    /// The stage's live release when it is another one: (version, page).
+    pub live_other: Option<(String, String)>,
 }
 
 pub struct Lineage {
@@ -243,6 +250,8 @@ pub struct ReleasePage {
     pub fixes: Option<Lineage>,
     pub artifacts: Vec<ArtifactView>,
     pub stages: Vec<StageView>,
+    /// The stages where this release is live, in the pipeline's order.
+    pub live_in: Vec<String>,
 }
 
 /// The release's action in each stage of the current definition, by stage
@@ -333,6 +342,10 @@ pub async fn detail(
                 pipelines::parse_stored(&revision.yaml, &pipeline.name, revision.revision)?;
             let artifacts = storage::list_artifacts(conn, release.id)?;
             let deployments = storage::deployments_of_release(conn, release.id)?;
+            let loaded = crate::engine::pipelines::load(conn, &pipeline.name)?;
+            let live =
+                crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
+            let live_in = crate::engine::live::stages_where(&live, &loaded.definition, release.id);
             let fixes = match release.fixes_release_id {
                 Some(id) => storage::find_release_by_id(conn, id)?.map(|r| Lineage {
                     url: urls::release(&pipeline.name, &r.version),
@@ -359,6 +372,13 @@ pub async fn detail(
                 .stages
                 .iter()
                 .map(|s| StageView {
+                    live: live
+                        .get(s.name.as_str())
+                        .is_some_and(|l| l.release_id == release.id),
+                    live_other: live
+                        .get(s.name.as_str())
+                        .filter(|l| l.release_id != release.id)
+                        .map(|l| (l.version.clone(), urls::release(&pipeline.name, &l.version))),
                     name: s.name.as_str().to_string(),
                     url: urls::stage(&pipeline.name, s.name.as_str()),
                     deployments: deployments
@@ -374,6 +394,12 @@ pub async fn detail(
                             created: time(&d.created_at),
                             finished: d.finished_at.as_ref().map(time),
                             reason: d.reason.clone(),
+                            overridden: d.override_by.as_ref().map(|by| {
+                                format!(
+                                    "approvals and gates overridden by {by}: {}",
+                                    d.override_reason.as_deref().unwrap_or("")
+                                )
+                            }),
                         })
                         .collect(),
                     action: actions
@@ -406,6 +432,7 @@ pub async fn detail(
                     })
                     .collect(),
                 stages,
+                live_in,
                 pipeline: pipeline.name,
             })
         })
