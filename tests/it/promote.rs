@@ -150,6 +150,13 @@ fn board_cells_and_the_release_page_promote_where_allowed_and_say_why_not() {
                 .join(" ")
                 .contains("you are not a deployer of production")
         );
+        let overview = get(app, &paula, "/pipelines/promo/stages/production");
+        assert!(attrs(&overview, "form.deploy-form", "action").is_empty());
+        assert!(
+            texts(&overview, "section.deploy")
+                .join(" ")
+                .contains("You are not a deployer of production")
+        );
         // Mara is: she promotes it from the release page.
         let mara = app.signed_in("mara", Role::Deployer);
         let (_, buttons) = cell(&get(app, &mara, "/"), "promo", 0, 2);
@@ -388,6 +395,15 @@ fn failed_deployments_and_builds_are_retried_from_where_they_show() {
         let failed = texts(&board, "section#board-broken .board-build-failed").join(" ");
         assert!(failed.contains(&format!("#{number}")), "{failed}");
         assert!(failed.contains("Failed"), "{failed}");
+        // The build's page and the builds list offer it too.
+        let page = get(app, &paula, &format!("/pipelines/broken/builds/{number}"));
+        let retry = texts(&page, "form[action$=retry] button").join(" ");
+        assert!(retry.starts_with("Retry: build main"), "{retry}");
+        let list = get(app, &paula, "/pipelines/broken/builds");
+        assert_eq!(
+            texts(&list, "table.builds form button"),
+            [format!("Retry build #{number}")]
+        );
         let res = press(app, &paula, &board, &format!("Retry build #{number}"));
         assert_eq!(res.status(), 303);
         assert_eq!(location(&res), "/");
