@@ -131,6 +131,106 @@ pub fn check_deploy(c: &DeployCheck<'_>) -> Result<(), Refusal> {
     }
 }
 
+/// Whether the person looking may deploy to a stage by hand, as
+/// `authz::may_on_stage` and the role decided it (the caller asks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission<'a> {
+    /// The role allows it and the stage's deployers name the person.
+    Allowed,
+    /// Nobody is signed in.
+    SignedOut,
+    /// The role (its label) does not allow deploying.
+    Role(&'a str),
+    /// The stage lists its deployers and the person is not one of them.
+    NotDeployer,
+}
+
+/// What the pages offer for a release in a stage: a button, or why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Nothing to offer: the release is live there, or its deployment
+    /// there waits or runs (the page shows that instead).
+    Nothing,
+    /// "Deploy to STAGE" (the first stage, from the build) or, with
+    /// `promote`, "Promote to STAGE" (from the stage before).
+    Deploy {
+        /// The release comes from the previous stage.
+        promote: bool,
+    },
+    /// Its newest deployment there failed or was interrupted: ask for the
+    /// same release again (trigger `redeploy`).
+    Retry,
+    /// The rules or the person's rights say no; the reason in a few words
+    /// ("needs dev to succeed first", "a newer release is live", "you are
+    /// not a deployer of production").
+    Refused(String),
+}
+
+/// The facts behind an [`Offer`] for one release × stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfferFacts<'a> {
+    pub stage: &'a str,
+    pub previous_stage: Option<&'a str>,
+    pub release: ReleaseRef<'a>,
+    pub succeeded_in_previous: bool,
+    /// The release live in the stage now.
+    pub current: Option<ReleaseRef<'a>>,
+    /// The state of the release's newest deployment to the stage.
+    pub latest_here: Option<DeploymentState>,
+    pub permission: Permission<'a>,
+}
+
+/// What to offer for a release in a stage: the stage rules
+/// ([`check_deploy`]) first, then the person's rights. Pure; the pages
+/// derive the facts from rows they have loaded.
+pub fn offer(f: &OfferFacts<'_>) -> Offer {
+    if f.latest_here.is_some_and(|s| !s.is_terminal()) {
+        return Offer::Nothing;
+    }
+    let retry = matches!(
+        f.latest_here,
+        Some(DeploymentState::Failed | DeploymentState::Interrupted)
+    );
+    if !retry && f.current.is_some_and(|c| c.id == f.release.id) {
+        return Offer::Nothing;
+    }
+    let check = DeployCheck {
+        stage: f.stage,
+        previous_stage: f.previous_stage,
+        release: f.release,
+        succeeded_in_previous: f.succeeded_in_previous,
+        current: f.current,
+        deployed_here_before: f.latest_here.is_some(),
+        kind: if retry {
+            DeployKind::Redeploy
+        } else {
+            DeployKind::Forward
+        },
+    };
+    if let Err(refusal) = check_deploy(&check) {
+        return Offer::Refused(match (f.previous_stage, f.current) {
+            (Some(previous), _) if !f.succeeded_in_previous => {
+                format!("needs {previous} to succeed first")
+            }
+            (_, Some(current)) if current.id > f.release.id => {
+                "a newer release is live".to_string()
+            }
+            _ => refusal.0,
+        });
+    }
+    match f.permission {
+        Permission::Allowed if retry => Offer::Retry,
+        Permission::Allowed => Offer::Deploy {
+            promote: f.previous_stage.is_some(),
+        },
+        Permission::SignedOut => Offer::Refused("sign in to deploy".into()),
+        Permission::Role(role) => {
+            Offer::Refused(format!("a {} may not deploy", role.to_lowercase()))
+        }
+        Permission::NotDeployer => Offer::Refused(format!("you are not a deployer of {}", f.stage)),
+    }
+}
+
 /// A deployment that waits for a stage (queued, for approval or on gates).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitingDeployment<'a> {
@@ -471,6 +571,95 @@ mod tests {
             ),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn pages_offer_a_deploy_only_where_the_rules_and_rights_allow() {
+        let facts = OfferFacts {
+            stage: "test",
+            previous_stage: Some("dev"),
+            release: R7,
+            succeeded_in_previous: true,
+            current: Some(R5),
+            latest_here: None,
+            permission: Permission::Allowed,
+        };
+        assert_eq!(offer(&facts), Offer::Deploy { promote: true });
+        let first = OfferFacts {
+            previous_stage: None,
+            succeeded_in_previous: false,
+            ..facts
+        };
+        assert_eq!(offer(&first), Offer::Deploy { promote: false });
+        let refused = |f: OfferFacts<'_>| match offer(&f) {
+            Offer::Refused(why) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(OfferFacts {
+                succeeded_in_previous: false,
+                ..facts
+            }),
+            "needs dev to succeed first"
+        );
+        assert_eq!(
+            refused(OfferFacts {
+                current: Some(R9),
+                ..facts
+            }),
+            "a newer release is live"
+        );
+        assert_eq!(
+            refused(OfferFacts {
+                permission: Permission::Role("viewer"),
+                ..facts
+            }),
+            "a viewer may not deploy"
+        );
+        assert_eq!(
+            refused(OfferFacts {
+                permission: Permission::NotDeployer,
+                ..facts
+            }),
+            "you are not a deployer of test"
+        );
+        // The rules speak before the rights.
+        assert_eq!(
+            refused(OfferFacts {
+                succeeded_in_previous: false,
+                permission: Permission::NotDeployer,
+                ..facts
+            }),
+            "needs dev to succeed first"
+        );
+        // Live there, or on its way: nothing to offer.
+        for (current, latest) in [
+            (Some(R7), Some(S::Succeeded)),
+            (Some(R5), Some(S::Queued)),
+            (Some(R5), Some(S::Running)),
+            (Some(R5), Some(S::WaitingForApproval)),
+        ] {
+            let f = OfferFacts {
+                current,
+                latest_here: latest,
+                ..facts
+            };
+            assert_eq!(offer(&f), Offer::Nothing, "{latest:?}");
+        }
+        // A failed attempt is retried, not promoted again.
+        for failed in [S::Failed, S::Interrupted] {
+            let f = OfferFacts {
+                latest_here: Some(failed),
+                ..facts
+            };
+            assert_eq!(offer(&f), Offer::Retry);
+        }
+        // A canceled or superseded one may go forward again.
+        let canceled = OfferFacts {
+            latest_here: Some(S::Canceled),
+            ..facts
+        };
+        assert_eq!(offer(&canceled), Offer::Deploy { promote: true });
     }
 
     #[test]

@@ -154,6 +154,49 @@ pub fn queue_build(conn: &mut DbConn, req: &BuildRequest) -> Result<QueueOutcome
     Ok(QueueOutcome::Queued(Box::new(build)))
 }
 
+/// Queues a build of the same branch and commit as build `number` of
+/// `pipeline` again (a Retry of a failed or canceled build; trigger
+/// `retry`), with its `build.queue` and a `build.retry` audit record in one
+/// transaction. A build that has not ended is a `Conflict`. Call
+/// [`super::Engine::notify`] afterwards (or use [`super::Engine::retry`]).
+pub fn retry_build(
+    conn: &mut DbConn,
+    pipeline: &str,
+    number: i64,
+    actor: &str,
+) -> Result<QueueOutcome, EngineError> {
+    let old = find_build(conn, pipeline, number)?;
+    if !matches!(
+        old.state,
+        BuildState::Failed | BuildState::Canceled | BuildState::Interrupted
+    ) {
+        return Err(EngineError::Conflict(format!(
+            "Build #{number} is {}; only a build that failed, was canceled or was interrupted can be retried.",
+            old.state.as_str()
+        )));
+    }
+    let req = BuildRequest {
+        pipeline: pipeline.to_string(),
+        branch: old.branch.clone(),
+        commit: old.commit_sha.clone(),
+        trigger: "retry".into(),
+        requested_by: actor.to_string(),
+    };
+    storage::write_transaction(conn, |conn| {
+        let outcome = queue_build(conn, &req)?;
+        if let QueueOutcome::Queued(new) = &outcome {
+            storage::append_audit(
+                conn,
+                actor,
+                "build.retry",
+                &subject(pipeline, new.number),
+                &format!("retry of build #{number}"),
+            )?;
+        }
+        Ok(outcome)
+    })
+}
+
 /// A build by pipeline name and number.
 pub fn find_build(conn: &mut DbConn, pipeline: &str, number: i64) -> Result<BuildRow, EngineError> {
     let p = storage::find_pipeline(conn, pipeline)?.ok_or_else(|| {

@@ -253,6 +253,25 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Queues a build of the same branch and commit as a failed or
+    /// canceled one ([`builds::retry_build`]) and wakes the dispatcher.
+    pub async fn retry(
+        &self,
+        pipeline: &str,
+        number: i64,
+        actor: &str,
+    ) -> Result<QueueOutcome, EngineError> {
+        let (pipeline, actor) = (pipeline.to_string(), actor.to_string());
+        let outcome = blocking(&self.inner.db, move |conn| {
+            builds::retry_build(conn, &pipeline, number, &actor)
+        })
+        .await?;
+        if matches!(outcome, QueueOutcome::Queued(_)) {
+            self.notify();
+        }
+        Ok(outcome)
+    }
+
     /// Cancels a build by pipeline and number, stopping its task if it runs here.
     pub async fn cancel(
         &self,

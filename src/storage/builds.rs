@@ -347,3 +347,22 @@ pub fn unfinished_builds(conn: &mut DbConn) -> Result<Vec<BuildRow>, StorageErro
         .select(BuildRow::as_select())
         .load(conn)?)
 }
+
+/// The newest build of each of these pipelines (one query).
+pub fn newest_builds(
+    conn: &mut DbConn,
+    pipeline_ids: &[i64],
+) -> Result<Vec<BuildRow>, StorageError> {
+    if pipeline_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let newest = diesel::alias!(builds as newest);
+    let newest_ids = newest
+        .filter(newest.field(builds::pipeline_id).eq_any(pipeline_ids))
+        .group_by(newest.field(builds::pipeline_id))
+        .select(max(newest.field(builds::id)));
+    Ok(builds::table
+        .filter(builds::id.nullable().eq_any(newest_ids))
+        .select(BuildRow::as_select())
+        .load(conn)?)
+}

@@ -188,6 +188,70 @@ pub fn latest_deployment_per_stage(
         .load(conn)?)
 }
 
+/// What runs in each stage of these pipelines now (one query): per
+/// pipeline and stage, the newest succeeded deployment.
+pub fn current_per_stage(
+    conn: &mut DbConn,
+    pipeline_ids: &[i64],
+) -> Result<Vec<DeploymentRow>, StorageError> {
+    if pipeline_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let newest = diesel::alias!(deployments as newest);
+    let newest_ids = newest
+        .filter(newest.field(deployments::pipeline_id).eq_any(pipeline_ids))
+        .filter(
+            newest
+                .field(deployments::state)
+                .eq(DeploymentState::Succeeded.as_str()),
+        )
+        .group_by((
+            newest.field(deployments::pipeline_id),
+            newest.field(deployments::stage),
+        ))
+        .select(max(newest.field(deployments::id)));
+    Ok(deployments::table
+        .filter(deployments::id.nullable().eq_any(newest_ids))
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
+/// The newest deployments to a stage, newest first, at most `limit`.
+pub fn recent_deployments_of_stage(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+    stage: &str,
+    limit: i64,
+) -> Result<Vec<DeploymentRow>, StorageError> {
+    Ok(deployments::table
+        .filter(deployments::pipeline_id.eq(pipeline_id))
+        .filter(deployments::stage.eq(stage))
+        .order(deployments::id.desc())
+        .limit(limit)
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
+/// The releases that succeeded in a stage, as `release_id`s, newest
+/// success first, each once, at most `limit` (the rollback picker).
+pub fn releases_succeeded_in_stage(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+    stage: &str,
+    limit: i64,
+) -> Result<Vec<i64>, StorageError> {
+    let mut rows: Vec<(i64, Option<i64>)> = deployments::table
+        .filter(deployments::pipeline_id.eq(pipeline_id))
+        .filter(deployments::stage.eq(stage))
+        .filter(deployments::state.eq(DeploymentState::Succeeded.as_str()))
+        .group_by(deployments::release_id)
+        .select((deployments::release_id, max(deployments::id)))
+        .load(conn)?;
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows.into_iter().map(|(release, _)| release).collect())
+}
+
 /// Locks the pipeline row until the end of the transaction (a no-op
 /// update), so writers that read first (queue, claim) take turns across
 /// instances. `false` when the pipeline does not exist.

@@ -57,9 +57,9 @@ pub use error::StorageError;
 pub use logs::{NewLogChunk, append_log_chunk, log_chunks_after, log_chunks_of_build_after};
 pub use models::*;
 pub use pipelines::{
-    NewStage, SavedRevision, current_revision, find_pipeline, list_apps, list_pipelines,
-    list_revisions, list_slots, list_stages, pipeline_by_id, revision_by_id, save_definition,
-    stages_of_pipelines,
+    NewStage, SavedRevision, current_revision, current_revisions, find_pipeline, list_apps,
+    list_pipelines, list_revisions, list_slots, list_stages, pipeline_by_id, revision_by_id,
+    save_definition, stages_of_pipelines,
 };
 pub use releases::{
     NewArtifact, NewRelease, ReleaseFilter, artifacts_for_releases, board_releases,

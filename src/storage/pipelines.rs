@@ -319,6 +319,22 @@ pub fn current_revision(
         .first(conn)?)
 }
 
+/// The revisions in force of these pipelines (one query).
+pub fn current_revisions(
+    conn: &mut DbConn,
+    pipeline_ids: &[i64],
+) -> Result<Vec<DefinitionRevisionRow>, StorageError> {
+    if pipeline_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(definition_revisions::table
+        .inner_join(pipelines::table)
+        .filter(pipelines::id.eq_any(pipeline_ids))
+        .filter(definition_revisions::revision.eq(pipelines::current_revision))
+        .select(DefinitionRevisionRow::as_select())
+        .load(conn)?)
+}
+
 /// Every revision of a pipeline, newest first.
 pub fn list_revisions(
     conn: &mut DbConn,

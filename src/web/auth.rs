@@ -24,6 +24,7 @@ use std::future::{Ready, ready};
 
 use super::{ApiError, State, WebError, is_api};
 use crate::domain::authz::{self, Action};
+use crate::domain::rules::Permission;
 use crate::domain::{Role, Stage};
 use crate::engine::users;
 
@@ -99,6 +100,19 @@ impl AuthUser {
 /// when it lists any, name them (admins may always).
 pub fn may_deploy(user: &AuthUser, stage: &Stage) -> bool {
     authz::may_deploy(user.role, &user.username, &user.groups, stage)
+}
+
+/// Whether the person looking may deploy to `stage` by hand, for the
+/// pages' Deploy / Promote buttons ([`crate::domain::rules::offer`]): the
+/// role first, then the stage's `deployers` (the one rule,
+/// `authz::may_on_stage`). The handler decides again when it is posted.
+pub fn permission(user: Option<&AuthUser>, stage: &Stage) -> Permission<'static> {
+    match user {
+        None => Permission::SignedOut,
+        Some(u) if !u.allowed(Action::Deploy) => Permission::Role(u.role.label()),
+        Some(u) if may_deploy(u, stage) => Permission::Allowed,
+        Some(_) => Permission::NotDeployer,
+    }
 }
 
 /// How many approvals wait for the signed-in user, counted by

@@ -171,11 +171,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/pipelines/{pipeline}/stages/{stage}",
+            web::get().to(pages::stage_overview::overview),
+        )
+        .route(
+            "/pipelines/{pipeline}/stages/{stage}/configure",
             web::get().to(pages::stages::config),
         )
         .route(
+            "/pipelines/{pipeline}/stages/{stage}/configure",
+            web::post().to(pages::stages::save),
+        )
+        // The configuration form posted here before it had its own page.
+        .route(
             "/pipelines/{pipeline}/stages/{stage}",
             web::post().to(pages::stages::save),
+        )
+        .route(
+            "/pipelines/{pipeline}/stages/{stage}/rollback",
+            web::post().to(pages::deploy::rollback),
+        )
+        .route(
+            "/pipelines/{pipeline}/builds/{number}/retry",
+            web::post().to(pages::actions::retry_build),
         )
         .route(
             "/pipelines/{pipeline}/builds",

@@ -36,6 +36,8 @@ const USER_ID: &str = "user_id";
 /// The server-side session's id (see [`users::start_session`]).
 const SESSION_ID: &str = "sid";
 const CSRF: &str = "csrf";
+/// A message for the next page ([`set_flash`]).
+const FLASH: &str = "flash";
 /// When the session's user signed in (Unix seconds).
 const SIGNED_IN_AT: &str = "signed_in_at";
 /// When the session's user last authenticated at the SSO provider (Unix
@@ -162,6 +164,14 @@ pub fn csrf_token(session: &Session) -> String {
     token
 }
 
+/// Leaves `message` for the next page this session shows (after a form
+/// post redirects): it appears once, at the top, as a status message.
+pub fn set_flash(session: &Session, message: impl Into<String>) {
+    if let Err(e) = session.insert(FLASH, message.into()) {
+        tracing::warn!(error = %e, "cannot keep a message for the next page");
+    }
+}
+
 /// Checks a form's CSRF token against the session's, in constant time.
 pub fn check_csrf(session: &Session, submitted: &str) -> Result<(), WebError> {
     let expected = session
@@ -199,6 +209,9 @@ pub struct Nav {
     /// How many approvals wait for the signed-in user ("Approvals (N)"),
     /// counted once per page request by [`super::auth::authenticate`].
     pub approvals: Option<usize>,
+    /// What the last form did ("1.0.2 is queued for test."), shown once
+    /// at the top of the next page (see [`set_flash`]).
+    pub flash: Option<String>,
 }
 
 impl Nav {
@@ -211,6 +224,7 @@ impl Nav {
             here: "/".into(),
             rank: None,
             approvals: None,
+            flash: None,
         }
     }
 
@@ -242,7 +256,15 @@ impl FromRequest for Nav {
             Some(q) => format!("{}?{q}", req.path()),
             None => req.path().to_string(),
         };
+        // A page shows the message once; a form post leaves it for the
+        // page it redirects to.
+        let flash = if req.method() == actix_web::http::Method::GET {
+            session.remove_as::<String>(FLASH).and_then(Result::ok)
+        } else {
+            None
+        };
         ready(Ok(Nav {
+            flash,
             rank: user.as_ref().map(|u| u.role),
             role: user.as_ref().map(|u| u.role.label()),
             user: user.map(|u| u.username),

@@ -53,6 +53,31 @@ pub fn stage(pipeline: &str, stage: &str) -> String {
     format!("/pipelines/{}/stages/{}", seg(pipeline), seg(stage))
 }
 
+/// The stage's configuration form (the overview is [`stage`]).
+pub fn stage_configure(pipeline: &str, stage_name: &str) -> String {
+    format!("{}/configure", stage(pipeline, stage_name))
+}
+
+/// Where a Deploy / Promote form of a stage posts.
+pub fn stage_deploy(pipeline: &str, stage_name: &str) -> String {
+    format!("{}/deploy", stage(pipeline, stage_name))
+}
+
+/// Where the "Roll back STAGE" form posts.
+pub fn stage_rollback(pipeline: &str, stage_name: &str) -> String {
+    format!("{}/rollback", stage(pipeline, stage_name))
+}
+
+/// Where a deployment's Redeploy / Retry form posts.
+pub fn deployment_redeploy(pipeline: &str, version: &str, id: i64) -> String {
+    format!("{}/redeploy", deployment(pipeline, version, id))
+}
+
+/// Where a failed build's Retry form posts.
+pub fn build_retry(pipeline: &str, number: i64) -> String {
+    format!("{}/retry", build(pipeline, number))
+}
+
 pub fn environments() -> String {
     "/environments".to_string()
 }

@@ -137,6 +137,24 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
     ),
     (
         "GET",
+        "/pipelines/{pipeline}/stages/{stage}/configure",
+        "/pipelines/space-game-web/stages/dev/configure",
+        V,
+    ),
+    (
+        "POST",
+        "/pipelines/{pipeline}/stages/{stage}/configure",
+        "/pipelines/space-game-web/stages/dev/configure",
+        RM,
+    ),
+    (
+        "POST",
+        "/pipelines/{pipeline}/stages/{stage}/rollback",
+        "/pipelines/space-game-web/stages/dev/rollback",
+        RM,
+    ),
+    (
+        "GET",
         "/pipelines/{pipeline}/builds",
         "/pipelines/space-game-web/builds",
         V,
@@ -157,6 +175,12 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
         "POST",
         "/pipelines/{pipeline}/builds/{number}/cancel",
         "/pipelines/space-game-web/builds/1/cancel",
+        D,
+    ),
+    (
+        "POST",
+        "/pipelines/{pipeline}/builds/{number}/retry",
+        "/pipelines/space-game-web/builds/1/retry",
         D,
     ),
     (

@@ -21,6 +21,7 @@ mod notifications;
 mod ops;
 mod pages;
 mod people;
+mod promote;
 mod router;
 mod secrets;
 mod slots;

@@ -53,7 +53,12 @@ fn board_shows_pipelines_stages_and_newest_releases_with_states() {
         assert!(first_row[1].contains("not deployed"), "{first_row:?}");
         let second_row = texts(&html, "table.board tbody tr:nth-child(2) td");
         assert_eq!(second_row[0], "✔ Succeeded");
-        assert_eq!(second_row[1], "✖ Failed");
+        assert!(second_row[1].starts_with("✖ Failed"), "{second_row:?}");
+        // What may be done there, or why not: this viewer may not retry.
+        assert!(
+            second_row[1].ends_with("a viewer may not deploy"),
+            "{second_row:?}"
+        );
         // Cells link to the deployment, rows to the release.
         let links = attrs(&html, "table.board tbody tr:first-child th a", "href");
         assert_eq!(links, vec!["/pipelines/space-game-web/releases/1.0.7"]);
@@ -261,8 +266,19 @@ fn release_page_shows_commit_artifacts_and_deployments_by_stage() {
             "section.stage-deployments:nth-of-type(1) tbody td:first-child a",
         );
         assert_eq!(attempts, vec!["#1", "#2"]);
-        let preprod = texts(&html, "section.stage-deployments:nth-of-type(3) p");
+        let preprod = texts(
+            &html,
+            "section.stage-deployments:nth-of-type(3) p:not(.stage-refusal)",
+        );
         assert_eq!(preprod, vec!["Not deployed to preprod."]);
+        let why = texts(
+            &html,
+            "section.stage-deployments:nth-of-type(3) .stage-refusal",
+        );
+        assert_eq!(
+            why,
+            vec!["Not deployable here now: needs test to succeed first."]
+        );
     });
 }
 
@@ -287,6 +303,11 @@ fn stage_page_lists_next_fire_times_in_the_stage_time_zone() {
         assert_eq!(sorted, iso, "strictly increasing");
 
         let html = app.page("/pipelines/space-game-web/stages/production");
+        let text = texts(&html, "main").join(" ");
+        assert!(text.contains("group:management"), "{text}");
+        // The form is on the configuration page.
+        assert!(texts(&html, "textarea#tasks").is_empty());
+        let html = app.page("/pipelines/space-game-web/stages/production/configure");
         let text = texts(&html, "main").join(" ");
         assert!(text.contains("group:management"), "{text}");
         assert!(text.contains("within 15m"), "{text}");

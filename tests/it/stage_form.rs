@@ -15,7 +15,7 @@ use crate::builds::json;
 use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
 
 const PIPELINE: &str = "space-game-web";
-const PATH: &str = "/pipelines/space-game-web/stages/test";
+const PATH: &str = "/pipelines/space-game-web/stages/test/configure";
 
 fn signed_in(app: &TestApp, name: &str, role: Role) -> Client {
     app.user(name, role, "a long test password");
@@ -366,7 +366,7 @@ fn a_stage_with_approvals_and_gates_round_trips_through_its_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
         let manager = signed_in(app, "rita", Role::ReleaseManager);
-        let path = "/pipelines/space-game-web/stages/production";
+        let path = "/pipelines/space-game-web/stages/production/configure";
         let html = get_page(app, &manager, path);
         assert_eq!(
             texts(&html, "textarea#approvals-before-approvers"),

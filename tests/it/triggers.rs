@@ -338,7 +338,7 @@ fn a_schedule_deploys_the_newest_release_once_and_skips_when_nothing_is_new() {
         drop(conn);
 
         // The stage page and the board show the fires.
-        let html = app.page("/pipelines/cadence/stages/test");
+        let html = app.page("/pipelines/cadence/stages/test/configure");
         let fires = texts(&html, "table.fires tbody tr").join("\n");
         assert!(fires.contains("skipped: nothing new"), "{fires}");
         let heads = texts(&html, "h3");
@@ -501,7 +501,7 @@ fn revision_of(app: &TestApp, pipeline: &str) -> i64 {
 fn a_release_manager_edits_a_stage_through_the_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
-        let path = "/pipelines/space-game-web/stages/test";
+        let path = "/pipelines/space-game-web/stages/test/configure";
         let manager = signed_in(app, "rita", Role::ReleaseManager);
         let html = get_page(app, &manager, path);
         assert_eq!(attrs(&html, "#cron", "value"), ["0 0 3 * * *"]);

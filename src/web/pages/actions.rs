@@ -1,5 +1,5 @@
-//! Forms that change something from the pages: Build now, cancel a build,
-//! set a secret. Each needs a signed-in user with the right role and the
+//! Forms that change something from the pages: Build now, cancel or retry
+//! a build, set a secret. Each needs a signed-in user with the right role and the
 //! session's CSRF token, calls one engine function, and redirects.
 
 use actix_session::Session;
@@ -11,7 +11,7 @@ use crate::domain::authz::Action;
 use crate::engine::builds::{BuildRequest, QueueOutcome};
 use crate::engine::secrets;
 use crate::web::auth::CurrentUser;
-use crate::web::session::check_csrf;
+use crate::web::session::{check_csrf, safe_next, set_flash};
 use crate::web::{State, WebError, urls};
 
 fn see_other(location: String) -> HttpResponse {
@@ -85,6 +85,59 @@ pub async fn cancel_build(
         .cancel(&pipeline, number, &user.username)
         .await?;
     Ok(see_other(urls::build(&pipeline, number)))
+}
+
+/// The Retry form of a failed build: its CSRF token and, from the board,
+/// where to go back to.
+#[derive(Debug, Deserialize)]
+pub struct RetryForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `POST /pipelines/{p}/builds/{n}/retry`: queue a build of the same branch
+/// and commit again; shows the new build, or goes back to `next` with a
+/// message.
+pub async fn retry_build(
+    state: State,
+    session: Session,
+    user: CurrentUser,
+    path: web::Path<(String, i64)>,
+    form: web::Form<RetryForm>,
+) -> Result<HttpResponse, WebError> {
+    check_csrf(&session, &form.csrf)?;
+    let user = user.require_action(Action::Build)?;
+    let (pipeline, number) = path.into_inner();
+    let outcome = state
+        .engine
+        .retry(&pipeline, number, &user.username)
+        .await?;
+    match outcome {
+        QueueOutcome::Queued(build) => {
+            set_flash(
+                &session,
+                format!(
+                    "Build #{number} is retried as build #{} (queued).",
+                    build.number
+                ),
+            );
+            let location = match form
+                .next
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+            {
+                Some(next) => safe_next(Some(next)),
+                None => urls::build(&pipeline, build.number),
+            };
+            Ok(see_other(location))
+        }
+        QueueOutcome::Filtered { branch } => Err(WebError::Unprocessable(format!(
+            "The pipeline's branch filter excludes `{branch}`."
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,10 +5,19 @@
 //! 1.0.9"). A pipeline with something queued, waiting or running is a
 //! `data-live` region (static/slipway.js refreshes it).
 //!
-//! Queries: four for the whole board (pipelines, stages, deployments of the
-//! shown releases, queued deployments) plus one per pipeline (its newest
-//! releases); the explanations are derived from those rows, never a query
-//! per cell.
+//! A cell also offers what may be done there: "Promote to test" (or
+//! "Deploy to dev" for the first stage, "Retry" after a failed attempt) as
+//! a small POST form, only where the stage rules and the person's rights
+//! allow it (`domain::rules::offer`), else the reason in words ("you are
+//! not a deployer of production"). A pipeline whose newest build failed
+//! after its newest release shows that build with its error and Retry.
+//!
+//! Queries: seven for the whole board (pipelines, stages, deployments of
+//! the shown releases, queued deployments, what is live per stage, the
+//! newest build per pipeline, the current definitions for the stages'
+//! deployers) plus, per pipeline, its newest releases and what is live in
+//! each stage (`engine::live`); the explanations and offers are derived
+//! from those rows, never a query per cell.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,10 +26,12 @@ use askama::Template;
 use chrono::Utc;
 
 use super::render;
-use crate::domain::{DeploymentState, TriggerOutcome};
+use crate::domain::rules::{self, Offer, OfferFacts, Permission, ReleaseRef};
+use crate::domain::{BuildState, DeploymentState, PipelineDefinition, TriggerOutcome};
 use crate::engine::schedules::{NOTHING_NEW, schedule_of_stage};
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow, ReleaseRow, StageRow};
+use crate::web::auth::{AuthUser, CurrentUser, permission};
 use crate::web::session::Nav;
 use crate::web::views::{StateBadge, sha7, time};
 use crate::web::{State, WebError, urls};
@@ -51,6 +62,27 @@ pub struct Cell {
     pub live: bool,
     /// A rollback in the stage replaced this release.
     pub rolled_back: bool,
+    /// What may be done here: a button, or why not.
+    pub action: Option<CellAction>,
+}
+
+/// A cell's offer: a POST form with one button, or the reason there is none.
+pub struct CellAction {
+    /// Where the form posts (`None`: no form, see `reason`).
+    pub url: Option<String>,
+    /// "Promote to test", "Deploy to dev", "Retry test".
+    pub label: String,
+    /// The release field of a Deploy / Promote form.
+    pub release: Option<String>,
+    /// Why nothing may be done, in words.
+    pub reason: Option<String>,
+}
+
+/// A failed build newer than the pipeline's newest release.
+pub struct FailedBuild {
+    pub summary: super::builds::BuildSummary,
+    /// Where its Retry form posts, when the person may build.
+    pub retry_url: Option<String>,
 }
 
 pub struct Row {
@@ -72,6 +104,8 @@ pub struct BoardPipeline {
     pub live: bool,
     /// Builds of this pipeline that are queued or running now.
     pub builds: Vec<super::builds::BuildSummary>,
+    /// Its newest build, when it failed after the newest release.
+    pub failed_build: Option<FailedBuild>,
 }
 
 #[derive(Template)]
@@ -339,6 +373,7 @@ pub fn release_row(
                 badge: d.map(|d| StateBadge::of(d.state)),
                 url: d.map(|d| urls::deployment(pipeline, &release.version, d.id)),
                 why: explain.why(release, &s.name, d),
+                action: None,
             }
         })
         .collect();
@@ -387,6 +422,40 @@ pub fn stage_heads(
         .collect()
 }
 
+/// What is known about the person looking, for the cells' offers.
+pub struct Viewer<'a> {
+    pub user: Option<&'a AuthUser>,
+    /// May queue builds (Retry of a failed build).
+    pub may_build: bool,
+}
+
+impl Viewer<'_> {
+    /// Whether the stages' `deployers` lists matter (they do not when the
+    /// role cannot deploy anyway, or for an admin).
+    fn needs_deployers(&self) -> bool {
+        self.user.is_some_and(|u| {
+            u.allowed(crate::domain::authz::Action::Deploy) && u.role != crate::domain::Role::Admin
+        })
+    }
+
+    fn permission(
+        &self,
+        definition: Option<&PipelineDefinition>,
+        stage: &str,
+    ) -> Permission<'static> {
+        match (self.user, definition.and_then(|d| d.stage(stage))) {
+            (_, Some(s)) => permission(self.user, s),
+            (None, None) => Permission::SignedOut,
+            (Some(u), None) if !u.allowed(crate::domain::authz::Action::Deploy) => {
+                Permission::Role(u.role.label())
+            }
+            // Without the stage's definition its deployers are unknown:
+            // the admin may; anyone else is decided by the handler.
+            (Some(_), None) => Permission::Allowed,
+        }
+    }
+}
+
 /// Each stage's live release (`engine::live`) as the cells need it; a
 /// pipeline whose definition cannot be read shows none.
 pub fn live_of(
@@ -408,7 +477,110 @@ pub fn live_of(
     }
 }
 
-fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
+/// Fills the offers of a table's cells from rows already loaded: the
+/// deployments of the shown releases (`latest`, `explain.succeeded`),
+/// what is live per stage (`live`: release id by stage name) and the
+/// pipeline's definition (the stages' deployers).
+#[expect(clippy::too_many_arguments)]
+pub fn fill_actions(
+    pipeline: &str,
+    rows: &mut [Row],
+    releases: &[ReleaseRow],
+    stages: &[&StageRow],
+    latest: &HashMap<(i64, &str), &DeploymentRow>,
+    explain: &Explainer,
+    live: &HashMap<&str, i64>,
+    definition: Option<&PipelineDefinition>,
+    viewer: &Viewer<'_>,
+) {
+    for (row, release) in rows.iter_mut().zip(releases) {
+        for (i, (cell, stage)) in row.cells.iter_mut().zip(stages).enumerate() {
+            let previous = i.checked_sub(1).map(|p| stages[p].name.as_str());
+            let d = latest.get(&(release.id, stage.name.as_str())).copied();
+            let facts = OfferFacts {
+                stage: &stage.name,
+                previous_stage: previous,
+                release: ReleaseRef {
+                    id: release.id,
+                    version: &release.version,
+                },
+                succeeded_in_previous: previous
+                    .is_none_or(|p| explain.succeeded.contains(&(release.id, p.to_string()))),
+                current: live.get(stage.name.as_str()).map(|id| ReleaseRef {
+                    id: *id,
+                    version: "",
+                }),
+                latest_here: d.map(|d| d.state),
+                permission: Permission::Allowed,
+            };
+            // The stage rules first: their reasons are the cell's "why"
+            // already ("after dev succeeds", "superseded by 1.0.9"). Then
+            // the person's rights, which are news.
+            let offer = match rules::offer(&facts) {
+                Offer::Refused(_) if cell.why.is_some() => Offer::Nothing,
+                Offer::Refused(reason) => Offer::Refused(reason),
+                _ => rules::offer(&OfferFacts {
+                    permission: viewer.permission(definition, &stage.name),
+                    ..facts
+                }),
+            };
+            cell.action = match offer {
+                Offer::Nothing => None,
+                Offer::Deploy { promote } => Some(CellAction {
+                    url: Some(urls::stage_deploy(pipeline, &stage.name)),
+                    label: format!(
+                        "{} to {}",
+                        if promote { "Promote" } else { "Deploy" },
+                        stage.name
+                    ),
+                    release: Some(release.version.clone()),
+                    reason: None,
+                }),
+                Offer::Retry => d.map(|d| CellAction {
+                    url: Some(urls::deployment_redeploy(pipeline, &release.version, d.id)),
+                    label: format!("Retry {}", stage.name),
+                    release: None,
+                    reason: None,
+                }),
+                Offer::Refused(reason) => Some(CellAction {
+                    url: None,
+                    label: String::new(),
+                    release: None,
+                    reason: Some(reason),
+                }),
+            };
+        }
+    }
+}
+
+/// The newest build of a pipeline when it failed after its newest release.
+fn failed_build(
+    pipeline: &str,
+    newest: Option<&crate::storage::BuildRow>,
+    newest_release: Option<&ReleaseRow>,
+    viewer: &Viewer<'_>,
+) -> Option<FailedBuild> {
+    let b = newest?;
+    if !matches!(b.state, BuildState::Failed | BuildState::Interrupted) {
+        return None;
+    }
+    if newest_release.is_some_and(|r| r.created_at > b.created_at) {
+        return None;
+    }
+    Some(FailedBuild {
+        summary: super::builds::summary(&crate::engine::builds::BuildDetail {
+            pipeline: pipeline.to_string(),
+            build: b.clone(),
+            tasks: Vec::new(),
+            release: None,
+        }),
+        retry_url: viewer
+            .may_build
+            .then(|| urls::build_retry(pipeline, b.number)),
+    })
+}
+
+fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, WebError> {
     let now = Utc::now();
     let pipelines = storage::list_pipelines(conn)?;
     let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
@@ -425,6 +597,20 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
     let last_fires = store::last_fires(conn, &ids)?;
     let next_fires = next_fires_of(&all_stages, now);
     let unfinished = storage::builds::unfinished_builds(conn)?;
+    let newest_builds = storage::builds::newest_builds(conn, &ids)?;
+    let live_rows = storage::deployments::current_per_stage(conn, &ids)?;
+    let definitions: HashMap<i64, PipelineDefinition> = if viewer.needs_deployers() {
+        storage::current_revisions(conn, &ids)?
+            .into_iter()
+            .filter_map(|r| {
+                crate::engine::pipelines::parse_stored(&r.yaml, "", r.revision)
+                    .ok()
+                    .map(|d| (r.pipeline_id, d))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
     Ok(pipelines
         .iter()
         .zip(releases)
@@ -440,15 +626,38 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
             let mut explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
             explain.approval_needed = needed.clone();
             explain.live = live_of(conn, p);
+            let live: HashMap<&str, i64> = live_rows
+                .iter()
+                .filter(|d| d.pipeline_id == p.id)
+                .map(|d| (d.stage.as_str(), d.release_id))
+                .collect();
+            let mut rows: Vec<Row> = rels
+                .iter()
+                .map(|r| release_row(&p.name, r, &stages, &latest, &explain))
+                .collect();
+            fill_actions(
+                &p.name,
+                &mut rows,
+                &rels,
+                &stages,
+                &latest,
+                &explain,
+                &live,
+                definitions.get(&p.id),
+                viewer,
+            );
             BoardPipeline {
+                failed_build: failed_build(
+                    &p.name,
+                    newest_builds.iter().find(|b| b.pipeline_id == p.id),
+                    rels.first(),
+                    viewer,
+                ),
                 name: p.name.clone(),
                 url: urls::pipeline(&p.name),
                 releases_url: urls::releases(&p.name),
                 stages: stage_heads(&p.name, &stages, &last_fires, &next_fires),
-                rows: rels
-                    .iter()
-                    .map(|r| release_row(&p.name, r, &stages, &latest, &explain))
-                    .collect(),
+                rows,
                 live: mine.iter().any(|d| !d.state.is_terminal())
                     || unfinished.iter().any(|b| b.pipeline_id == p.id),
                 builds: unfinished
@@ -468,8 +677,19 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
         .collect())
 }
 
-pub async fn index(state: State, nav: Nav) -> Result<HttpResponse, WebError> {
-    let pipelines = state.with_conn(load).await?;
+pub async fn index(state: State, nav: Nav, user: CurrentUser) -> Result<HttpResponse, WebError> {
+    let pipelines = state
+        .with_conn(move |conn| {
+            let viewer = Viewer {
+                user: user.0.as_ref(),
+                may_build: user
+                    .0
+                    .as_ref()
+                    .is_some_and(|u| u.allowed(crate::domain::authz::Action::Build)),
+            };
+            load(conn, &viewer)
+        })
+        .await?;
     render(&BoardPage {
         nav,
         pipelines,

@@ -6,6 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use crate::domain::BuildState;
 use crate::engine::builds::{self, BuildDetail, BuildLogChunk};
 use crate::web::session::Nav;
 use crate::web::views::{StateBadge, sha7, time};
@@ -25,6 +26,9 @@ pub struct BuildSummary {
     pub created: String,
     pub release: Option<(String, String)>,
     pub error: Option<String>,
+    /// Where its Retry form posts: it failed or was interrupted (pages
+    /// show the form to people who may build).
+    pub retry_url: Option<String>,
 }
 
 /// A build in a table row.
@@ -44,6 +48,8 @@ pub fn summary(d: &BuildDetail) -> BuildSummary {
             .as_ref()
             .map(|v| (v.clone(), urls::release(&d.pipeline, v))),
         error: b.error.clone(),
+        retry_url: matches!(b.state, BuildState::Failed | BuildState::Interrupted)
+            .then(|| urls::build_retry(&d.pipeline, b.number)),
     }
 }
 

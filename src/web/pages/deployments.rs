@@ -16,7 +16,7 @@ use crate::domain::authz::Action;
 use crate::engine::deployments::{self, DeploymentDetail, DeploymentLogChunk};
 use crate::web::api::deployments::log_api_url;
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::session::{Nav, check_csrf, safe_next, set_flash};
 use crate::web::views::{StateBadge, time};
 use crate::web::{State, WebError, urls};
 
@@ -60,6 +60,8 @@ pub struct DeploymentPage {
     pub log_url: String,
     pub cancel_url: String,
     pub redeploy_url: String,
+    /// It failed or was interrupted: the Redeploy button says Retry.
+    pub retry: bool,
 }
 
 /// How many log chunks the page shows at once (the rest: the log API).
@@ -172,7 +174,11 @@ pub async fn detail(
         last_seq: log.chunks.last().map(|c| c.seq).unwrap_or(0),
         log_url: log_api_url(id),
         cancel_url: format!("{page_url}/cancel"),
-        redeploy_url: format!("{page_url}/redeploy"),
+        redeploy_url: urls::deployment_redeploy(&pipeline, &version, id),
+        retry: matches!(
+            d.state,
+            DeploymentState::Failed | DeploymentState::Interrupted
+        ),
         nav,
         pipeline,
         version,
@@ -201,22 +207,52 @@ pub async fn cancel(
     Ok(see_other(urls::deployment(&pipeline, &version, id)))
 }
 
-/// `POST …/deployments/{id}/redeploy`: shows the new attempt.
+/// The Redeploy / Retry form: its CSRF token and, from the board or a
+/// list, where to go back to.
+#[derive(Debug, serde::Deserialize)]
+pub struct RedeployForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `POST …/deployments/{id}/redeploy`: the same release to the same stage
+/// again (Redeploy, or Retry of a failed attempt); shows the new attempt,
+/// or goes back to `next` with a message.
 pub async fn redeploy(
     state: State,
     session: Session,
     user: CurrentUser,
     path: web::Path<(String, String, i64)>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<RedeployForm>,
 ) -> Result<HttpResponse, WebError> {
     check_csrf(&session, &form.csrf)?;
     let user = user.require_action(Action::Deploy)?;
     let (pipeline, version, id) = path.into_inner();
-    load(&state, &pipeline, &version, id).await?;
+    let old = load(&state, &pipeline, &version, id).await?;
     let outcome = state.engine.redeploy(id, &user.username).await?;
-    Ok(see_other(urls::deployment(
-        &pipeline,
-        &version,
-        outcome.deployment_id(),
-    )))
+    let new = outcome.deployment_id();
+    let stage = &old.deployment.stage;
+    set_flash(
+        &session,
+        match outcome {
+            deployments::DeployOutcome::Queued(_) => {
+                format!("{version} is queued for {stage} again (deployment #{new}).")
+            }
+            deployments::DeployOutcome::AlreadyThere { .. } => {
+                format!("{version} is on its way to {stage} already (deployment #{new}).")
+            }
+        },
+    );
+    let location = match form
+        .next
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        Some(next) => safe_next(Some(next)),
+        None => urls::deployment(&pipeline, &version, new),
+    };
+    Ok(see_other(location))
 }

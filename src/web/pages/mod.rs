@@ -16,6 +16,7 @@ pub mod ops;
 pub mod pipelines;
 pub mod releases;
 pub mod settings;
+pub mod stage_overview;
 pub mod stages;
 
 use actix_web::HttpResponse;

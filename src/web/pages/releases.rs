@@ -5,11 +5,13 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::board::{Row, history_explainer, latest_by_release_and_stage, release_row};
+use super::board::{CellAction, Row, history_explainer, latest_by_release_and_stage, release_row};
 use super::render;
 use crate::domain::DeploymentState;
+use crate::domain::rules::{self, Offer, OfferFacts, ReleaseRef};
 use crate::engine::pipelines;
 use crate::storage::{self, ReleaseFilter, StageRow};
+use crate::web::auth::{AuthUser, CurrentUser, permission};
 use crate::web::session::Nav;
 use crate::web::views::{StateBadge, sha7, size, time};
 use crate::web::{State, WebError, urls};
@@ -216,6 +218,8 @@ pub struct StageView {
     pub name: String,
     pub url: String,
     pub deployments: Vec<DeploymentView>,
+    /// "Promote to test" / "Deploy to dev" / "Retry test", or why not.
+    pub action: Option<CellAction>,
     /// This release is the stage's live one.
     pub live: bool,
     /// The stage's live release when it is another one: (version, page).
@@ -250,9 +254,82 @@ pub struct ReleasePage {
     pub live_in: Vec<String>,
 }
 
+/// The release's action in each stage of the current definition, by stage
+/// name: the stage rules (`domain::rules::offer`) on its deployments and
+/// what is live, then the person's rights.
+fn stage_actions(
+    conn: &mut crate::storage::DbConn,
+    pipeline: &str,
+    pipeline_id: i64,
+    release: &crate::storage::ReleaseRow,
+    deployments: &[crate::storage::DeploymentRow],
+    user: Option<&AuthUser>,
+) -> Result<Vec<(String, CellAction)>, WebError> {
+    let current = pipelines::load(conn, pipeline)?.definition;
+    let live = storage::deployments::current_per_stage(conn, &[pipeline_id])?;
+    let mut actions = Vec::new();
+    for (i, stage) in current.stages.iter().enumerate() {
+        let name = stage.name.as_str();
+        let previous = i
+            .checked_sub(1)
+            .and_then(|p| current.stages.get(p))
+            .map(|p| p.name.as_str());
+        let latest = deployments
+            .iter()
+            .filter(|d| d.stage == name)
+            .max_by_key(|d| d.id);
+        let offer = rules::offer(&OfferFacts {
+            stage: name,
+            previous_stage: previous,
+            release: ReleaseRef {
+                id: release.id,
+                version: &release.version,
+            },
+            succeeded_in_previous: previous.is_none_or(|p| {
+                deployments
+                    .iter()
+                    .any(|d| d.stage == p && d.state == DeploymentState::Succeeded)
+            }),
+            current: live.iter().find(|d| d.stage == name).map(|d| ReleaseRef {
+                id: d.release_id,
+                version: "",
+            }),
+            latest_here: latest.map(|d| d.state),
+            permission: permission(user, stage),
+        });
+        let action = match offer {
+            Offer::Nothing => continue,
+            Offer::Deploy { promote } => CellAction {
+                url: Some(urls::stage_deploy(pipeline, name)),
+                label: format!("{} to {name}", if promote { "Promote" } else { "Deploy" }),
+                release: Some(release.version.clone()),
+                reason: None,
+            },
+            Offer::Retry => match latest {
+                Some(d) => CellAction {
+                    url: Some(urls::deployment_redeploy(pipeline, &release.version, d.id)),
+                    label: format!("Retry {name}"),
+                    release: None,
+                    reason: None,
+                },
+                None => continue,
+            },
+            Offer::Refused(reason) => CellAction {
+                url: None,
+                label: String::new(),
+                release: None,
+                reason: Some(reason),
+            },
+        };
+        actions.push((name.to_string(), action));
+    }
+    Ok(actions)
+}
+
 pub async fn detail(
     state: State,
     nav: Nav,
+    user: CurrentUser,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, WebError> {
     let (name, version) = path.into_inner();
@@ -276,6 +353,14 @@ pub async fn detail(
                 }),
                 None => None,
             };
+            let mut actions = stage_actions(
+                conn,
+                &pipeline.name,
+                pipeline.id,
+                &release,
+                &deployments,
+                user.0.as_ref(),
+            )?;
             let build = match release.build_id {
                 Some(id) => storage::find_build(conn, id)?.map(|b| Lineage {
                     url: urls::build(&pipeline.name, b.number),
@@ -317,6 +402,10 @@ pub async fn detail(
                             }),
                         })
                         .collect(),
+                    action: actions
+                        .iter()
+                        .position(|(n, _)| n == s.name.as_str())
+                        .map(|i| actions.swap_remove(i).1),
                 })
                 .collect();
             Ok(ReleasePage {

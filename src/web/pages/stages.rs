@@ -1,11 +1,15 @@
-//! `/pipelines/{p}/stages/{s}`: a stage's configuration form (trigger with
-//! a preview of the next fire times, tasks, variables, queue, approvals and
-//! gates with their checks), its schedule's state and recent fires, a
-//! summary of the stored approvals and gates, and the pipeline's revision
-//! history with a diff of each revision.
+//! `/pipelines/{p}/stages/{s}/configure`: a stage's configuration form
+//! (trigger with a preview of the next fire times, tasks, variables, queue,
+//! approvals and gates with their checks), its schedule's state and recent
+//! fires, a summary of the stored approvals and gates, and the pipeline's
+//! revision history with a diff of each revision. The stage's overview
+//! (`/pipelines/{p}/stages/{s}`, what is live, the queue, Deploy) is
+//! `stage_overview`; it shows the configuration read-only with the helpers
+//! here.
 //!
-//! `POST` saves (release manager) or previews (`action=preview`, nothing is
-//! stored). Form fields are parsed into domain values here; an error is
+//! `POST` (to `/configure`, or to the overview's URL where the form posted
+//! before it had its own page) saves (release manager) or previews
+//! (`action=preview`, nothing is stored). Form fields are parsed into domain values here; an error is
 //! shown next to its field (422, the input kept). A save stores a new
 //! revision through `engine::stages::edit_stage`.
 
@@ -19,7 +23,6 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use super::deploy::{DeployFormView, deploy_form};
 use super::pipelines::trigger_text;
 use crate::domain::authz::Action;
 use crate::domain::definition::defaults;
@@ -1284,18 +1287,18 @@ pub struct StagePage {
     pub deployers: String,
     pub revisions: Vec<RevisionView>,
     pub more_revisions: usize,
-    /// The Deploy form (`partials/deploy_form.html`).
-    pub deploy_form: DeployFormView,
+    /// The stage's overview (what is live, Deploy).
+    pub overview_url: String,
 }
 
-fn approver_text(a: &Approver) -> String {
+pub(crate) fn approver_text(a: &Approver) -> String {
     match a {
         Approver::User(u) => u.clone(),
         Approver::Group(g) => format!("group:{g}"),
     }
 }
 
-fn approval_view(phase: &'static str, p: &ApprovalPolicy) -> ApprovalView {
+pub(crate) fn approval_view(phase: &'static str, p: &ApprovalPolicy) -> ApprovalView {
     ApprovalView {
         phase,
         approvers: p
@@ -1338,7 +1341,7 @@ fn check_text(kind: &CheckKind) -> String {
     }
 }
 
-fn gate_view(phase: &'static str, g: &GatePolicy) -> GateView {
+pub(crate) fn gate_view(phase: &'static str, g: &GatePolicy) -> GateView {
     GateView {
         phase,
         delay: g.delay.to_string(),
@@ -1391,7 +1394,7 @@ pub fn fire_time(t: DateTime<Utc>, tz: Tz) -> FireTime {
     }
 }
 
-fn fire_times(schedule: &Schedule) -> Vec<FireTime> {
+pub(crate) fn fire_times(schedule: &Schedule) -> Vec<FireTime> {
     schedule
         .next_fires(Utc::now(), FIRE_TIMES)
         .into_iter()
@@ -1831,7 +1834,7 @@ fn revision_views(revisions: &[DefinitionRevisionRow], current: i32) -> Vec<Revi
         .collect()
 }
 
-fn fire_view(pipeline: &str, f: &FireRecord, tz: Tz) -> FireView {
+pub(crate) fn fire_view(pipeline: &str, f: &FireRecord, tz: Tz) -> FireView {
     let (symbol, class) = match f.outcome {
         TriggerOutcome::Deployed => ("▶", "ok"),
         TriggerOutcome::Skipped => ("↷", "muted"),
@@ -1865,15 +1868,9 @@ struct Loaded {
     stage_row: Option<storage::StageRow>,
     fires: Vec<FireRecord>,
     revisions: Vec<DefinitionRevisionRow>,
-    deploy_form: DeployFormView,
 }
 
-fn load(
-    conn: &mut storage::DbConn,
-    name: &str,
-    stage: &str,
-    nav: &Nav,
-) -> Result<Loaded, WebError> {
+fn load(conn: &mut storage::DbConn, name: &str, stage: &str) -> Result<Loaded, WebError> {
     let loaded = pipelines::load(conn, name)?;
     let Some(index) = loaded.definition.stage_index(stage) else {
         return Err(WebError::NotFound(format!(
@@ -1885,7 +1882,6 @@ fn load(
     let runs = store::recent_trigger_runs(conn, loaded.id, stage, RECENT_FIRES)?;
     let fires = sched::fire_records(conn, runs)?;
     let revisions = storage::list_revisions(conn, loaded.id)?;
-    let deploy_form = deploy_form(conn, &loaded.name, stage, nav)?;
     Ok(Loaded {
         name: loaded.name,
         revision: loaded.revision,
@@ -1894,7 +1890,6 @@ fn load(
         stage_row,
         fires,
         revisions,
-        deploy_form,
     })
 }
 
@@ -1946,7 +1941,8 @@ fn page(
         nav,
         pipeline: l.name.clone(),
         pipeline_url: urls::pipeline(&l.name),
-        form_url: urls::stage(&l.name, stage.name.as_str()),
+        form_url: urls::stage_configure(&l.name, stage.name.as_str()),
+        overview_url: urls::stage(&l.name, stage.name.as_str()),
         stage: stage.name.as_str().to_string(),
         position: l.index + 1,
         previous: l
@@ -1980,29 +1976,38 @@ fn page(
         fire_times: fire_times_now,
         fires: l.fires.iter().map(|f| fire_view(&l.name, f, tz)).collect(),
         catch_up: stage.catch_up,
-        environment: match &stage.environment {
-            None => "not set".into(),
-            Some(crate::domain::Environment::Host) => "the Slipway host".into(),
-            Some(crate::domain::Environment::Agent { name }) => format!("agent {name}"),
-            Some(crate::domain::Environment::Slot { app, name }) => {
-                format!("slot {name} of app {app}")
-            }
-        },
+        environment: environment_text(stage),
         approvals,
         gates,
-        deployers: if stage.deployers.is_empty() {
-            "anyone with the deployer role".into()
-        } else {
-            stage
-                .deployers
-                .iter()
-                .map(approver_text)
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        deployers: deployers_text(stage),
         revisions: revision_views(&l.revisions, l.revision),
         more_revisions: l.revisions.len().saturating_sub(REVISIONS),
-        deploy_form: l.deploy_form.clone(),
+    }
+}
+
+/// Where a stage deploys, in words.
+pub(crate) fn environment_text(stage: &Stage) -> String {
+    match &stage.environment {
+        None => "not set".into(),
+        Some(crate::domain::Environment::Host) => "the Slipway host".into(),
+        Some(crate::domain::Environment::Agent { name }) => format!("agent {name}"),
+        Some(crate::domain::Environment::Slot { app, name }) => {
+            format!("slot {name} of app {app}")
+        }
+    }
+}
+
+/// Who may deploy a stage by hand, in words.
+pub(crate) fn deployers_text(stage: &Stage) -> String {
+    if stage.deployers.is_empty() {
+        "anyone with the deployer role".into()
+    } else {
+        stage
+            .deployers
+            .iter()
+            .map(approver_text)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -2034,9 +2039,8 @@ pub async fn config(
     query: web::Query<StageQuery>,
 ) -> Result<HttpResponse, WebError> {
     let (name, stage) = path.into_inner();
-    let n = nav.clone();
     let l = state
-        .with_conn::<_, WebError, _>(move |conn| load(conn, &name, &stage, &n))
+        .with_conn::<_, WebError, _>(move |conn| load(conn, &name, &stage))
         .await?;
     let form = form_of(&l.definition.stages[l.index], l.revision);
     let notice = query
@@ -2071,9 +2075,9 @@ pub async fn save(
         .map_err(|e| WebError::BadRequest(format!("The form could not be read: {e}")))?;
     check_csrf(&session, &form.csrf)?;
     let editor = can_edit(&user);
-    let (lname, lstage, n) = (name.clone(), stage.clone(), nav.clone());
+    let (lname, lstage) = (name.clone(), stage.clone());
     let l = state
-        .with_conn::<_, WebError, _>(move |conn| load(conn, &lname, &lstage, &n))
+        .with_conn::<_, WebError, _>(move |conn| load(conn, &lname, &lstage))
         .await?;
     if form.action == "preview" {
         let mut errors = FieldErrors::default();
@@ -2115,7 +2119,7 @@ pub async fn save(
         Ok(outcome) => {
             let location = format!(
                 "{}?saved={}",
-                urls::stage(&l.name, &stage),
+                urls::stage_configure(&l.name, &stage),
                 outcome.revision
             );
             Ok(HttpResponse::SeeOther()
@@ -2129,9 +2133,8 @@ pub async fn save(
         }
         Err(EngineError::Conflict(message)) => {
             // Show the current configuration's revision number but keep the input.
-            let n = nav.clone();
             let l = state
-                .with_conn::<_, WebError, _>(move |conn| load(conn, &name, &stage, &n))
+                .with_conn::<_, WebError, _>(move |conn| load(conn, &name, &stage))
                 .await?;
             let errors = FieldErrors {
                 general: vec![message],
