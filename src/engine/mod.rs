@@ -12,6 +12,7 @@ mod deploy_run;
 pub mod deployments;
 pub mod gates;
 pub mod git;
+pub mod live;
 pub mod notify;
 pub mod pipelines;
 pub mod runner;

@@ -66,6 +66,9 @@ pub struct EngineConfig {
     pub slots: super::slots::SlotsConfig,
     /// How notifications are sent (links, retries; `engine::notify`).
     pub notifications: super::notify::NotifyConfig,
+    /// The live pages' watcher reads the database's watermark this often
+    /// (default 300ms; `engine::live`).
+    pub live_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             keep_workspaces: false,
             slots: super::slots::SlotsConfig::default(),
             notifications: super::notify::NotifyConfig::default(),
+            live_interval: Duration::from_millis(300),
         }
     }
 }
@@ -125,6 +129,8 @@ struct Inner {
     gates: super::gates::Gates,
     /// The notification delivery worker (`engine::notify`).
     notifications: super::notify::Deliveries,
+    /// The live pages' watcher and its subscribers (`engine::live`).
+    live: super::live::Live,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,8 +168,10 @@ impl Engine {
             shutdown.clone(),
             tracker.clone(),
         );
+        let live = super::live::Live::new(&shutdown);
         Engine {
             inner: Arc::new(Inner {
+                live,
                 notifications,
                 gates,
                 slots,
@@ -192,6 +200,11 @@ impl Engine {
     /// The slots: their processes, deployments, swaps and the router's table.
     pub fn slots(&self) -> &super::slots::Slots {
         &self.inner.slots
+    }
+
+    /// The live pages' change notices (`engine::live`).
+    pub fn live(&self) -> &super::live::Live {
+        &self.inner.live
     }
 
     /// The gates: runs being sampled, re-evaluate and bypass.
@@ -315,6 +328,12 @@ impl Engine {
             }
         }));
         self.inner.notifications.start();
+        self.inner.live.start(
+            self.inner.db.clone(),
+            self.inner.config.live_interval,
+            self.inner.shutdown.clone(),
+            &self.inner.tracker,
+        );
         super::scheduler::run(
             self,
             &self.inner.db,

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod deployments;
 mod error;
 pub mod gates;
+pub mod live;
 pub mod logs;
 pub mod models;
 pub mod notifications;
