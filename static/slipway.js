@@ -126,8 +126,12 @@ function liveRegions() {
   window.slipway.refresh = () => { want("all"); refresh(); };
 
   // The stream, and the slow poll while it is down.
+  // <html data-live-state="connected|polling"> says how the page is kept
+  // up to date (for styles and tests).
+  const state = (s) => { document.documentElement.dataset.liveState = s; };
   let poll = null;
   const startPolling = () => {
+    state("polling");
     if (poll) { return; }
     poll = setInterval(() => { want("all"); refresh(); }, LIVE_FALLBACK_MS);
   };
@@ -141,6 +145,7 @@ function liveRegions() {
     source = new EventSource("/events");
     source.addEventListener("hello", (e) => {
       stopPolling();
+      state("connected");
       // A change since this page was served may have come before the
       // stream was open: refresh once then.
       let since = null;

@@ -16,6 +16,7 @@ mod git;
 mod headers;
 mod helpers;
 mod idp;
+mod live;
 mod notifications;
 mod ops;
 mod pages;
