@@ -123,10 +123,10 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
         // stops its builds (they are recorded as interrupted). The live
         // pages' event streams end on the same signal, or the graceful stop
         // would wait for every open page.
-        let live = engine.live().clone();
+        let changes = engine.changes().clone();
         tokio::spawn(async move {
             stop_signal().await;
-            live.close();
+            changes.close();
         });
         let served = server.await;
         engine.shutdown().await;

@@ -7,6 +7,7 @@
 pub mod approvals;
 pub mod artifacts;
 pub mod builds;
+pub mod changes;
 pub mod demo;
 mod deploy_run;
 pub mod deployments;
@@ -22,9 +23,10 @@ pub mod schedules;
 pub mod secrets;
 pub mod slots;
 pub mod stages;
+pub mod swaps;
 pub mod users;
 
-pub use runtime::{Engine, EngineConfig};
+pub use runtime::{Engine, EngineConfig, SwapDone};
 
 use crate::domain::DefinitionErrors;
 use crate::storage::StorageError;

@@ -40,6 +40,7 @@ use super::secrets::SecretKey;
 use super::{EngineError, git, pipelines};
 use crate::domain::BuildState;
 use crate::storage::{self, BuildRow, Db};
+pub use deploy_runtime::SwapDone;
 
 /// How the engine runs; the defaults suit a server.
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ pub struct EngineConfig {
     /// How notifications are sent (links, retries; `engine::notify`).
     pub notifications: super::notify::NotifyConfig,
     /// The live pages' watcher reads the database's watermark this often
-    /// (default 300ms; `engine::live`).
+    /// (default 300ms; `engine::changes`).
     pub live_interval: Duration,
 }
 
@@ -129,8 +130,8 @@ struct Inner {
     gates: super::gates::Gates,
     /// The notification delivery worker (`engine::notify`).
     notifications: super::notify::Deliveries,
-    /// The live pages' watcher and its subscribers (`engine::live`).
-    live: super::live::Live,
+    /// The live pages' watcher and its subscribers (`engine::changes`).
+    changes: super::changes::Changes,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -168,10 +169,10 @@ impl Engine {
             shutdown.clone(),
             tracker.clone(),
         );
-        let live = super::live::Live::new(&shutdown);
+        let changes = super::changes::Changes::new(&shutdown);
         Engine {
             inner: Arc::new(Inner {
-                live,
+                changes,
                 notifications,
                 gates,
                 slots,
@@ -202,9 +203,9 @@ impl Engine {
         &self.inner.slots
     }
 
-    /// The live pages' change notices (`engine::live`).
-    pub fn live(&self) -> &super::live::Live {
-        &self.inner.live
+    /// The live pages' change notices (`engine::changes`).
+    pub fn changes(&self) -> &super::changes::Changes {
+        &self.inner.changes
     }
 
     /// The gates: runs being sampled, re-evaluate and bypass.
@@ -328,7 +329,7 @@ impl Engine {
             }
         }));
         self.inner.notifications.start();
-        self.inner.live.start(
+        self.inner.changes.start(
             self.inner.db.clone(),
             self.inner.config.live_interval,
             self.inner.shutdown.clone(),

@@ -15,11 +15,11 @@
 pub mod approvals;
 pub mod audit;
 pub mod builds;
+pub mod changes;
 pub mod conn;
 pub mod deployments;
 mod error;
 pub mod gates;
-pub mod live;
 pub mod logs;
 pub mod models;
 pub mod notifications;

@@ -1,5 +1,5 @@
 //! `GET /events`: the live pages' Server-Sent Events stream (issue 13,
-//! item 4; `engine::live` watches the database).
+//! item 4; `engine::changes` watches the database).
 //!
 //! - On connecting, a `hello` event with `{"ms_since_change": N}` (how long
 //!   ago the last change was seen, or `null`: a page served less than that
@@ -13,12 +13,12 @@
 //! - A stream lasts at most [`LIFETIME`]: the browser reconnects through the
 //!   sign-in middleware again, so a revoked session or token stops
 //!   receiving within that time.
-//! - It ends at once when the server stops (`Live::close`, the engine's
+//! - It ends at once when the server stops (`Changes::close`, the engine's
 //!   shutdown), so an open page never holds up a graceful stop.
 //!
 //! Signed-in users only (session or API token, like every page); anonymous
 //! requests get 401 (a redirect to the sign-in page would make the browser
-//! retry it forever). At most `engine::live::MAX_STREAMS_PER_USER` streams
+//! retry it forever). At most `engine::changes::MAX_STREAMS_PER_USER` streams
 //! per user (429 past it).
 
 use std::convert::Infallible;
@@ -32,7 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::auth::CurrentUser;
 use super::{State, WebError};
 use crate::domain::authz::Action;
-use crate::engine::live::{Change, Next, SubscribeError, Subscription, Topic};
+use crate::engine::changes::{Change, Next, SubscribeError, Subscription, Topic};
 
 /// A comment this often on an idle stream.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -46,7 +46,7 @@ const RETRY_MS: u32 = 2_000;
 /// `GET /events`
 pub async fn stream(state: State, user: CurrentUser) -> Result<HttpResponse, WebError> {
     let user = user.require_action(Action::Read)?;
-    let subscription = match state.engine.live().subscribe(&user.username) {
+    let subscription = match state.engine.changes().subscribe(&user.username) {
         Ok(s) => s,
         Err(e @ SubscribeError::TooMany { .. }) => {
             return Ok(super::text(StatusCode::TOO_MANY_REQUESTS, e.to_string()));

@@ -26,8 +26,8 @@ pub struct TestApp {
     /// An API token of the user `viewer` (role viewer), which [`TestApp::get`]
     /// and [`TestApp::page`] send: every page needs a signed-in user.
     pub viewer_token: String,
-    /// The server's live-pages hub (`engine::live`).
-    pub live: slipway::engine::live::Live,
+    /// The server's live pages' change hub (`engine::changes`).
+    pub changes: slipway::engine::changes::Changes,
     handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data: tempfile::TempDir,
@@ -122,15 +122,15 @@ pub fn spawn_app_with(
             let engine = state.engine.clone();
             engine.start().await.expect("engine");
             let server = web::server(state, listener).expect("server");
-            tx.send((server.handle(), engine.live().clone()))
+            tx.send((server.handle(), engine.changes().clone()))
                 .expect("send handle");
             let _ = server.await;
             engine.shutdown().await;
         });
     });
-    let (handle, live) = rx.recv().expect("server handle");
+    let (handle, changes) = rx.recv().expect("server handle");
     TestApp {
-        live,
+        changes,
         backend,
         base: format!("http://{addr}"),
         client: Client::builder()
@@ -192,15 +192,15 @@ impl TestApp {
                 let engine = state.engine.clone();
                 engine.start().await.expect("engine");
                 let server = web::server(state, listener).expect("server");
-                tx.send((server.handle(), engine.live().clone()))
+                tx.send((server.handle(), engine.changes().clone()))
                     .expect("send handle");
                 let _ = server.await;
                 engine.shutdown().await;
             });
         });
-        let (handle, live) = rx.recv().expect("server handle");
+        let (handle, changes) = rx.recv().expect("server handle");
         self.handle = Some(handle);
-        self.live = live;
+        self.changes = changes;
         self.thread = Some(thread);
         self.base = format!("http://{addr}");
     }
@@ -210,7 +210,7 @@ impl TestApp {
     /// server took to stop.
     pub fn stop_gracefully(&mut self) -> std::time::Duration {
         let start = std::time::Instant::now();
-        self.live.close();
+        self.changes.close();
         if let Some(handle) = self.handle.take() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

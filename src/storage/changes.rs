@@ -1,4 +1,4 @@
-//! The watermark of the live pages (`engine::live`): a handful of values
+//! The watermark of the live pages (`engine::changes`): a handful of values
 //! that move whenever something a page shows changes, read from the
 //! database so that every instance sharing it sees changes made through
 //! any other.
