@@ -365,3 +365,78 @@ fn the_gates_page_shows_progress_and_a_pass_without_a_reload() {
         assert_eq!(ended(app, &rm, id)["state"], "succeeded");
     });
 }
+
+#[test]
+fn the_live_pages_carry_their_regions() {
+    each_backend(|app| {
+        let deployer = app.token("dana", Role::Deployer);
+        let (version, _repo) = built(app, &deployer, "regions", DEV);
+        let id = request(app, &deployer, "regions", "dev", &version);
+        ended(app, &deployer, id);
+        let regions = |path: &str| -> Vec<(String, String)> {
+            let html = app.page(path);
+            let sel = scraper::Selector::parse("[data-live]").unwrap();
+            html.select(&sel)
+                .map(|e| {
+                    let v = e.value();
+                    (
+                        v.attr("id").unwrap_or_default().to_string(),
+                        v.attr("data-live").unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let ids = |path: &str| -> Vec<String> { regions(path).into_iter().map(|r| r.0).collect() };
+        // Every region has an id (a refresh matches them by it) and topics.
+        for path in [
+            "/",
+            "/pipelines/regions",
+            "/environments",
+            "/gates",
+            "/approvals",
+            "/approvals?tab=history",
+            &format!("/pipelines/regions/releases/{version}/deployments/{id}"),
+        ] {
+            let found = regions(path);
+            assert!(
+                !found.is_empty(),
+                "[{}] {path} has no live region",
+                app.backend
+            );
+            for (id, topics) in &found {
+                assert!(!id.is_empty(), "{path}: a region without an id");
+                assert!(
+                    topics.split(' ').all(|t| [
+                        "builds",
+                        "releases",
+                        "deployments",
+                        "tasks",
+                        "gates",
+                        "approvals",
+                        "slots",
+                        "pipelines"
+                    ]
+                    .contains(&t)),
+                    "{path}: {id} has unknown topics {topics}"
+                );
+            }
+        }
+        assert_eq!(ids("/"), vec!["board-regions"]);
+        assert_eq!(
+            ids("/pipelines/regions"),
+            vec!["pipeline-drawing", "pipeline-builds", "pipeline-releases"]
+        );
+        assert_eq!(ids("/gates"), vec!["gates-evaluating", "gates-recent"]);
+        assert_eq!(
+            ids(&format!(
+                "/pipelines/regions/releases/{version}/deployments/{id}"
+            )),
+            vec![
+                "deployment-summary",
+                "deployment-approvals",
+                "deployment-gates",
+                "build-log"
+            ]
+        );
+    });
+}
