@@ -234,6 +234,18 @@ fn wait_in_page(browser: &Browser, what: &str, script: &str, f: impl Fn(&str) ->
     }
 }
 
+/// With `SLIPWAY_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (to
+/// look at what the tests saw).
+fn screenshot(browser: &Browser, name: &str) {
+    if let Some(dir) = std::env::var_os("SLIPWAY_SCREENSHOTS") {
+        let png = browser
+            .rt
+            .block_on(browser.client.screenshot())
+            .expect("screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
 fn not_reloaded(browser: &Browser) {
     assert_eq!(
         run(browser, "return window.slipwayTestMark || null;"),
@@ -285,6 +297,7 @@ fn the_board_shows_a_deployment_without_a_reload() {
             "return document.querySelector('#board-board-live table.board tbody').textContent;",
             |t| t.contains("1.0.2"),
         );
+        screenshot(&browser, &format!("board-{}", app.backend));
         not_reloaded(&browser);
     });
 }
@@ -352,6 +365,7 @@ fn the_gates_page_shows_progress_and_a_pass_without_a_reload() {
         wait_in_page(&browser, "the green time", evaluating, |t| {
             t.contains("green for") && t.contains("of 2s")
         });
+        screenshot(&browser, &format!("gates-green-{}", app.backend));
         wait_in_page(
             &browser,
             "the gate passed",
@@ -361,6 +375,7 @@ fn the_gates_page_shows_progress_and_a_pass_without_a_reload() {
         wait_in_page(&browser, "no gate evaluating", evaluating, |t| {
             t.contains("No gate is being evaluated")
         });
+        screenshot(&browser, &format!("gates-passed-{}", app.backend));
         not_reloaded(&browser);
         assert_eq!(ended(app, &rm, id)["state"], "succeeded");
     });
