@@ -67,6 +67,9 @@ function liveRegions() {
     return !topics || !mine || mine.some((t) => topics.has(t));
   });
 
+  // When the page last matched the server (performance.now() time; 0: the
+  // navigation, before the server rendered the page).
+  let syncedAt = 0;
   let inFlight = false;
   let queued = null; // topics waiting for the next fetch (null: none; "all")
   let missed = false; // a change arrived while the tab was hidden
@@ -82,6 +85,7 @@ function liveRegions() {
     queued = null;
     if (!wanted(topics)) { return; }
     inFlight = true;
+    syncedAt = performance.now();
     try {
       const res = await fetch(location.href, {
         headers: { "Accept": "text/html" }, credentials: "same-origin", cache: "no-store",
@@ -146,15 +150,17 @@ function liveRegions() {
     source.addEventListener("hello", (e) => {
       stopPolling();
       state("connected");
-      // A change since this page was served may have come before the
-      // stream was open: refresh once then.
+      // A change since the page last matched the server may have come
+      // while no stream was open (before the first, between reconnects):
+      // refresh once then.
       let since = null;
       try { since = JSON.parse(e.data).ms_since_change; } catch (err) { since = null; }
-      if (typeof since === "number" && since <= performance.now() + 1000) {
+      if (typeof since === "number" && performance.now() - since >= syncedAt - 1000) {
         want("all"); refresh();
       }
     });
     source.addEventListener("message", (e) => {
+      syncedAt = performance.now(); // this change is handled below
       try {
         const change = JSON.parse(e.data);
         want(Array.isArray(change.topics) ? change.topics : "all");
