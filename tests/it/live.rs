@@ -345,6 +345,14 @@ fn the_gates_page_shows_progress_and_a_pass_without_a_reload() {
             t.contains("evaluating") && t.contains("so far")
         });
         assert!(before.contains("not all green yet"), "{before}");
+        // The deployment page shows the same progress.
+        let page = app
+            .page(&format!(
+                "/pipelines/gated-live/releases/{version}/deployments/{id}"
+            ))
+            .html();
+        assert!(page.contains("samples so far"), "{page}");
+        assert!(page.contains("must stay green for 2s"), "{page}");
         assert!(before.contains("time left"), "{before}");
         // Its rounds go on: the progress changes in place.
         let rounds = |t: &str| -> i64 {

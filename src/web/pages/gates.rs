@@ -188,10 +188,12 @@ fn counted(n: i64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A span of time as the gate pages write it: "45s", "2m 5s", "1h 10m".
+/// A span of time as the gate pages write it: "45s", "2m 5s", "5m", "1h 10m".
 fn span(seconds: i64) -> String {
     if seconds <= 0 {
         "0s".into()
+    } else if seconds % 60 == 0 && seconds < 3600 {
+        format!("{}m", seconds / 60)
     } else {
         left(seconds)
     }
@@ -497,6 +499,62 @@ pub async fn bypass(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_reads_in_words_with_plurals_right() {
+        assert_eq!(counted(1, "round", "rounds"), "1 round");
+        assert_eq!(counted(0, "round", "rounds"), "0 rounds");
+        assert_eq!(counted(3, "sample", "samples"), "3 samples");
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let mut view = GateRunView {
+            run: crate::storage::GateRunRow {
+                id: 1,
+                deployment_id: 1,
+                pipeline: "web".into(),
+                release_version: "1.0.1".into(),
+                stage: "prod".into(),
+                phase: "before".into(),
+                state: "evaluating".into(),
+                started_at: at,
+                deadline_at: at + chrono::TimeDelta::minutes(10),
+                next_at: None,
+                round: 0,
+                green_since: None,
+                progress: "{}".into(),
+                last_results: "[]".into(),
+                reason: None,
+                question: None,
+                finished_by: None,
+                finished_at: None,
+                created_at: at,
+                updated_at: at,
+            },
+            checks: Vec::new(),
+            samples_taken: 0,
+            steady: Some(chrono::TimeDelta::seconds(10)),
+        };
+        let later = at + chrono::TimeDelta::seconds(65);
+        assert_eq!(
+            green_text(&view, later),
+            "not sampled yet; must stay green for 10s"
+        );
+        view.run.round = 2;
+        assert_eq!(
+            green_text(&view, later),
+            "not all green yet; must stay green for 10s"
+        );
+        view.run.green_since = Some(at + chrono::TimeDelta::seconds(60));
+        assert_eq!(green_text(&view, later), "green for 5s of 10s");
+        // Never more than the steady time (the pass is a round away).
+        assert_eq!(
+            green_text(&view, later + chrono::TimeDelta::minutes(2)),
+            "green for 10s of 10s"
+        );
+        view.steady = Some(chrono::TimeDelta::minutes(5));
+        assert_eq!(green_text(&view, later), "green for 5s of 5m");
+    }
 
     #[test]
     fn the_strip_differs_by_shape() {
