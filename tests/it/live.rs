@@ -463,3 +463,51 @@ fn the_live_pages_carry_their_regions() {
         );
     });
 }
+
+#[test]
+fn the_inbox_shows_a_new_approval_and_keeps_what_someone_types() {
+    if !available("a headless Chromium", browser_check()) {
+        return;
+    }
+    each_backend(|app| {
+        let approved = "  - name: dev\n    trigger: manual\n    approvals:\n      before: { approvers: [\"mara\"], policy: any }\n    tasks: [ { shell: \"true\" } ]\n";
+        let deployer = app.token("dana", Role::Deployer);
+        let (a, _repo_a) = built(app, &deployer, "inbox-a", approved);
+        let (b, _repo_b) = built(app, &deployer, "inbox-b", approved);
+        let browser = live_browser(app, "/approvals");
+        let inbox = "return document.getElementById('approvals-waiting').textContent.replace(/\\s+/g, ' ');";
+        assert!(
+            run(&browser, inbox)
+                .as_str()
+                .unwrap()
+                .contains("Nothing is waiting")
+        );
+
+        // A deployment asks mara: her inbox shows it without a reload.
+        request(app, &deployer, "inbox-a", "dev", &a);
+        wait_in_page(&browser, "the new approval", inbox, |t| {
+            t.contains(&format!("inbox-a {a} → dev"))
+        });
+        not_reloaded(&browser);
+
+        // She starts writing a rejection; another approval arrives: what
+        // she typed stays, and a note offers the update.
+        browser.fill("#approvals-waiting textarea[name=comment]", "not this week");
+        request(app, &deployer, "inbox-b", "dev", &b);
+        wait_in_page(
+            &browser,
+            "the note about newer information",
+            "return (document.querySelector('.live-note') || {}).textContent || '';",
+            |t| t.contains("Reload the page"),
+        );
+        assert_eq!(
+            run(
+                &browser,
+                "return document.querySelector('#approvals-waiting textarea[name=comment]').value;"
+            ),
+            json!("not this week")
+        );
+        assert!(!run(&browser, inbox).as_str().unwrap().contains("inbox-b"));
+        not_reloaded(&browser);
+    });
+}
