@@ -251,9 +251,23 @@ fn serve_starts_creates_the_first_admin_and_the_demo_once() {
     assert!(String::from_utf8_lossy(&log.stdout).contains("Space Game website"));
     assert!(repo.join("build.sh").exists() && repo.join("run.sh").exists());
 
-    // SIGTERM stops it cleanly.
+    // SIGTERM stops it cleanly, ending the live pages' event streams
+    // rather than waiting the graceful stop's 10 s for them.
     #[cfg(unix)]
     {
+        let mut events =
+            BufReader::new(browser.get(format!("http://{addr}/events")).send().unwrap());
+        let mut hello = String::new();
+        while !hello.contains("event: hello") {
+            assert_ne!(events.read_line(&mut hello).unwrap(), 0, "{hello}");
+        }
+        let (ended, stream_end) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while events.read_line(&mut rest).unwrap_or(0) > 0 {}
+            let _ = ended.send(());
+        });
+        let signaled = Instant::now();
         let pid = server.0.id().to_string();
         assert!(
             Command::new("kill")
@@ -272,6 +286,14 @@ fn serve_starts_creates_the_first_admin_and_the_demo_once() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(status.success(), "{status:?}");
+        assert!(
+            signaled.elapsed() < Duration::from_secs(8),
+            "serve took {:?} to stop with a live page open",
+            signaled.elapsed()
+        );
+        stream_end
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the event stream ended");
     }
 
     // A second start keeps the admin password and does not repeat the demo.

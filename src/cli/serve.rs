@@ -120,11 +120,35 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
             );
         }
         // actix-web stops gracefully on SIGTERM and Ctrl-C; then the engine
-        // stops its builds (they are recorded as interrupted).
+        // stops its builds (they are recorded as interrupted). The live
+        // pages' event streams end on the same signal, or the graceful stop
+        // would wait for every open page.
+        let changes = engine.changes().clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            changes.close();
+        });
         let served = server.await;
         engine.shutdown().await;
         served?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Resolves on SIGTERM or Ctrl-C (the signals actix-web stops on).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM; live pages end with Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -7,6 +7,7 @@
 pub mod approvals;
 pub mod artifacts;
 pub mod builds;
+pub mod changes;
 pub mod demo;
 mod deploy_run;
 pub mod deployments;

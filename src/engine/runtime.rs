@@ -67,6 +67,9 @@ pub struct EngineConfig {
     pub slots: super::slots::SlotsConfig,
     /// How notifications are sent (links, retries; `engine::notify`).
     pub notifications: super::notify::NotifyConfig,
+    /// The live pages' watcher reads the database's watermark this often
+    /// (default 300ms; `engine::changes`).
+    pub live_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +86,7 @@ impl Default for EngineConfig {
             keep_workspaces: false,
             slots: super::slots::SlotsConfig::default(),
             notifications: super::notify::NotifyConfig::default(),
+            live_interval: Duration::from_millis(300),
         }
     }
 }
@@ -126,6 +130,8 @@ struct Inner {
     gates: super::gates::Gates,
     /// The notification delivery worker (`engine::notify`).
     notifications: super::notify::Deliveries,
+    /// The live pages' watcher and its subscribers (`engine::changes`).
+    changes: super::changes::Changes,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,8 +169,10 @@ impl Engine {
             shutdown.clone(),
             tracker.clone(),
         );
+        let changes = super::changes::Changes::new(&shutdown);
         Engine {
             inner: Arc::new(Inner {
+                changes,
                 notifications,
                 gates,
                 slots,
@@ -193,6 +201,11 @@ impl Engine {
     /// The slots: their processes, deployments, swaps and the router's table.
     pub fn slots(&self) -> &super::slots::Slots {
         &self.inner.slots
+    }
+
+    /// The live pages' change notices (`engine::changes`).
+    pub fn changes(&self) -> &super::changes::Changes {
+        &self.inner.changes
     }
 
     /// The gates: runs being sampled, re-evaluate and bypass.
@@ -335,6 +348,12 @@ impl Engine {
             }
         }));
         self.inner.notifications.start();
+        self.inner.changes.start(
+            self.inner.db.clone(),
+            self.inner.config.live_interval,
+            self.inner.shutdown.clone(),
+            &self.inner.tracker,
+        );
         super::scheduler::run(
             self,
             &self.inner.db,

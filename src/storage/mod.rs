@@ -15,6 +15,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod builds;
+pub mod changes;
 pub mod conn;
 pub mod deployments;
 mod error;

@@ -10,7 +10,7 @@
 //!   ([`is_public`]: sign-in, SSO, health, metrics, static files and push
 //!   webhooks, which carry their own signature). Any other page redirects
 //!   (303) to `/login?next=<path and query>`; any other `/api/` route
-//!   answers 401 JSON.
+//!   answers 401 JSON, and `/events` (the live pages' stream) 401.
 //!
 //! Handlers then ask [`CurrentUser::require_action`], which asks the one
 //! authorization function, [`crate::domain::authz::allowed`].
@@ -128,7 +128,8 @@ async fn count_approvals(req: &ServiceRequest, state: &State, path: &str) {
         *req.method(),
         actix_web::http::Method::GET | actix_web::http::Method::HEAD
     ) && !is_api(path)
-        && !is_public(path);
+        && !is_public(path)
+        && path != EVENTS;
     let who = req
         .extensions()
         .get::<AuthUser>()
@@ -154,6 +155,9 @@ async fn count_approvals(req: &ServiceRequest, state: &State, path: &str) {
 /// The signed-in user, if any (set by [`authenticate`]).
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Option<AuthUser>);
+
+/// The live pages' event stream (`web::events`).
+const EVENTS: &str = "/events";
 
 const SIGN_IN: &str = "Sign in first, or send `Authorization: Bearer TOKEN` (create a token on /settings/tokens or with `slipway token create USER`).";
 
@@ -308,7 +312,9 @@ pub async fn authenticate(
     }
     let anonymous = req.extensions().get::<AuthUser>().is_none();
     if anonymous && !is_public(&path) {
-        if is_api(&path) {
+        // The live pages' event stream answers 401 too: a browser's
+        // EventSource cannot follow a redirect to a sign-in page.
+        if is_api(&path) || path == EVENTS {
             return Ok(req
                 .error_response(rejection(&path, SIGN_IN))
                 .map_into_right_body());

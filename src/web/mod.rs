@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod csrf;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod hooks;
 pub mod metrics;
@@ -149,6 +150,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/hooks/{provider}/{pipeline}",
             web::post().to(hooks::receive),
         )
+        .route("/events", web::get().to(events::stream))
         .route("/healthz", web::get().to(pages::ops::healthz))
         .route("/readyz", web::get().to(pages::ops::readyz))
         .route("/metrics", web::get().to(pages::ops::metrics))

@@ -54,7 +54,7 @@ fn serve_requests(answer: impl Fn(&str, &[String]) -> (u16, String) + Send + 'st
 }
 
 /// A health endpoint that answers healthy while `healthy` is set.
-fn health_server(healthy: Arc<AtomicBool>) -> String {
+pub(crate) fn health_server(healthy: Arc<AtomicBool>) -> String {
     serve(move |_| {
         if healthy.load(Ordering::SeqCst) {
             (200, r#"{"status":"healthy"}"#.into())

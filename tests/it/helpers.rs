@@ -26,6 +26,8 @@ pub struct TestApp {
     /// An API token of the user `viewer` (role viewer), which [`TestApp::get`]
     /// and [`TestApp::page`] send: every page needs a signed-in user.
     pub viewer_token: String,
+    /// The server's live pages' change hub (`engine::changes`).
+    pub changes: slipway::engine::changes::Changes,
     handle: Option<actix_web::dev::ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data: tempfile::TempDir,
@@ -120,13 +122,15 @@ pub fn spawn_app_with(
             let engine = state.engine.clone();
             engine.start().await.expect("engine");
             let server = web::server(state, listener).expect("server");
-            tx.send(server.handle()).expect("send handle");
+            tx.send((server.handle(), engine.changes().clone()))
+                .expect("send handle");
             let _ = server.await;
             engine.shutdown().await;
         });
     });
-    let handle = rx.recv().expect("server handle");
+    let (handle, changes) = rx.recv().expect("server handle");
     TestApp {
+        changes,
         backend,
         base: format!("http://{addr}"),
         client: Client::builder()
@@ -188,14 +192,36 @@ impl TestApp {
                 let engine = state.engine.clone();
                 engine.start().await.expect("engine");
                 let server = web::server(state, listener).expect("server");
-                tx.send(server.handle()).expect("send handle");
+                tx.send((server.handle(), engine.changes().clone()))
+                    .expect("send handle");
                 let _ = server.await;
                 engine.shutdown().await;
             });
         });
-        self.handle = Some(rx.recv().expect("server handle"));
+        let (handle, changes) = rx.recv().expect("server handle");
+        self.handle = Some(handle);
+        self.changes = changes;
         self.thread = Some(thread);
         self.base = format!("http://{addr}");
+    }
+
+    /// Stops the server gracefully, as `slipway serve` does on SIGTERM
+    /// (the live pages' streams are closed first); returns how long the
+    /// server took to stop.
+    pub fn stop_gracefully(&mut self) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        self.changes.close();
+        if let Some(handle) = self.handle.take() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(handle.stop(true));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        start.elapsed()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -17,6 +17,7 @@ mod guarded_swaps;
 mod headers;
 mod helpers;
 mod idp;
+mod live;
 mod notifications;
 mod ops;
 mod pages;

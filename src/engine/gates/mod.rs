@@ -942,6 +942,42 @@ pub struct CheckView {
 pub struct GateRunView {
     pub run: GateRunRow,
     pub checks: Vec<CheckView>,
+    /// Samples stored so far (every check, every round).
+    pub samples_taken: i64,
+    /// How long every check must stay green, from the run's policy (known
+    /// while the run is evaluating; `None` after, or when the stage is gone).
+    pub steady: Option<chrono::TimeDelta>,
+}
+
+impl GateRunView {
+    /// How long every check has been green, as of `now` (at most the
+    /// steady time); `None` while some check is not.
+    pub fn green_for(&self, now: NaiveDateTime) -> Option<chrono::TimeDelta> {
+        let since = self.run.green_since?;
+        let green = (now - since).max(chrono::TimeDelta::zero());
+        Some(match self.steady {
+            Some(steady) => green.min(steady),
+            None => green,
+        })
+    }
+}
+
+/// The steady time of an evaluating run's policy.
+fn steady_of(
+    conn: &mut DbConn,
+    run: &GateRunRow,
+) -> Result<Option<chrono::TimeDelta>, EngineError> {
+    if run.state != EVALUATING {
+        return Ok(None);
+    }
+    let Some(d) = storage::find_deployment(conn, run.deployment_id)? else {
+        return Ok(None);
+    };
+    // A stage removed since: the progress shows without the steady time.
+    let Ok(stage) = stage_for(conn, &run.pipeline, &d) else {
+        return Ok(None);
+    };
+    Ok(policy_of(&stage, &run.phase).map(|p| GateTiming::of(p).steady))
 }
 
 /// Evaluating runs and recently finished ones.
@@ -982,7 +1018,14 @@ pub fn run_view(conn: &mut DbConn, run: GateRunRow) -> Result<GateRunView, Engin
             c.samples.push(s);
         }
     }
-    Ok(GateRunView { run, checks })
+    let samples_taken = store::count_samples_of_run(conn, run.id)?;
+    let steady = steady_of(conn, &run)?;
+    Ok(GateRunView {
+        run,
+        checks,
+        samples_taken,
+        steady,
+    })
 }
 
 /// One run by id.

@@ -54,7 +54,16 @@ pub struct RunView {
     pub state_symbol: &'static str,
     pub started: String,
     pub time_left: String,
+    /// The deadline in seconds since the epoch (a script counts down to it).
+    pub deadline_epoch: i64,
     pub rounds: i32,
+    /// "1 round", "3 rounds".
+    pub rounds_label: String,
+    /// "1 sample", "4 samples": every check's, so far.
+    pub samples_label: String,
+    /// While evaluating: how long every check has been green of the
+    /// steady time ("green for 5s of 10s"), or that some check is not.
+    pub green: Option<String>,
     pub reason: Option<String>,
     pub question: Option<String>,
     pub finished: Option<String>,
@@ -174,8 +183,47 @@ fn left(seconds: i64) -> String {
     }
 }
 
+/// `n` with its noun, singular or plural: "1 round", "2 rounds".
+fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A span of time as the gate pages write it: "45s", "2m 5s", "5m", "1h 10m".
+fn span(seconds: i64) -> String {
+    if seconds <= 0 {
+        "0s".into()
+    } else if seconds % 60 == 0 && seconds < 3600 {
+        format!("{}m", seconds / 60)
+    } else {
+        left(seconds)
+    }
+}
+
+/// "green for 5s of 10s" while every check is green; what is missing
+/// otherwise.
+fn green_text(v: &GateRunView, now: chrono::NaiveDateTime) -> String {
+    match (v.green_for(now), v.steady) {
+        (Some(green), Some(steady)) => format!(
+            "green for {} of {}",
+            span(green.num_seconds()),
+            span(steady.num_seconds())
+        ),
+        (Some(green), None) => format!("green for {}", span(green.num_seconds())),
+        (None, Some(steady)) if v.run.round == 0 => format!(
+            "not sampled yet; must stay green for {}",
+            span(steady.num_seconds())
+        ),
+        (None, Some(steady)) => format!(
+            "not all green yet; must stay green for {}",
+            span(steady.num_seconds())
+        ),
+        (None, None) => "not all green yet".into(),
+    }
+}
+
 fn run_view(v: &GateRunView) -> RunView {
     let r = &v.run;
+    let now = crate::storage::now();
     let evaluating = r.state == "evaluating";
     let state_symbol = match r.state.as_str() {
         "evaluating" => "◐",
@@ -184,7 +232,7 @@ fn run_view(v: &GateRunView) -> RunView {
         "failed" => "✕",
         _ => "■",
     };
-    let seconds = (r.deadline_at - crate::storage::now()).num_seconds();
+    let seconds = (r.deadline_at - now).num_seconds();
     RunView {
         id: r.id,
         url: urls::gate_run(r.id),
@@ -203,7 +251,11 @@ fn run_view(v: &GateRunView) -> RunView {
         } else {
             "—".into()
         },
+        deadline_epoch: r.deadline_at.and_utc().timestamp(),
         rounds: r.round,
+        rounds_label: counted(i64::from(r.round), "round", "rounds"),
+        samples_label: counted(v.samples_taken, "sample", "samples"),
+        green: evaluating.then(|| green_text(v, now)),
         reason: r.reason.clone(),
         question: r.question.clone(),
         finished: r
@@ -447,6 +499,62 @@ pub async fn bypass(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_reads_in_words_with_plurals_right() {
+        assert_eq!(counted(1, "round", "rounds"), "1 round");
+        assert_eq!(counted(0, "round", "rounds"), "0 rounds");
+        assert_eq!(counted(3, "sample", "samples"), "3 samples");
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let mut view = GateRunView {
+            run: crate::storage::GateRunRow {
+                id: 1,
+                deployment_id: 1,
+                pipeline: "web".into(),
+                release_version: "1.0.1".into(),
+                stage: "prod".into(),
+                phase: "before".into(),
+                state: "evaluating".into(),
+                started_at: at,
+                deadline_at: at + chrono::TimeDelta::minutes(10),
+                next_at: None,
+                round: 0,
+                green_since: None,
+                progress: "{}".into(),
+                last_results: "[]".into(),
+                reason: None,
+                question: None,
+                finished_by: None,
+                finished_at: None,
+                created_at: at,
+                updated_at: at,
+            },
+            checks: Vec::new(),
+            samples_taken: 0,
+            steady: Some(chrono::TimeDelta::seconds(10)),
+        };
+        let later = at + chrono::TimeDelta::seconds(65);
+        assert_eq!(
+            green_text(&view, later),
+            "not sampled yet; must stay green for 10s"
+        );
+        view.run.round = 2;
+        assert_eq!(
+            green_text(&view, later),
+            "not all green yet; must stay green for 10s"
+        );
+        view.run.green_since = Some(at + chrono::TimeDelta::seconds(60));
+        assert_eq!(green_text(&view, later), "green for 5s of 10s");
+        // Never more than the steady time (the pass is a round away).
+        assert_eq!(
+            green_text(&view, later + chrono::TimeDelta::minutes(2)),
+            "green for 10s of 10s"
+        );
+        view.steady = Some(chrono::TimeDelta::minutes(5));
+        assert_eq!(green_text(&view, later), "green for 5s of 5m");
+    }
 
     #[test]
     fn the_strip_differs_by_shape() {
