@@ -221,6 +221,24 @@ impl Nav {
             .is_some_and(|role| crate::domain::authz::allowed(role, action))
     }
 
+    /// How a navigation link to `section` marks the current page:
+    /// `aria-current="page"` on the page itself, `"true"` on a page under
+    /// it (a pipeline under the release board, one gate under the gates),
+    /// nothing elsewhere. The stylesheet gives both a visible bar.
+    pub fn current(&self, section: &str) -> Option<&'static str> {
+        let path = self.here.split('?').next().unwrap_or_default();
+        if path == section {
+            return Some("page");
+        }
+        let under = match section {
+            "/" => path.starts_with("/pipelines/"),
+            _ => path
+                .strip_prefix(section)
+                .is_some_and(|rest| rest.starts_with('/')),
+        };
+        under.then_some("true")
+    }
+
     /// `/login?next=<this page>`
     pub fn login_url(&self) -> String {
         format!("/login{}", super::urls::query(&[("next", &self.here)]))

@@ -20,6 +20,7 @@ mod notifications;
 mod ops;
 mod pages;
 mod people;
+mod phone;
 mod router;
 mod secrets;
 mod slots;
