@@ -19,6 +19,7 @@ pub mod rules;
 pub mod schedule;
 pub mod secrets;
 mod text;
+pub use text::{Count, plural};
 pub mod version;
 pub mod webhook;
 

@@ -245,11 +245,13 @@ impl Nav {
     }
 }
 
-impl FromRequest for Nav {
-    type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+impl Nav {
+    /// The navigation of `req`: its signed-in user (set by
+    /// [`super::auth::authenticate`]) and their waiting approvals, the
+    /// session's CSRF token, and the path. Pages get it as an extractor;
+    /// error pages from [`super::error::with_nav`], so every page of a
+    /// signed-in person has the same header, after a form post too.
+    pub fn of(req: &HttpRequest) -> Nav {
         let session = req.get_session();
         let user = req.extensions().get::<AuthUser>().cloned();
         let approvals = req
@@ -260,14 +262,23 @@ impl FromRequest for Nav {
             Some(q) => format!("{}?{q}", req.path()),
             None => req.path().to_string(),
         };
-        ready(Ok(Nav {
+        Nav {
             rank: user.as_ref().map(|u| u.role),
             role: user.as_ref().map(|u| u.role.label()),
             user: user.map(|u| u.username),
             csrf: csrf_token(&session),
             here,
             approvals,
-        }))
+        }
+    }
+}
+
+impl FromRequest for Nav {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Nav::of(req)))
     }
 }
 

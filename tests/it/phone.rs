@@ -15,7 +15,7 @@ use slipway::engine::users;
 use slipway::storage::{self, slots as slot_store};
 
 use crate::builds::post_json;
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, seed_releases};
+use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, seed_releases, texts};
 use crate::idp::{Browser, available, browser_check};
 
 const PIPELINE: &str = "space-game-web";
@@ -399,5 +399,198 @@ fn axe_finds_no_serious_or_critical_violation_on_any_main_page() {
         }
         set_width(browser, 390, 844);
         (!found.is_empty()).then(|| found.join("\n"))
+    });
+}
+
+/// What the header shows: every link and button, with the page it marks
+/// as current (`*`).
+fn header_of(html: &scraper::Html) -> Vec<String> {
+    let sel = scraper::Selector::parse("header a, header button").unwrap();
+    html.select(&sel)
+        .map(|e| {
+            let text = e.text().collect::<String>();
+            let current = e.value().attr("aria-current").map_or("", |_| "*");
+            format!(
+                "{}{current}",
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
+        .collect()
+}
+
+fn without_marks(header: &[String]) -> Vec<String> {
+    header
+        .iter()
+        .map(|h| h.trim_end_matches('*').to_string())
+        .collect()
+}
+
+#[test]
+fn the_header_is_the_same_after_a_form_post_and_marks_the_current_page() {
+    each_backend(|app| {
+        let b = &app.backend;
+        assert_eq!(app.import(SPEC_PIPELINE).status(), 201, "[{b}]");
+        use DeploymentState::*;
+        seed_releases(
+            app,
+            PIPELINE,
+            1,
+            |_| "main".into(),
+            |_| vec![("dev", Succeeded), ("test", Succeeded)],
+        );
+        {
+            let mut conn = app.conn();
+            let groups = ["qa".to_string()];
+            users::create_user(
+                &mut conn,
+                users::NewLocalUser {
+                    username: "mara",
+                    role: Role::Admin,
+                    groups: &groups,
+                    password: PASSWORD,
+                },
+                "test",
+            )
+            .unwrap();
+        }
+        let deployer = app.token("deployer", Role::ReleaseManager);
+        let (status, v) = post_json(
+            app,
+            &deployer,
+            &format!("/api/v1/pipelines/{PIPELINE}/stages/preprod/deployments"),
+            &json!({ "release": "1.0.1" }),
+        );
+        assert_eq!(status, 202, "[{b}] {v}");
+        let id = v["id"].as_i64().unwrap();
+        wait_for(app, &deployer, &format!("/api/v1/deployments/{id}"), |d| {
+            d["approvals"][0]["id"].as_i64()
+        });
+        let client = crate::helpers::browser();
+        assert_eq!(app.sign_in(&client, "mara", PASSWORD, "/").status(), 303);
+        let page = |res: reqwest::blocking::Response, status: u16| {
+            assert_eq!(res.status(), status, "[{b}] {}", res.url());
+            scraper::Html::parse_document(&res.text().unwrap())
+        };
+
+        // A stage page: under the release board, which the header marks.
+        let path = format!("/pipelines/{PIPELINE}/stages/test");
+        let html = page(client.get(app.url(&path)).send().unwrap(), 200);
+        let header = header_of(&html);
+        assert!(
+            header.contains(&"Release board*".to_string()),
+            "[{b}] {header:?}"
+        );
+        assert!(
+            header.contains(&"Approvals (1)".to_string()),
+            "[{b}] {header:?}"
+        );
+        assert_eq!(
+            attrs(&html, "header a[aria-current]", "aria-current"),
+            ["true"],
+            "[{b}] a stage is under the board, not the board itself"
+        );
+
+        // The stage form posted with an error, and previewed: the same header.
+        let fields = crate::stage_form::form_fields(&html, &[("cron", Some("0 0 25 * * *"))]);
+        let answered = page(
+            client.post(app.url(&path)).form(&fields).send().unwrap(),
+            422,
+        );
+        assert!(!texts(&answered, "#cron-error").is_empty(), "[{b}]");
+        assert_eq!(
+            header_of(&answered),
+            header,
+            "[{b}] after a save with errors"
+        );
+        let fields = crate::stage_form::form_fields(&html, &[("action", Some("preview"))]);
+        let previewed = page(
+            client.post(app.url(&path)).form(&fields).send().unwrap(),
+            200,
+        );
+        assert_eq!(header_of(&previewed), header, "[{b}] after a preview");
+
+        // An error page is signed in too, with the same links.
+        let missing = page(client.get(app.url("/pipelines/nope")).send().unwrap(), 404);
+        assert_eq!(
+            without_marks(&header_of(&missing)),
+            without_marks(&header),
+            "[{b}] a 404 page"
+        );
+        let csrf = crate::helpers::csrf_of(&html);
+        let refused = page(
+            client
+                .post(app.url("/pipelines/nope/builds"))
+                .form(&[("csrf", csrf.as_str())])
+                .send()
+                .unwrap(),
+            404,
+        );
+        assert_eq!(
+            without_marks(&header_of(&refused)),
+            without_marks(&header),
+            "[{b}] an error answering a form"
+        );
+
+        // Each section marks itself, and only itself, as the current page.
+        for (path, link) in [
+            ("/", "Release board"),
+            ("/environments", "Environments"),
+            ("/gates", "Gates"),
+            ("/approvals", "Approvals (1)"),
+            ("/audit", "Audit log"),
+            ("/admin/users", "Users"),
+            ("/settings/tokens", "API tokens"),
+        ] {
+            let html = page(client.get(app.url(path)).send().unwrap(), 200);
+            let marked: Vec<String> = header_of(&html)
+                .into_iter()
+                .filter(|h| h.ends_with('*'))
+                .collect();
+            assert_eq!(marked, [format!("{link}*")], "[{b}] {path}");
+            assert_eq!(
+                attrs(&html, "header a[aria-current]", "aria-current"),
+                ["page"],
+                "[{b}] {path}"
+            );
+        }
+    });
+}
+
+#[test]
+fn the_stage_form_preview_shows_its_result_in_view() {
+    if !available("a headless Chromium", browser_check()) {
+        return;
+    }
+    let browser = Browser::start();
+    each_backend(|app| {
+        let b = &app.backend;
+        assert_eq!(app.import(SPEC_PIPELINE).status(), 201, "[{b}]");
+        app.user("mara", Role::ReleaseManager, PASSWORD);
+        set_width(&browser, 390, 844);
+        browser.goto(&app.url("/login?next=/pipelines/space-game-web/stages/test"));
+        browser.fill("input#username", "mara");
+        browser.fill("input#password", PASSWORD);
+        browser.click("main button[type=submit]");
+        browser.wait_for("#stage-form");
+        browser.click("button[value=preview]");
+        browser.wait_for("section#preview");
+        let v = script(
+            &browser,
+            r#"const r = document.getElementById('preview').getBoundingClientRect();
+               return { top: r.top, bottom: r.bottom, height: window.innerHeight,
+                        focused: document.activeElement ? document.activeElement.id : '',
+                        hash: location.hash, times: document.querySelectorAll('#preview li').length };"#,
+        );
+        assert_eq!(v["hash"], "#preview", "[{b}] {v}");
+        assert_eq!(v["times"], 5, "[{b}] {v}");
+        let (top, height) = (v["top"].as_f64().unwrap(), v["height"].as_f64().unwrap());
+        assert!(
+            (-2.0..height - 40.0).contains(&top),
+            "[{b}] the preview is not in view after posting: {v}"
+        );
+        assert_eq!(v["focused"], "preview", "[{b}] {v}");
+        browser.goto(&app.url("/"));
+        browser.click("header button.link");
+        browser.wait_for("header .who a");
     });
 }
