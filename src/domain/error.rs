@@ -87,6 +87,9 @@ pub enum DomainError {
         /// The accepted values, comma separated.
         expected: String,
     },
+    /// A request breaks a rule of its own; the text says which, in words.
+    #[error("{0}")]
+    Invalid(String),
     /// A deployment or build cannot take this event in its current state.
     #[error("illegal transition: event `{event}` is not allowed in state `{from}`")]
     IllegalTransition {

@@ -44,9 +44,10 @@ use super::runner::{self, DbLogSink, LogSender, ProgramTask, ShellTask, TaskLog,
 use super::{EngineError, artifacts, pipelines, secrets};
 use crate::domain::rules::{self, ReleaseRef};
 use crate::domain::secrets::Masker;
+use crate::domain::slot_ops;
 use crate::domain::{
-    DeploymentEvent, DeploymentState, PipelineDefinition, QueuePolicy, Stage, TaskKind,
-    TaskRunState, TaskSpec, Upstream,
+    DeploymentEvent, DeploymentState, PipelineDefinition, QueuePolicy, SlotOperation, Stage,
+    TaskKind, TaskRunState, TaskSpec, Upstream,
 };
 use crate::storage::{self, ArtifactRow, Db, DbConn, DeploymentRow, ReleaseRow, TaskRunRow};
 
@@ -81,6 +82,8 @@ pub(crate) struct Plan {
     /// Why the deployment may not read secrets (the release was built from
     /// a branch outside the current `source.secrets_for`), if so.
     pub secrets_withheld: Option<String>,
+    /// Its swap completes the app's pending swap with preview.
+    pub confirms_preview: bool,
 }
 
 /// Definitions read during one pass of the dispatcher.
@@ -127,6 +130,11 @@ impl Plans {
         })?;
         let stage = deployments::stage_of(release_def.as_ref(), current, &d.stage)
             .ok_or_else(|| EngineError::NotFound(format!("no stage `{}`", d.stage)))?;
+        // A swap or rollback of slots runs as the stage with the swap as its
+        // one task; an override drops the stage's approvals and gates.
+        let operation = SlotOperation::from_json(d.operation.as_deref());
+        let stage = slot_ops::stage_as_run(&stage, operation.as_ref(), d.override_by.is_some())
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let variables = release_def.as_ref().unwrap_or(current).variables.clone();
         let secrets_withheld = (!current.source.secrets_allowed(&release.branch)).then(|| {
             format!(
@@ -141,6 +149,7 @@ impl Plans {
             queue,
             variables,
             secrets_withheld,
+            confirms_preview: operation.is_some_and(|op| op.preview),
         })
     }
 }
@@ -743,10 +752,9 @@ impl TaskRun<'_> {
                 let swapped = ctx
                     .slots
                     .swap_release(
-                        app.as_str(),
-                        from.as_str(),
-                        to.as_str(),
+                        (app.as_str(), from.as_str(), to.as_str()),
                         &self.plan.release.version,
+                        self.plan.confirms_preview,
                         &self.deployment.requested_by,
                         Some(&sender),
                     )

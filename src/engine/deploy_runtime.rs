@@ -34,7 +34,28 @@ use crate::engine::EngineError;
 use crate::engine::builds::{ENGINE_ACTOR, blocking};
 use crate::engine::deploy_run::{self, DeployContext};
 use crate::engine::deployments::{self, DeployOutcome, DeployRequest};
+use crate::engine::slots::SwapOutcome;
+use crate::engine::swaps::{self, SwapAsk, SwapRoute};
 use crate::storage::{self, DeploymentRow};
+
+/// What a swap a person asked for ([`Engine::swap_slots`]) did.
+#[derive(Debug, Clone)]
+pub enum SwapDone {
+    /// A deployment of the stage that owns the target slot, as it stands
+    /// after its first steps: succeeded (swapped), failed, or waiting for
+    /// approvals, gates or its turn.
+    Deployment {
+        deployment: Box<DeploymentRow>,
+        pipeline: String,
+        version: String,
+    },
+    /// Swapped directly (no stage owns the target slot).
+    Swapped(SwapOutcome),
+}
+
+/// How long [`Engine::swap_slots`] waits for its deployment to swap (or
+/// stop at approvals or gates) before answering that it is under way.
+const SWAP_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The engine's deployment state.
 pub(super) struct DeployState {
@@ -74,6 +95,83 @@ impl Engine {
         .await?;
         self.notify_deployments();
         Ok(outcome)
+    }
+
+    /// A swap (or rollback) of slots a person asked for (`engine::swaps`):
+    /// a deployment of the stage that owns the target slot — answered once
+    /// it swapped, failed or stopped at the stage's approvals or gates (or
+    /// after [`SWAP_ANSWER_WAIT`]) — or, for a slot no stage owns, the
+    /// swap itself.
+    pub async fn swap_slots(&self, ask: SwapAsk) -> Result<SwapDone, EngineError> {
+        let (app, from, to) = (ask.app.clone(), ask.from.clone(), ask.to.clone());
+        let review = blocking(&self.inner.db, move |conn| {
+            swaps::review(conn, &app, &from, &to)
+        })
+        .await?;
+        match swaps::request(&review, &ask)? {
+            SwapRoute::Direct { reason } => {
+                let slots = self.slots();
+                let outcome = if review.confirms_preview {
+                    slots.confirm_swap(&ask.app, &ask.actor).await?
+                } else {
+                    slots
+                        .swap(&ask.app, &ask.from, &ask.to, &ask.actor, None)
+                        .await?
+                };
+                if let Some(reason) = reason {
+                    let (actor, app) = (ask.actor.clone(), ask.app.clone());
+                    let action = if ask.rollback {
+                        "slot.rollback"
+                    } else {
+                        "slot.swap.reason"
+                    };
+                    let detail = format!(
+                        "{} into {} ({} replaced {}): {reason}",
+                        outcome.from,
+                        outcome.to,
+                        outcome.release.as_deref().unwrap_or("nothing"),
+                        outcome.replaced.as_deref().unwrap_or("nothing")
+                    );
+                    blocking(&self.inner.db, move |conn| {
+                        Ok(storage::append_audit(
+                            conn,
+                            &actor,
+                            action,
+                            &format!("app:{app}"),
+                            &detail,
+                        )?)
+                    })
+                    .await?;
+                }
+                Ok(SwapDone::Swapped(outcome))
+            }
+            SwapRoute::Deployment(req) => {
+                let id = self.deploy(*req).await?.deployment_id();
+                let deployment = self.wait_for_first_steps(id).await?;
+                Ok(SwapDone::Deployment {
+                    deployment: Box::new(deployment),
+                    pipeline: review.pipeline,
+                    version: review.incoming,
+                })
+            }
+        }
+    }
+
+    /// Deployment `id` once it left `queued` and `running` (or as it is
+    /// after [`SWAP_ANSWER_WAIT`]).
+    async fn wait_for_first_steps(&self, id: i64) -> Result<DeploymentRow, EngineError> {
+        let deadline = tokio::time::Instant::now() + SWAP_ANSWER_WAIT;
+        loop {
+            let row = blocking(&self.inner.db, move |conn| deployments::find(conn, id)).await?;
+            let moving = matches!(
+                row.state,
+                DeploymentState::Queued | DeploymentState::Running
+            );
+            if !moving || tokio::time::Instant::now() >= deadline {
+                return Ok(row);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Redeploys deployment `id`: a new attempt of its release in its stage.

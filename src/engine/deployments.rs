@@ -13,8 +13,8 @@
 use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, DeployCheck, DeployKind, ReleaseRef, WaitingDeployment};
 use crate::domain::{
-    ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Role, Stage, TaskRunState,
-    Upstream,
+    ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Role, SlotOperation,
+    Stage, TaskRunState, Upstream,
 };
 use crate::storage::{self, DbConn, DeploymentRow, LogChunkRow, ReleaseRow, TaskRunRow};
 
@@ -36,6 +36,11 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Why; required for a rollback.
     pub reason: Option<String>,
+    /// A swap or rollback of slots to run instead of the stage's tasks.
+    pub operation: Option<SlotOperation>,
+    /// A release manager's reason for skipping the stage's approvals and
+    /// gates (an override, audited as `deployment.override`).
+    pub override_reason: Option<String>,
 }
 
 /// What [`request_deployment`] did.
@@ -83,7 +88,7 @@ pub(crate) fn transition(
 /// Whether `trigger` is one of the known trigger texts.
 fn valid_trigger(trigger: &str, definition: &PipelineDefinition) -> bool {
     match trigger {
-        "manual" | "schedule" | "redeploy" | "rollback" | "after:build" => true,
+        "manual" | "schedule" | "redeploy" | "rollback" | "swap" | "after:build" => true,
         other => other
             .strip_prefix("after:")
             .is_some_and(|stage| definition.stage(stage).is_some()),
@@ -92,7 +97,20 @@ fn valid_trigger(trigger: &str, definition: &PipelineDefinition) -> bool {
 
 /// Whether a person (rather than a trigger) asks.
 fn by_hand(trigger: &str) -> bool {
-    matches!(trigger, "manual" | "redeploy" | "rollback")
+    matches!(trigger, "manual" | "redeploy" | "rollback" | "swap")
+}
+
+/// Refuses (`Forbidden`) a person whose role does not allow `action`.
+fn require_role(conn: &mut DbConn, actor: &str, action: Action) -> Result<(), EngineError> {
+    let role = storage::find_user_by_name(conn, actor)?.map(|u| u.role);
+    if role.is_some_and(|role| authz::allowed(role, action)) {
+        return Ok(());
+    }
+    Err(EngineError::Forbidden(format!(
+        "{actor} may not {}: that needs the {} role.",
+        action.describe(),
+        action.minimum_role().label()
+    )))
 }
 
 /// Refuses (`Forbidden`) a person whom the stage's `deployers` list does not
@@ -152,7 +170,7 @@ pub fn request_deployment(
     let stage = &definition.stages[index];
     if !valid_trigger(&req.trigger, definition) {
         return Err(EngineError::Invalid(format!(
-            "`{}` is not a deployment trigger; use manual, schedule, after:build, after:<stage>, redeploy or rollback",
+            "`{}` is not a deployment trigger; use manual, schedule, after:build, after:<stage>, redeploy, rollback or swap",
             req.trigger
         )));
     }
@@ -161,6 +179,19 @@ pub fn request_deployment(
     })?;
     if by_hand(&req.trigger) {
         require_stage_deployer(conn, stage, &req.requested_by, Action::Deploy, "deploy to")?;
+    }
+    let override_reason = match &req.override_reason {
+        Some(text) => {
+            require_role(conn, &req.requested_by, Action::OverrideGates)?;
+            Some(
+                crate::domain::slot_ops::reason_text(Some(text), "An override")
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    if let Some(op) = &req.operation {
+        op.task().map_err(|e| EngineError::Invalid(e.to_string()))?;
     }
     let reason = req
         .reason
@@ -259,10 +290,28 @@ pub fn request_deployment(
                 reason: reason.clone(),
             },
         )?;
+        let mut row = row;
+        if req.operation.is_some() || override_reason.is_some() {
+            let operation = req.operation.as_ref().map(SlotOperation::to_json);
+            let by = override_reason.as_ref().map(|_| req.requested_by.as_str());
+            storage::deployments::set_operation(
+                conn,
+                row.id,
+                operation.as_deref(),
+                by,
+                override_reason.as_deref(),
+            )?;
+            row.operation = operation;
+            row.override_by = by.map(str::to_string);
+            row.override_reason = override_reason.clone();
+        }
         let mut detail = format!(
             "stage={} release={} attempt={} trigger={}",
             req.stage, release.version, row.attempt, req.trigger
         );
+        if let Some(op) = &req.operation {
+            detail.push_str(&format!(" swap={}/{}->{}", op.app, op.from, op.to));
+        }
         if let Some(reason) = &reason {
             detail.push_str(&format!(" reason={reason}"));
         }
@@ -273,6 +322,18 @@ pub fn request_deployment(
             &subject(&pipeline_name, row.id),
             &detail,
         )?;
+        if let Some(why) = &override_reason {
+            storage::append_audit(
+                conn,
+                &req.requested_by,
+                "deployment.override",
+                &subject(&pipeline_name, row.id),
+                &format!(
+                    "stage={} release={} skips the stage's approvals and gates: {why}",
+                    req.stage, release.version
+                ),
+            )?;
+        }
         for w in waiting.iter().filter(|w| supersede.contains(&w.id)) {
             transition(w.state, DeploymentEvent::Supersede)?;
             if storage::deployments::supersede_deployment(conn, w.id, w.state, release.id)? {
@@ -342,6 +403,8 @@ pub fn request_after(
             trigger: trigger.clone(),
             requested_by: ENGINE_ACTOR.to_string(),
             reason: None,
+            operation: None,
+            override_reason: None,
         };
         match storage::write_transaction(conn, |conn| request_deployment(conn, &req)) {
             Ok(DeployOutcome::Queued(row)) => queued.push(*row),
@@ -459,6 +522,8 @@ pub fn redeploy_request(
         trigger: "redeploy".into(),
         requested_by: actor.to_string(),
         reason: None,
+        operation: SlotOperation::from_json(d.operation.as_deref()),
+        override_reason: None,
     })
 }
 

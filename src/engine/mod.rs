@@ -12,6 +12,7 @@ mod deploy_run;
 pub mod deployments;
 pub mod gates;
 pub mod git;
+pub mod live;
 pub mod notify;
 pub mod pipelines;
 pub mod runner;
@@ -21,9 +22,10 @@ pub mod schedules;
 pub mod secrets;
 pub mod slots;
 pub mod stages;
+pub mod swaps;
 pub mod users;
 
-pub use runtime::{Engine, EngineConfig};
+pub use runtime::{Engine, EngineConfig, SwapDone};
 
 use crate::domain::DefinitionErrors;
 use crate::storage::StorageError;

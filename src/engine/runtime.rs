@@ -40,6 +40,7 @@ use super::secrets::SecretKey;
 use super::{EngineError, git, pipelines};
 use crate::domain::BuildState;
 use crate::storage::{self, BuildRow, Db};
+pub use deploy_runtime::SwapDone;
 
 /// How the engine runs; the defaults suit a server.
 #[derive(Debug, Clone)]

@@ -383,6 +383,8 @@ fn run_fire(
         } else {
             format!("scheduled fire at {when}")
         }),
+        operation: None,
+        override_reason: None,
     };
     let asked =
         storage::write_transaction(conn, |conn| deployments::request_deployment(conn, &request));

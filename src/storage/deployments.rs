@@ -104,8 +104,31 @@ pub fn insert_deployment(
             started_at: None,
             finished_at: None,
             error: None,
+            operation: None,
+            override_by: None,
+            override_reason: None,
         })
     })
+}
+
+/// Sets what a deployment does instead of its stage's tasks, and who
+/// overrode its approvals and gates (why), right after
+/// [`insert_deployment`] in the same transaction.
+pub fn set_operation(
+    conn: &mut DbConn,
+    id: i64,
+    operation: Option<&str>,
+    override_by: Option<&str>,
+    override_reason: Option<&str>,
+) -> Result<(), StorageError> {
+    diesel::update(deployments::table.find(id))
+        .set((
+            deployments::operation.eq(operation),
+            deployments::override_by.eq(override_by),
+            deployments::override_reason.eq(override_reason),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Every deployment of a release, oldest first.
@@ -216,6 +239,33 @@ pub fn current_deployment(
         .filter(deployments::pipeline_id.eq(pipeline_id))
         .filter(deployments::stage.eq(stage))
         .filter(deployments::state.eq(DeploymentState::Succeeded.as_str()))
+        .order(deployments::id.desc())
+        .select(DeploymentRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The newest succeeded deployment of a stage that put `release_id` there;
+/// with `before`, only older ones (ids below it) and only of another release.
+pub fn succeeded_deployment(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+    stage: &str,
+    release_id: i64,
+    before: Option<i64>,
+) -> Result<Option<DeploymentRow>, StorageError> {
+    let mut query = deployments::table
+        .filter(deployments::pipeline_id.eq(pipeline_id))
+        .filter(deployments::stage.eq(stage))
+        .filter(deployments::state.eq(DeploymentState::Succeeded.as_str()))
+        .into_boxed();
+    query = match before {
+        Some(id) => query
+            .filter(deployments::id.lt(id))
+            .filter(deployments::release_id.ne(release_id)),
+        None => query.filter(deployments::release_id.eq(release_id)),
+    };
+    Ok(query
         .order(deployments::id.desc())
         .select(DeploymentRow::as_select())
         .first(conn)

@@ -115,6 +115,13 @@ pub struct DeploymentRow {
     pub finished_at: Option<NaiveDateTime>,
     /// Why it failed, was canceled or interrupted.
     pub error: Option<String>,
+    /// What it does instead of the stage's tasks: a swap or rollback of
+    /// slots (JSON of `domain::SlotOperation`).
+    pub operation: Option<String>,
+    /// The release manager who overrode the stage's approvals and gates.
+    pub override_by: Option<String>,
+    /// Why they did.
+    pub override_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]

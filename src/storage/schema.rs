@@ -109,6 +109,9 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         error -> Nullable<Text>,
+        operation -> Nullable<Text>,
+        override_by -> Nullable<Text>,
+        override_reason -> Nullable<Text>,
     }
 }
 

@@ -90,7 +90,7 @@ pub struct SlotSetting {
 /// A slot's settings by name.
 pub type SlotSettings = BTreeMap<String, SlotSetting>;
 
-fn parse_settings(json: &str) -> SlotSettings {
+pub(crate) fn parse_settings(json: &str) -> SlotSettings {
     serde_json::from_str(json).unwrap_or_default()
 }
 
@@ -714,20 +714,33 @@ impl Slots {
 
     /// [`Slots::swap`] for a deployment of `release`: refused (nothing
     /// changes) unless `from` runs that release, so the release the
-    /// deployment records is the one that goes live.
+    /// deployment records is the one that goes live. With `confirm`, it
+    /// completes the app's pending swap with preview of `from` into `to`
+    /// (refused when none waits).
     pub async fn swap_release(
         &self,
-        app: &str,
-        from: &str,
-        to: &str,
+        (app, from, to): (&str, &str, &str),
         release: &str,
+        confirm: bool,
         actor: &str,
         log: Option<&LogSender>,
     ) -> Result<SwapOutcome, EngineError> {
         let app_lock = self.app_lock(app);
         let _held = app_lock.lock().await;
+        let pending_id = if confirm {
+            let pending = self.pending_of(app).await?;
+            if pending.from_slot != from || pending.to_slot != to {
+                return Err(EngineError::Conflict(format!(
+                    "The swap waiting for confirmation is {} into {}, not {from} into {to}.",
+                    pending.from_slot, pending.to_slot
+                )));
+            }
+            Some(pending.id)
+        } else {
+            None
+        };
         let check = SwapCheck {
-            pending_id: None,
+            pending_id,
             expected: Some(release),
         };
         self.swap_locked(app, (from, to), actor, check, log).await

@@ -247,6 +247,8 @@ pub async fn deploy(
             trigger: if body.rollback { "rollback" } else { "manual" }.into(),
             requested_by: actor,
             reason: body.reason,
+            operation: None,
+            override_reason: None,
         })
         .await?;
     answer(&state, outcome).await

@@ -558,6 +558,9 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            operation: None,
+            override_by: None,
+            override_reason: None,
         }
     }
 

@@ -176,6 +176,8 @@ pub async fn deploy(
             trigger: if rollback { "rollback" } else { "manual" }.into(),
             requested_by: user.username.clone(),
             reason: Some(form.reason).filter(|r| !r.trim().is_empty()),
+            operation: None,
+            override_reason: None,
         })
         .await?;
     let id = outcome.deployment_id();
