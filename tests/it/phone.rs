@@ -594,3 +594,88 @@ fn the_stage_form_preview_shows_its_result_in_view() {
         browser.wait_for("header .who a");
     });
 }
+
+/// Every text of the drawing that does not fit: a box's lines beyond its
+/// box, an arrow's words beyond the gap between two boxes.
+const CLIPPED: &str = r#"
+const out = [];
+for (const g of document.querySelectorAll('svg.drawing g.node')) {
+  const r = g.querySelector('rect').getBBox();
+  for (const t of g.querySelectorAll('text')) {
+    const b = t.getBBox();
+    if (b.x < r.x + 2 || b.x + b.width > r.x + r.width - 2) out.push('box: ' + t.textContent + ' (' + Math.round(b.x + b.width) + ' > ' + Math.round(r.x + r.width) + ')');
+  }
+}
+for (const g of document.querySelectorAll('svg.drawing g.edge')) {
+  const l = g.querySelector('line');
+  const x1 = l.x1.baseVal.value, x2 = l.x2.baseVal.value + 6;
+  for (const t of g.querySelectorAll('text')) {
+    const b = t.getBBox();
+    if (b.x < x1 + 2 || b.x + b.width > x2 - 2) out.push('arrow: ' + t.textContent + ' (' + Math.round(b.x) + '..' + Math.round(b.x + b.width) + ' in ' + x1 + '..' + x2 + ')');
+  }
+}
+const svg = document.querySelector('svg.drawing').getBBox();
+const legend = document.querySelector('svg.drawing .legend').getBBox();
+if (legend.width + 16 > document.querySelector('svg.drawing').viewBox.baseVal.width) out.push('legend');
+return out;
+"#;
+
+#[test]
+fn the_drawing_shows_what_is_live_in_each_stage_and_no_label_is_clipped() {
+    if !available("a headless Chromium", browser_check()) {
+        return;
+    }
+    let browser = Browser::start();
+    each_backend(|app| {
+        let b = &app.backend;
+        seed(app);
+        let html = app.page(&format!("/pipelines/{PIPELINE}"));
+        let lines = |class: &str| texts(&html, &format!("svg.drawing g.node .{class}"));
+        assert_eq!(
+            lines("node-live"),
+            [
+                "live: 1.0.4",
+                "live: 1.0.2",
+                "nothing live yet",
+                "live: 1.0.1"
+            ],
+            "[{b}] what each slot serves"
+        );
+        let states = lines("node-state");
+        assert_eq!(
+            states,
+            [
+                "✖ 1.0.4: Failed",
+                "✔ 1.0.3: Succeeded",
+                "⚑ 1.0.3: Waiting for approval",
+                "✔ 1.0.1: Succeeded"
+            ],
+            "[{b}] the newest deployment of each stage"
+        );
+        let desc = texts(&html, "svg.drawing desc").join("");
+        assert!(desc.contains("production (continuous"), "[{b}] {desc}");
+        assert!(desc.contains("live: 1.0.1"), "[{b}] {desc}");
+        // A link per stage box, nothing focusable inside another.
+        assert_eq!(attrs(&html, "svg.drawing a", "href").len(), 4, "[{b}]");
+        assert!(attrs(&html, "svg.drawing a a", "href").is_empty(), "[{b}]");
+
+        // In Chromium: nothing is clipped, with a long cron label too.
+        app.user("mara-viewer", Role::Viewer, PASSWORD);
+        set_width(&browser, 1280, 844);
+        browser.goto(&app.url("/login"));
+        browser.fill("input#username", "mara-viewer");
+        browser.fill("input#password", PASSWORD);
+        browser.click("main button[type=submit]");
+        browser.wait_for("header .who");
+        for path in [format!("/pipelines/{PIPELINE}"), "/pipelines/kite".into()] {
+            browser.goto(&app.url(&path));
+            browser.wait_for("svg.drawing");
+            let clipped = script(&browser, CLIPPED);
+            assert_eq!(clipped, json!([]), "[{b}] {path}: clipped labels");
+        }
+        let labels = texts(&app.page("/pipelines/kite"), "svg.drawing .edge-label");
+        assert_eq!(labels, ["cron 0 30 2 * * MON-FRI"], "[{b}]");
+        browser.click("header button.link");
+        browser.wait_for("header .who a");
+    });
+}
