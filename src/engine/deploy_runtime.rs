@@ -48,6 +48,8 @@ pub enum SwapDone {
         deployment: Box<DeploymentRow>,
         pipeline: String,
         version: String,
+        /// The release the target slot ran before.
+        replaced: Option<String>,
     },
     /// Swapped directly (no stage owns the target slot).
     Swapped(SwapOutcome),
@@ -152,6 +154,7 @@ impl Engine {
                     deployment: Box::new(deployment),
                     pipeline: review.pipeline,
                     version: review.incoming,
+                    replaced: review.outgoing,
                 })
             }
         }

@@ -231,6 +231,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(pages::environments::swap),
         )
         .route(
+            "/environments/{app}/swap",
+            web::get().to(pages::environments::review),
+        )
+        .route(
             "/environments/{app}/swap/confirm",
             web::post().to(pages::environments::confirm),
         )

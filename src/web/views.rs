@@ -132,6 +132,7 @@ pub fn trigger_words(trigger: &str) -> String {
         "api" => "API".to_string(),
         "schedule" => "scheduled".to_string(),
         "webhook" => "push".to_string(),
+        "swap" => "swap of slots".to_string(),
         other => match other.split_once(':') {
             Some(("after", stage)) => format!("after {stage} succeeds"),
             Some(("webhook", provider)) => format!("push ({provider})"),

@@ -48,6 +48,7 @@ use super::runner::LogSender;
 use super::secrets::SecretKey;
 use super::{EngineError, pipelines, secrets};
 use crate::domain::App;
+use crate::domain::slot_ops;
 use crate::storage::slots::{self as store, SlotContent, SwapRecord};
 use crate::storage::{self, AppRow, Db, DbConn, SlotRow};
 
@@ -190,6 +191,12 @@ pub struct SlotView {
     pub pending_swap: Option<(String, String)>,
     /// The slot it was last swapped with, and whether it was the source.
     pub last_swap: Option<LastSwap>,
+    /// The ids of `release` and `previous_release`.
+    pub release_id: Option<i64>,
+    pub previous_release_id: Option<i64>,
+    /// The stage the slot belongs to (a swap into it is a deployment of
+    /// that stage), with its approvals and gates in words.
+    pub stage: Option<(String, Vec<String>)>,
 }
 
 /// The newest swap involving a slot.
@@ -1193,6 +1200,13 @@ impl Slots {
         Ok(())
     }
 
+    /// The app's swap with preview waiting for confirmation, as (from, to);
+    /// `Conflict` when none waits.
+    pub async fn pending_swap(&self, app: &str) -> Result<(String, String), EngineError> {
+        let pending = self.pending_of(app).await?;
+        Ok((pending.from_slot, pending.to_slot))
+    }
+
     async fn pending_of(&self, app: &str) -> Result<storage::SlotSwapRow, EngineError> {
         let app_name = app.to_string();
         blocking(&self.inner.db, move |conn| {
@@ -1379,7 +1393,7 @@ impl Slots {
 
     /// Every app and slot, with what runs there now: for the environments page.
     pub async fn list_slots_view(&self) -> Result<Vec<SlotView>, EngineError> {
-        let (listings, swaps, pending, order) = blocking(&self.inner.db, |conn| {
+        let (listings, swaps, pending, order, owners) = blocking(&self.inner.db, |conn| {
             let listings = store::list_all_slots(conn)?;
             let mut app_ids: Vec<i64> = listings.iter().map(|l| l.app.id).collect();
             app_ids.dedup();
@@ -1390,8 +1404,10 @@ impl Slots {
                     pending.push(p);
                 }
             }
-            // Slots in the order the definition names them.
+            // Slots in the order the definition names them, and the stage
+            // each belongs to.
             let mut order: HashMap<(String, String), usize> = HashMap::new();
+            let mut owners: HashMap<(String, String), (String, Vec<String>)> = HashMap::new();
             let mut seen = std::collections::HashSet::new();
             for l in &listings {
                 if !seen.insert(l.pipeline.clone()) {
@@ -1400,13 +1416,24 @@ impl Slots {
                 if let Ok(loaded) = pipelines::load(conn, &l.pipeline) {
                     for app in &loaded.definition.apps {
                         for (i, s) in app.slots.iter().enumerate() {
-                            order
-                                .insert((app.name.as_str().to_string(), s.as_str().to_string()), i);
+                            let k = (app.name.as_str().to_string(), s.as_str().to_string());
+                            if let Some(stage) =
+                                slot_ops::slot_owner(&loaded.definition, &k.0, &k.1)
+                            {
+                                owners.insert(
+                                    k.clone(),
+                                    (
+                                        stage.name.as_str().to_string(),
+                                        slot_ops::guards_in_words(stage),
+                                    ),
+                                );
+                            }
+                            order.insert(k, i);
                         }
                     }
                 }
             }
-            Ok((listings, swaps, pending, order))
+            Ok((listings, swaps, pending, order, owners))
         })
         .await?;
         let mut views: Vec<SlotView> = listings
@@ -1439,6 +1466,11 @@ impl Slots {
                     })
                     .map(|p| (p.from_slot.clone(), p.to_slot.clone()));
                 SlotView {
+                    stage: owners
+                        .get(&(l.app.name.clone(), l.slot.name.clone()))
+                        .cloned(),
+                    release_id: l.slot.release_id,
+                    previous_release_id: l.slot.previous_release_id,
                     labels: router::labels(&l.app.name, &l.slot.name),
                     process: status
                         .as_ref()

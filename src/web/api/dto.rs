@@ -16,6 +16,31 @@ pub struct StageDto {
     pub name: String,
     /// `manual`, `after` or `schedule`.
     pub trigger: String,
+    /// The release live in the stage (what its slot serves, or what its
+    /// newest succeeded deployment put there); `null` when none.
+    pub live: Option<LiveDto>,
+}
+
+/// A stage in the list of pipelines (`GET /api/v1/pipelines/{p}` adds `live`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageSummaryDto {
+    pub name: String,
+    /// `manual`, `after` or `schedule`.
+    pub trigger: String,
+}
+
+/// A stage's live release.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveDto {
+    pub release: String,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The deployment that put it there (none when a swap of another stage
+    /// moved it into this stage's slot).
+    pub deployment_id: Option<i64>,
+    /// How it got there: `after:build`, `manual`, `swap`, `rollback`, ….
+    pub trigger: String,
+    /// The release a rollback replaced.
+    pub replaced: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,7 +67,7 @@ pub struct PipelineDto {
 pub struct PipelineSummaryDto {
     pub name: String,
     pub revision: i32,
-    pub stages: Vec<StageDto>,
+    pub stages: Vec<StageSummaryDto>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub url: String,

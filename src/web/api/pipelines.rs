@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::dto::{PipelineDto, PipelineSummaryDto, SourceDto, StageDto};
+use super::dto::{PipelineDto, PipelineSummaryDto, SourceDto, StageDto, StageSummaryDto};
 use crate::domain::authz::Action;
 use crate::engine::pipelines::{self, ImportOutcome};
 use crate::storage;
@@ -24,7 +24,7 @@ pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
                     stages: stages
                         .iter()
                         .filter(|s| s.pipeline_id == p.id)
-                        .map(|s| StageDto {
+                        .map(|s| StageSummaryDto {
                             name: s.name.clone(),
                             trigger: s.trigger_kind.clone(),
                         })
@@ -51,6 +51,8 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
         .with_conn::<_, ApiError, _>(move |conn| {
             let loaded = pipelines::load(conn, &name)?;
             let row = crate::engine::pipelines::find(conn, &name)?;
+            let mut live =
+                crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
             let def = loaded.definition;
             Ok(PipelineDto {
                 url: urls::pipeline(&loaded.name),
@@ -65,6 +67,15 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
                     .stages
                     .iter()
                     .map(|s| StageDto {
+                        live: live
+                            .remove(s.name.as_str())
+                            .map(|l| crate::web::api::dto::LiveDto {
+                                trigger: l.trigger().to_string(),
+                                release: l.version,
+                                since: l.since.map(|t| t.and_utc()),
+                                deployment_id: l.deployment.map(|d| d.id),
+                                replaced: l.replaced,
+                            }),
                         name: s.name.as_str().to_string(),
                         trigger: match s.trigger {
                             crate::domain::Trigger::Manual => "manual",

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::authz::Action;
+use crate::engine::SwapDone;
 use crate::engine::slots::supervisor::Health;
 use crate::engine::slots::{SlotView, SwapOutcome};
+use crate::engine::swaps::SwapAsk;
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError};
 
@@ -22,6 +24,17 @@ pub struct SwapBody {
     /// and the swap waits for `POST …/swap/confirm` (or `…/cancel`).
     #[serde(default)]
     pub preview: bool,
+    /// A rollback: refused unless it puts back the older release `to` ran
+    /// before; needs a `reason`.
+    #[serde(default)]
+    pub rollback: bool,
+    /// Why (required for a rollback).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A release manager skips the approvals and gates of the stage that
+    /// owns `to`, for this reason (audited as `deployment.override`).
+    #[serde(default)]
+    pub override_reason: Option<String>,
 }
 
 /// What a swap did.
@@ -34,7 +47,24 @@ pub struct SwapDto {
     pub release: Option<String>,
     /// The release `to` had; it now runs in `from` (swap back to roll back).
     pub replaced: Option<String>,
-    /// `swapped`, or `pending` for a swap with preview that waits.
+    /// `swapped`; `pending` for a swap with preview that waits for
+    /// confirmation; `waiting` while the deployment it became waits for
+    /// the stage's approvals, gates or turn.
+    pub state: String,
+    /// The deployment of the stage that owns `to`, when the swap is one.
+    pub deployment: Option<SwapDeploymentDto>,
+}
+
+/// The deployment a swap became.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SwapDeploymentDto {
+    pub id: i64,
+    pub pipeline: String,
+    pub stage: String,
+    pub release: String,
+    /// `swap` or `rollback`.
+    pub trigger: String,
+    /// The deployment's state (`succeeded`, `waiting_for_approval`, …).
     pub state: String,
 }
 
@@ -47,6 +77,7 @@ impl From<SwapOutcome> for SwapDto {
             to: o.to,
             release: o.release,
             replaced: o.replaced,
+            deployment: None,
         }
     }
 }
@@ -157,13 +188,75 @@ pub async fn swap(
             WebError::BadRequest("`from` and `to` name two slots of the app.".into()).into(),
         );
     }
-    let slots = state.engine.slots();
-    let outcome = if body.preview {
-        slots.swap_preview(&app, from, to, &actor).await?
-    } else {
-        slots.swap(&app, from, to, &actor, None).await?
+    if body.preview && !body.rollback {
+        let outcome = state
+            .engine
+            .slots()
+            .swap_preview(&app, from, to, &actor)
+            .await?;
+        return Ok(HttpResponse::Ok().json(SwapDto::from(outcome)));
+    }
+    let ask = SwapAsk {
+        app: app.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        actor,
+        rollback: body.rollback,
+        reason: body.reason,
+        override_reason: body.override_reason,
     };
-    Ok(HttpResponse::Ok().json(SwapDto::from(outcome)))
+    let done = state.engine.swap_slots(ask).await?;
+    answer(&app, (from, to), done)
+}
+
+/// 200 with what the swap did; 202 while its deployment waits; 409 when
+/// its deployment failed (nothing changed).
+fn answer(app: &str, (from, to): (&str, &str), done: SwapDone) -> Result<HttpResponse, ApiError> {
+    let (d, pipeline, version, replaced) = match done {
+        SwapDone::Swapped(outcome) => return Ok(HttpResponse::Ok().json(SwapDto::from(outcome))),
+        SwapDone::Deployment {
+            deployment,
+            pipeline,
+            version,
+            replaced,
+        } => (deployment, pipeline, version, replaced),
+    };
+    use crate::domain::DeploymentState as S;
+    let state = match d.state {
+        S::Succeeded => "swapped",
+        S::Failed | S::Canceled | S::Interrupted | S::Superseded => {
+            return Err(WebError::Conflict(format!(
+                "Deployment #{} of {version} to {} (the swap of {from} into {to}) {}: {}",
+                d.id,
+                d.stage,
+                d.state.label(),
+                d.error.as_deref().unwrap_or("nothing changed")
+            ))
+            .into());
+        }
+        _ => "waiting",
+    };
+    let body = SwapDto {
+        app: app.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        release: Some(version.clone()),
+        replaced,
+        state: state.into(),
+        deployment: Some(SwapDeploymentDto {
+            id: d.id,
+            pipeline,
+            stage: d.stage.clone(),
+            release: version,
+            trigger: d.trigger.clone(),
+            state: d.state.as_str().into(),
+        }),
+    };
+    Ok(if state == "swapped" {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::Accepted().json(body)
+    })
 }
 
 /// Confirms the app's swap with preview. Needs the release manager role.
@@ -181,12 +274,20 @@ pub async fn confirm(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = user.require_action(Action::SwapSlots)?.username.clone();
-    let outcome = state
+    let app = path.into_inner();
+    let (from, to) = state.engine.slots().pending_swap(&app).await?;
+    // Confirming is the swap: through the stage that owns `to`, like any.
+    let done = state
         .engine
-        .slots()
-        .confirm_swap(&path.into_inner(), &actor)
+        .swap_slots(SwapAsk {
+            app: app.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            actor,
+            ..SwapAsk::default()
+        })
         .await?;
-    Ok(HttpResponse::Ok().json(SwapDto::from(outcome)))
+    answer(&app, (&from, &to), done)
 }
 
 /// Cancels the app's swap with preview. Needs the release manager role.

@@ -47,6 +47,10 @@ pub struct Cell {
     pub url: Option<String>,
     /// Why the release is not (yet) in the stage, or why it waits.
     pub why: Option<String>,
+    /// The release is the stage's live one.
+    pub live: bool,
+    /// A rollback in the stage replaced this release.
+    pub rolled_back: bool,
 }
 
 pub struct Row {
@@ -134,6 +138,8 @@ pub struct Explainer {
     pub versions: HashMap<i64, String>,
     /// Who a deployment waiting for approval still needs, by deployment id.
     pub approval_needed: HashMap<i64, String>,
+    /// Each stage's live release: (release id, what a rollback replaced).
+    pub live: HashMap<String, (i64, Option<String>)>,
 }
 
 impl Explainer {
@@ -259,6 +265,7 @@ impl Explainer {
             queue_position: queue_position.clone(),
             versions,
             approval_needed: HashMap::new(),
+            live: HashMap::new(),
         }
     }
 }
@@ -328,7 +335,12 @@ pub fn release_row(
         .iter()
         .map(|s| {
             let d = latest.get(&(release.id, s.name.as_str())).copied();
+            let live = explain.live.get(&s.name);
             Cell {
+                live: live.is_some_and(|(id, _)| *id == release.id),
+                rolled_back: live
+                    .and_then(|(_, replaced)| replaced.as_deref())
+                    .is_some_and(|v| v == release.version),
                 stage: s.name.clone(),
                 badge: d.map(|d| StateBadge::of(d.state)),
                 url: d.map(|d| urls::deployment(pipeline, &release.version, d.id)),
@@ -381,6 +393,27 @@ pub fn stage_heads(
         .collect()
 }
 
+/// Each stage's live release (`engine::live`) as the cells need it; a
+/// pipeline whose definition cannot be read shows none.
+pub fn live_of(
+    conn: &mut DbConn,
+    pipeline: &storage::PipelineRow,
+) -> HashMap<String, (i64, Option<String>)> {
+    let live = crate::engine::pipelines::load(conn, &pipeline.name).and_then(|loaded| {
+        crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)
+    });
+    match live {
+        Ok(live) => live
+            .into_iter()
+            .map(|(stage, l)| (stage, (l.release_id, l.replaced)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "cannot tell what is live");
+            HashMap::new()
+        }
+    }
+}
+
 fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
     let now = Utc::now();
     let pipelines = storage::list_pipelines(conn)?;
@@ -412,6 +445,7 @@ fn load(conn: &mut DbConn) -> Result<Vec<BoardPipeline>, WebError> {
                 .collect();
             let mut explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
             explain.approval_needed = needed.clone();
+            explain.live = live_of(conn, p);
             BoardPipeline {
                 name: p.name.clone(),
                 url: urls::pipeline(&p.name),
@@ -500,6 +534,7 @@ pub fn history_explainer(
         queue_position: queue_positions(&store::queued_deployments(conn)?),
         versions,
         approval_needed: crate::engine::approvals::needed_by_deployment(conn)?,
+        live: HashMap::new(),
     })
 }
 

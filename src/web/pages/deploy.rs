@@ -72,16 +72,11 @@ pub fn deploy_form(
     )?;
     let ids: Vec<i64> = releases.iter().map(|r| r.id).collect();
     let deployments = storage::deployments_for_releases(conn, &ids)?;
-    let current = storage::deployments::current_deployment(conn, loaded.id, stage)?;
-    let current_version = current
-        .as_ref()
-        .and_then(|c| releases.iter().find(|r| r.id == c.release_id))
-        .map(|r| r.version.clone());
-    let current_version = match (current_version, &current) {
-        (Some(v), _) => Some(v),
-        (None, Some(c)) => storage::find_release_by_id(conn, c.release_id)?.map(|r| r.version),
-        (None, None) => None,
-    };
+    // What is live in the stage (`engine::live`): what its slot serves, or
+    // what its newest succeeded deployment put there.
+    let live = crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?
+        .remove(stage);
+    let current_version = live.as_ref().map(|l| l.version.clone());
     let mut preselected = false;
     let options = releases
         .iter()
@@ -94,9 +89,9 @@ pub fn deploy_form(
             let ready = previous
                 .as_deref()
                 .is_none_or(|p| of(p, Some(DeploymentState::Succeeded)));
-            let here = current.as_ref().is_some_and(|c| c.release_id == r.id);
+            let here = live.as_ref().is_some_and(|l| l.release_id == r.id);
             let note = if here {
-                format!("in {stage} now")
+                format!("live in {stage} now")
             } else if !ready {
                 format!(
                     "not yet succeeded in {}",

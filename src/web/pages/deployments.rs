@@ -36,6 +36,11 @@ pub struct DeploymentPage {
     pub trigger: String,
     pub requested_by: String,
     pub reason: Option<String>,
+    /// A swap or rollback of slots: what it swaps ("staging into production").
+    pub swap: Option<String>,
+    /// A release manager's override of the stage's approvals and gates:
+    /// (who, why).
+    pub overridden: Option<(String, String)>,
     /// The superseding release's version and page.
     pub superseded_by: Option<(String, String)>,
     pub error: Option<String>,
@@ -145,6 +150,12 @@ pub async fn detail(
         trigger: crate::web::views::trigger_words(&d.trigger),
         requested_by: d.requested_by.clone(),
         reason: d.reason.clone(),
+        swap: crate::domain::SlotOperation::from_json(d.operation.as_deref())
+            .map(|op| format!("{} into {} (app {})", op.from, op.to, op.app)),
+        overridden: d
+            .override_by
+            .clone()
+            .map(|by| (by, d.override_reason.clone().unwrap_or_default())),
         superseded_by: detail
             .superseded_by
             .as_ref()

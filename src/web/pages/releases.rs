@@ -124,7 +124,8 @@ pub async fn history(
             let deployments = storage::deployments_for_releases(conn, &ids)?;
             let latest = latest_by_release_and_stage(&deployments);
             let stage_refs: Vec<&StageRow> = stages.iter().collect();
-            let explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
+            let mut explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
+            explain.live = super::board::live_of(conn, &pipeline);
             let rows = releases
                 .iter()
                 .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest, &explain))
@@ -207,12 +208,18 @@ pub struct DeploymentView {
     pub created: String,
     pub finished: Option<String>,
     pub reason: Option<String>,
+    /// Who overrode the stage's approvals and gates, and why.
+    pub overridden: Option<String>,
 }
 
 pub struct StageView {
     pub name: String,
     pub url: String,
     pub deployments: Vec<DeploymentView>,
+    /// This release is the stage's live one.
+    pub live: bool,
+    /// The stage's live release when it is another one: (version, page).
+    pub live_other: Option<(String, String)>,
 }
 
 pub struct Lineage {
@@ -239,6 +246,8 @@ pub struct ReleasePage {
     pub fixes: Option<Lineage>,
     pub artifacts: Vec<ArtifactView>,
     pub stages: Vec<StageView>,
+    /// The stages where this release is live, in the pipeline's order.
+    pub live_in: Vec<String>,
 }
 
 pub async fn detail(
@@ -256,6 +265,10 @@ pub async fn detail(
                 pipelines::parse_stored(&revision.yaml, &pipeline.name, revision.revision)?;
             let artifacts = storage::list_artifacts(conn, release.id)?;
             let deployments = storage::deployments_of_release(conn, release.id)?;
+            let loaded = crate::engine::pipelines::load(conn, &pipeline.name)?;
+            let live =
+                crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
+            let live_in = crate::engine::live::stages_where(&live, &loaded.definition, release.id);
             let fixes = match release.fixes_release_id {
                 Some(id) => storage::find_release_by_id(conn, id)?.map(|r| Lineage {
                     url: urls::release(&pipeline.name, &r.version),
@@ -274,6 +287,13 @@ pub async fn detail(
                 .stages
                 .iter()
                 .map(|s| StageView {
+                    live: live
+                        .get(s.name.as_str())
+                        .is_some_and(|l| l.release_id == release.id),
+                    live_other: live
+                        .get(s.name.as_str())
+                        .filter(|l| l.release_id != release.id)
+                        .map(|l| (l.version.clone(), urls::release(&pipeline.name, &l.version))),
                     name: s.name.as_str().to_string(),
                     url: urls::stage(&pipeline.name, s.name.as_str()),
                     deployments: deployments
@@ -289,6 +309,12 @@ pub async fn detail(
                             created: time(&d.created_at),
                             finished: d.finished_at.as_ref().map(time),
                             reason: d.reason.clone(),
+                            overridden: d.override_by.as_ref().map(|by| {
+                                format!(
+                                    "approvals and gates overridden by {by}: {}",
+                                    d.override_reason.as_deref().unwrap_or("")
+                                )
+                            }),
                         })
                         .collect(),
                 })
@@ -317,6 +343,7 @@ pub async fn detail(
                     })
                     .collect(),
                 stages,
+                live_in,
                 pipeline: pipeline.name,
             })
         })
