@@ -191,6 +191,7 @@ fn seed(app: &TestApp) -> Vec<String> {
         "/gates".into(),
         format!("/gates/{gate}"),
         "/environments".into(),
+        "/environments/space-game/swap?from=dev&to=production".into(),
         "/audit".into(),
         "/settings/tokens".into(),
         "/admin/users".into(),
