@@ -202,7 +202,9 @@ pub struct Nav {
 }
 
 impl Nav {
-    /// For pages rendered without a request (error pages): nobody signed in.
+    /// For pages rendered without a request: nobody signed in. (An error
+    /// page starts with it; [`super::error::with_nav`] renders it again
+    /// with the request's.)
     pub fn anonymous() -> Nav {
         Nav {
             user: None,
