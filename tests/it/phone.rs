@@ -653,6 +653,15 @@ fn the_drawing_shows_what_is_live_in_each_stage_and_no_label_is_clipped() {
             ],
             "[{b}] the newest deployment of each stage"
         );
+        let others = lines("node-line");
+        assert!(
+            others.contains(&"⚑ approval before: group:management".to_string()),
+            "[{b}] who signs off: {others:?}"
+        );
+        assert!(
+            others.contains(&"◐ gate before (1 check)".to_string()),
+            "[{b}] {others:?}"
+        );
         let desc = texts(&html, "svg.drawing desc").join("");
         assert!(desc.contains("production (continuous"), "[{b}] {desc}");
         assert!(desc.contains("live: 1.0.1"), "[{b}] {desc}");

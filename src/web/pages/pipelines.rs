@@ -170,15 +170,21 @@ fn environment_words(env: &Option<Environment>, one_app: bool) -> Option<String>
     }
 }
 
+/// "⚑ approval before: group:management" (who signs off, in words).
 fn approval_words(approvals: &Approvals) -> Vec<String> {
-    let mut out = Vec::new();
-    if approvals.before.is_some() {
-        out.push("⚑ approval before".to_string());
-    }
-    if approvals.after.is_some() {
-        out.push("⚑ approval after".to_string());
-    }
-    out
+    [("before", &approvals.before), ("after", &approvals.after)]
+        .into_iter()
+        .filter_map(|(phase, policy)| {
+            let policy = policy.as_ref()?;
+            let who = policy
+                .approvers
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(format!("⚑ approval {phase}: {who}"))
+        })
+        .collect()
 }
 
 fn gate_words(gates: &Gates) -> Vec<String> {
