@@ -113,7 +113,7 @@ impl Engine {
         match swaps::request(&review, &ask)? {
             SwapRoute::Direct { reason } => {
                 let slots = self.slots();
-                let outcome = if review.confirms_preview {
+                let outcome = if ask.confirm {
                     slots.confirm_swap(&ask.app, &ask.actor).await?
                 } else {
                     slots

@@ -50,8 +50,17 @@ pub struct SwapReview {
     /// Swapping puts back the release `to` ran before the last swap, an
     /// older one: a rollback, which needs a reason.
     pub rollback: bool,
-    /// A swap with preview of `from` into `to` waits for confirmation.
-    pub confirms_preview: bool,
+    /// The app's swap with preview waiting for confirmation: (from, to).
+    pub pending: Option<(String, String)>,
+}
+
+impl SwapReview {
+    /// Whether the swap waiting for confirmation is this one.
+    pub fn confirms_preview(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|(f, t)| *f == self.from && *t == self.to)
+    }
 }
 
 fn changes(before: &SlotSettings, after: &SlotSettings) -> Vec<SettingChange> {
@@ -130,7 +139,7 @@ pub fn review(
             from_row.release_id,
             to_row.previous_release_id,
         ),
-        confirms_preview: pending.is_some_and(|p| p.from_slot == from && p.to_slot == to),
+        pending: pending.map(|p| (p.from_slot, p.to_slot)),
         pipeline: loaded.name,
     })
 }
@@ -149,6 +158,8 @@ pub struct SwapAsk {
     pub reason: Option<String>,
     /// A release manager skips the stage's approvals and gates, and why.
     pub override_reason: Option<String>,
+    /// Confirms the swap with preview of `from` into `to` that waits.
+    pub confirm: bool,
 }
 
 /// How a swap goes ahead.
@@ -163,6 +174,26 @@ pub enum SwapRoute {
 /// Checks a person's swap against what [`review`] found and says how it
 /// goes ahead.
 pub fn request(review: &SwapReview, ask: &SwapAsk) -> Result<SwapRoute, EngineError> {
+    match &review.pending {
+        Some((f, t)) if !ask.confirm => {
+            return Err(EngineError::Conflict(format!(
+                "A swap of {f} into {t} waits for confirmation; confirm or cancel it first."
+            )));
+        }
+        None if ask.confirm => {
+            return Err(EngineError::Conflict(format!(
+                "No swap of {} into {} waits for confirmation.",
+                review.from, review.to
+            )));
+        }
+        _ if ask.confirm && !review.confirms_preview() => {
+            return Err(EngineError::Conflict(format!(
+                "The swap waiting for confirmation is not {} into {}.",
+                review.from, review.to
+            )));
+        }
+        _ => {}
+    }
     let what = if ask.rollback {
         "A rollback"
     } else {
@@ -213,7 +244,7 @@ pub fn request(review: &SwapReview, ask: &SwapAsk) -> Result<SwapRoute, EngineEr
             app: review.app.clone(),
             from: review.from.clone(),
             to: review.to.clone(),
-            preview: review.confirms_preview,
+            preview: ask.confirm,
         }),
         override_reason,
     })))
@@ -236,7 +267,7 @@ mod tests {
             guards: vec!["approval before the deployment by group:management".into()],
             source_stage: Some("preprod".into()),
             rollback: true,
-            confirms_preview: false,
+            pending: None,
         }
     }
 
@@ -320,6 +351,40 @@ mod tests {
             panic!("not a deployment");
         };
         assert_eq!(req.override_reason.as_deref(), Some("hotfix"));
+    }
+
+    #[test]
+    fn a_pending_preview_is_confirmed_only_on_purpose() {
+        let pending = SwapReview {
+            pending: Some(("staging".into(), "production".into())),
+            ..review()
+        };
+        // A plain swap while a preview waits: refused.
+        assert!(matches!(
+            request(&pending, &ask()),
+            Err(EngineError::Conflict(_))
+        ));
+        let confirm = SwapAsk {
+            confirm: true,
+            ..ask()
+        };
+        let SwapRoute::Deployment(req) = request(&pending, &confirm).unwrap() else {
+            panic!("not a deployment");
+        };
+        assert!(req.operation.unwrap().preview);
+        // Nothing waits, or another swap waits: nothing to confirm.
+        assert!(matches!(
+            request(&review(), &confirm),
+            Err(EngineError::Conflict(_))
+        ));
+        let other = SwapReview {
+            pending: Some(("dev".into(), "production".into())),
+            ..review()
+        };
+        assert!(matches!(
+            request(&other, &confirm),
+            Err(EngineError::Conflict(_))
+        ));
     }
 
     #[test]

@@ -275,6 +275,31 @@ impl Slipway {
         .unwrap();
     }
 
+    /// Records that `version` succeeded in `stage` (as the pipeline would
+    /// have), for tests that put releases into slots directly.
+    pub fn passed(&self, stage: &str, version: &str) {
+        let mut conn = self.db.get().unwrap();
+        let p = storage::find_pipeline(&mut conn, "shop-web")
+            .unwrap()
+            .unwrap();
+        let r = storage::find_release(&mut conn, p.id, version)
+            .unwrap()
+            .unwrap();
+        storage::insert_deployment(
+            &mut conn,
+            &storage::NewDeployment {
+                pipeline_id: p.id,
+                release_id: r.id,
+                stage: stage.into(),
+                state: slipway::domain::DeploymentState::Succeeded,
+                trigger: "manual".into(),
+                requested_by: "test".into(),
+                reason: None,
+            },
+        )
+        .unwrap();
+    }
+
     fn deploy(&self, slot: &str, version: &str) -> Result<SlotDeployed, EngineError> {
         let running = self.running();
         let engine = running.engine.clone();
@@ -1007,6 +1032,9 @@ fn the_environments_page_and_the_api_swap() {
         s.release("1.0.2", false);
         s.deploy("production", "1.0.1").unwrap();
         s.deploy("staging", "1.0.2").unwrap();
+        s.passed("staging", "1.0.1");
+        s.passed("production", "1.0.1");
+        s.passed("staging", "1.0.2");
         let base = s.running().base.clone();
         let http = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -1059,11 +1087,17 @@ fn the_environments_page_and_the_api_swap() {
             .json(&serde_json::json!({"from": "staging", "to": "production"}))
             .send()
             .unwrap();
-        assert_eq!(res.status(), 200);
+        let status = res.status();
         let body: serde_json::Value = res.json().unwrap();
+        assert_eq!(status, 200, "{body}");
         assert_eq!(body["release"], "1.0.2");
         assert_eq!(body["replaced"], "1.0.1");
         assert_eq!(body["state"], "swapped");
+        // Issue 13: the swap into production (a slot the production stage
+        // deploys to) is a deployment of that stage, trigger `swap`.
+        assert_eq!(body["deployment"]["stage"], "production");
+        assert_eq!(body["deployment"]["trigger"], "swap");
+        assert_eq!(body["deployment"]["state"], "succeeded");
         let client = s.client();
         assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.2\n".into()));
         let slots: serde_json::Value = http
@@ -1125,8 +1159,32 @@ fn the_environments_page_and_the_api_swap() {
         let html = scraper::Html::parse_document(&page);
         let buttons = texts(&html, "table.slots button");
         assert!(
-            buttons.iter().any(|b| b == "Roll back production to 1.0.1"),
+            buttons
+                .iter()
+                .any(|b| b == "Roll back production to 1.0.1…"),
             "{buttons:?}"
+        );
+        // The button leads to a confirmation page that says what changes.
+        let review = browser
+            .get(format!(
+                "{base}/environments/shop/swap?from=staging&to=production&rollback=on"
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(review.status(), 200);
+        let review = scraper::Html::parse_document(&review.text().unwrap());
+        assert_eq!(texts(&review, "h1"), ["Roll back production to 1.0.1"]);
+        let changes = texts(&review, "table.swap-changes tbody tr");
+        assert!(
+            changes[0].contains("production") && changes[0].contains("1.0.2"),
+            "{changes:?}"
+        );
+        assert!(
+            texts(&review, "main p")
+                .iter()
+                .any(|p| p.contains("runs as a deployment of production")),
+            "{}",
+            review.html()
         );
         // Issue 13 (1): no swap control starts out pointing at a slot, let
         // alone production: the person chooses.
@@ -1141,13 +1199,65 @@ fn the_environments_page_and_the_api_swap() {
             .send()
             .unwrap();
         assert_eq!(res.status(), 403);
+        // A rollback without a reason: the form again, with why.
         let res = browser
             .post(format!("{base}/environments/shop/swap"))
-            .form(&[("from", "staging"), ("to", "production"), ("csrf", &csrf)])
+            .form(&[
+                ("from", "staging"),
+                ("to", "production"),
+                ("rollback", "on"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        let again = scraper::Html::parse_document(&res.text().unwrap());
+        assert_eq!(
+            texts(&again, "[role=alert]"),
+            ["A rollback of production to 1.0.1 needs a reason."]
+        );
+        assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.2\n".into()));
+        let res = browser
+            .post(format!("{base}/environments/shop/swap"))
+            .form(&[
+                ("from", "staging"),
+                ("to", "production"),
+                ("rollback", "on"),
+                ("reason", "checkout is broken"),
+                ("csrf", &csrf),
+            ])
             .send()
             .unwrap();
         assert_eq!(res.status(), 303);
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            location.starts_with("/pipelines/shop-web/releases/1.0.1/deployments/"),
+            "{location}"
+        );
         assert_eq!(s.get(&client, "shop", "/"), (200, "release 1.0.1\n".into()));
+        let page = browser
+            .get(format!("{base}{location}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let html = scraper::Html::parse_document(&page);
+        let facts = texts(&html, "dl.facts dd");
+        assert!(facts.iter().any(|f| f == "rollback"), "{facts:?}");
+        assert!(facts.iter().any(|f| f == "checkout is broken"), "{facts:?}");
+        // Swapping back now would put the newer release in: no rollback offered.
+        let page = browser
+            .get(format!("{base}/environments"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let html = scraper::Html::parse_document(&page);
+        let buttons = texts(&html, "table.slots button");
+        assert!(
+            !buttons.iter().any(|b| b.starts_with("Roll back")),
+            "{buttons:?}"
+        );
         let page = browser
             .get(format!("{base}/environments"))
             .send()

@@ -204,6 +204,7 @@ pub async fn swap(
         rollback: body.rollback,
         reason: body.reason,
         override_reason: body.override_reason,
+        confirm: false,
     };
     let done = state.engine.swap_slots(ask).await?;
     answer(&app, (from, to), done)
@@ -284,6 +285,7 @@ pub async fn confirm(
             from: from.clone(),
             to: to.clone(),
             actor,
+            confirm: true,
             ..SwapAsk::default()
         })
         .await?;

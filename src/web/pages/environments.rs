@@ -328,6 +328,9 @@ pub struct SwapForm {
     pub override_guards: Option<String>,
     #[serde(default)]
     pub override_reason: String,
+    /// `on`: confirms the swap with preview that waits.
+    #[serde(default)]
+    pub confirm: Option<String>,
     #[serde(default)]
     pub csrf: String,
 }
@@ -362,10 +365,10 @@ pub struct SwapReviewPage {
 impl SwapReviewPage {
     fn new(nav: Nav, review: SwapReview, form: &SwapForm, may_override: bool) -> SwapReviewPage {
         let rollback = on(&form.rollback);
-        let preview = on(&form.preview) && !review.confirms_preview;
+        let preview = on(&form.preview) && !review.confirms_preview();
         let heading = if rollback {
             format!("Roll back {} to {}", review.to, review.incoming)
-        } else if review.confirms_preview {
+        } else if review.confirms_preview() {
             format!("Confirm the swap of {} into {}", review.from, review.to)
         } else if preview {
             format!(
@@ -495,6 +498,7 @@ pub async fn swap(
         rollback: on(&form.rollback),
         reason: Some(form.reason.clone()),
         override_reason,
+        confirm: on(&form.confirm),
     };
     match state.engine.swap_slots(ask).await {
         Ok(done) => Ok(after_swap(&app, done)),
@@ -567,6 +571,7 @@ pub async fn confirm(
             from,
             to,
             actor,
+            confirm: true,
             ..SwapAsk::default()
         })
         .await?;
