@@ -244,8 +244,18 @@ function tailLog() {
   setTimeout(tick, 1000);
 }
 
+// A form answered into a section of the page (the stage form's Preview
+// posts to …#preview): the browser scrolls there; move the keyboard focus
+// there too, so the result is read out and Tab continues from it.
+function focusAnswer() {
+  if (!location.hash) { return; }
+  const target = document.getElementById(location.hash.slice(1));
+  if (target && target.tabIndex === -1 && target.hasAttribute("tabindex")) { target.focus(); }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   liveRegions();
   countdowns();
   tailLog();
+  focusAnswer();
 });

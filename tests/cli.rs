@@ -355,7 +355,7 @@ fn migrate_reports_and_is_idempotent() {
     assert!(out.contains("applied"), "{out}");
     let (code, out, _) = run(slipway(dir.path()).arg("migrate"));
     assert_eq!(code, 0);
-    assert!(out.contains("applied 0 migration(s)"), "{out}");
+    assert!(out.contains("applied 0 migrations"), "{out}");
     assert!(dir.path().join("slipway.db").exists());
 }
 

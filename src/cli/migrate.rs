@@ -7,6 +7,9 @@ pub fn run(common: &Common) -> anyhow::Result<()> {
     let pending = db.pending_migrations()?;
     drop(db);
     open_db(&settings)?;
-    println!("applied {pending} migration(s); the database is up to date");
+    println!(
+        "applied {}; the database is up to date",
+        crate::domain::plural(pending, "migration", "migrations")
+    );
     Ok(())
 }

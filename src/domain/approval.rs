@@ -249,7 +249,10 @@ pub fn outcome(mode: ApprovalMode, approvers: &[Approver], ballots: &[Ballot]) -
                 Outcome::Approved
             } else {
                 Outcome::Pending {
-                    needed: format!("{} more approval(s) from {list}", need - have),
+                    needed: format!(
+                        "{} from {list}",
+                        super::plural(need - have, "more approval", "more approvals")
+                    ),
                 }
             }
         }

@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod slot_ops;
 mod text;
+pub use text::{Count, plural};
 pub mod version;
 pub mod webhook;
 

@@ -1,4 +1,34 @@
-//! Small text helpers shared by the parsers.
+//! Small text helpers shared by the parsers and the pages.
+
+/// A number of things: whether it is exactly one. Implemented for the
+/// integer types and references to them (templates pass references).
+pub trait Count: std::fmt::Display {
+    fn is_one(&self) -> bool;
+}
+
+macro_rules! count {
+    ($($t:ty),*) => {
+        $(impl Count for $t {
+            fn is_one(&self) -> bool {
+                *self == 1
+            }
+        })*
+    };
+}
+count!(i32, i64, u32, u64, usize);
+
+impl<T: Count + ?Sized> Count for &T {
+    fn is_one(&self) -> bool {
+        (**self).is_one()
+    }
+}
+
+/// A count with its noun, singular for exactly one: `plural(1, "round",
+/// "rounds")` is "1 round", `plural(0, …)` "0 rounds", `plural(2, …)`
+/// "2 rounds". Every "N things" shown to a person goes through it.
+pub fn plural(n: impl Count, one: &str, many: &str) -> String {
+    format!("{n} {}", if n.is_one() { one } else { many })
+}
 
 /// Levenshtein distance between `a` and `b`, in characters (for "did you mean" hints).
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
@@ -22,7 +52,19 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::edit_distance;
+    use super::{edit_distance, plural};
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "round", "rounds"), "1 round");
+        assert_eq!(plural(0, "round", "rounds"), "0 rounds");
+        assert_eq!(plural(2usize, "approval", "approvals"), "2 approvals");
+        assert_eq!(
+            plural(1u64, "more approval", "more approvals"),
+            "1 more approval"
+        );
+        assert_eq!(plural(-1i32, "day", "days"), "-1 days");
+    }
 
     #[test]
     fn distances() {

@@ -216,6 +216,24 @@ pub fn current_per_stage(
         .load(conn)?)
 }
 
+/// The newest deployment of each stage of a pipeline, whatever its state
+/// (ordered by stage name): what the pipeline drawing shows per stage.
+pub fn newest_deployment_per_stage(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+) -> Result<Vec<DeploymentRow>, StorageError> {
+    let newest = diesel::alias!(deployments as newest);
+    let newest_ids = newest
+        .filter(newest.field(deployments::pipeline_id).eq(pipeline_id))
+        .group_by(newest.field(deployments::stage))
+        .select(max(newest.field(deployments::id)));
+    Ok(deployments::table
+        .filter(deployments::id.nullable().eq_any(newest_ids))
+        .order(deployments::stage.asc())
+        .select(DeploymentRow::as_select())
+        .load(conn)?)
+}
+
 /// The newest deployments to a stage, newest first, at most `limit`.
 pub fn recent_deployments_of_stage(
     conn: &mut DbConn,

@@ -116,17 +116,21 @@ pub fn permission(user: Option<&AuthUser>, stage: &Stage) -> Permission<'static>
 }
 
 /// How many approvals wait for the signed-in user, counted by
-/// [`authenticate`] for page requests (GET and HEAD outside `/api/`) and
+/// [`authenticate`] for page requests and form posts outside `/api/` (a
+/// form answered with its errors shows the same header as the page) and
 /// shown in the navigation by [`super::session::Nav`].
 #[derive(Debug, Clone, Copy)]
 pub struct WaitingApprovals(pub usize);
 
 /// Counts the approvals waiting for the request's user, for a page's
-/// navigation; nothing for the API, forms and public routes.
+/// navigation (a page, or a form whose answer may be a page); nothing for
+/// the API and public routes.
 async fn count_approvals(req: &ServiceRequest, state: &State, path: &str) {
     let is_page = matches!(
         *req.method(),
-        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::POST
     ) && !is_api(path)
         && !is_public(path)
         && path != EVENTS;

@@ -2,7 +2,10 @@
 //! error shape of SPEC §3 for the API (`ApiError`). 5xx are logged with
 //! their whole cause chain; their text never reaches the client.
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use serde::Serialize;
@@ -110,6 +113,15 @@ impl ResponseError for WebError {
 
     fn error_response(&self) -> HttpResponse {
         self.log();
+        HttpResponse::build(self.status_code())
+            .content_type("text/html; charset=utf-8")
+            .body(self.page(super::session::Nav::anonymous()))
+    }
+}
+
+impl WebError {
+    /// The error page's HTML, with `nav` as its header.
+    fn page(&self, nav: super::session::Nav) -> String {
         let status = self.status_code();
         let title = match self {
             WebError::NotFound(_) => "Not found",
@@ -119,19 +131,35 @@ impl ResponseError for WebError {
             _ => "Cannot do that",
         };
         let message = self.public_message();
-        let page = ErrorPage {
-            nav: super::session::Nav::anonymous(),
+        ErrorPage {
+            nav,
             title,
             status: status.as_u16(),
             message: &message,
-        };
-        let body = page
-            .render()
-            .unwrap_or_else(|_| format!("{} {}", status.as_u16(), title));
-        HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .body(body)
+        }
+        .render()
+        .unwrap_or_else(|_| format!("{} {}", status.as_u16(), title))
     }
+}
+
+/// Middleware: an HTML error page gets the request's navigation (who is
+/// signed in, their approvals, the current section), the same header as
+/// every other page. [`ResponseError::error_response`] has no request, so
+/// it renders an anonymous header; this renders the page again.
+pub async fn with_nav(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let page = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<WebError>())
+        .map(|e| e.page(super::session::Nav::of(res.request())));
+    Ok(match page {
+        Some(body) => res.map_body(|_, _| BoxBody::new(body)),
+        None => res.map_into_boxed_body(),
+    })
 }
 
 /// The API's face of [`WebError`]: `{"error": {"code", "message"}}`.

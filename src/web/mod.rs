@@ -298,6 +298,7 @@ pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Res
             .default_service(web::to(not_found))
             .wrap(from_fn(csrf::guard))
             .wrap(from_fn(auth::authenticate))
+            .wrap(from_fn(error::with_nav))
             .wrap(session::middleware(session_key.clone(), secure_cookies))
             .wrap(from_fn(track))
             .wrap(from_fn(headers::security_headers))

@@ -215,7 +215,9 @@ pub struct Nav {
 }
 
 impl Nav {
-    /// For pages rendered without a request (error pages): nobody signed in.
+    /// For pages rendered without a request: nobody signed in. (An error
+    /// page starts with it; [`super::error::with_nav`] renders it again
+    /// with the request's.)
     pub fn anonymous() -> Nav {
         Nav {
             user: None,
@@ -235,17 +237,37 @@ impl Nav {
             .is_some_and(|role| crate::domain::authz::allowed(role, action))
     }
 
+    /// How a navigation link to `section` marks the current page:
+    /// `aria-current="page"` on the page itself, `"true"` on a page under
+    /// it (a pipeline under the release board, one gate under the gates),
+    /// nothing elsewhere. The stylesheet gives both a visible bar.
+    pub fn current(&self, section: &str) -> Option<&'static str> {
+        let path = self.here.split('?').next().unwrap_or_default();
+        if path == section {
+            return Some("page");
+        }
+        let under = match section {
+            "/" => path.starts_with("/pipelines/"),
+            _ => path
+                .strip_prefix(section)
+                .is_some_and(|rest| rest.starts_with('/')),
+        };
+        under.then_some("true")
+    }
+
     /// `/login?next=<this page>`
     pub fn login_url(&self) -> String {
         format!("/login{}", super::urls::query(&[("next", &self.here)]))
     }
 }
 
-impl FromRequest for Nav {
-    type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+impl Nav {
+    /// The navigation of `req`: its signed-in user (set by
+    /// [`super::auth::authenticate`]) and their waiting approvals, the
+    /// session's CSRF token, and the path. Pages get it as an extractor;
+    /// error pages from [`super::error::with_nav`], so every page of a
+    /// signed-in person has the same header, after a form post too.
+    pub fn of(req: &HttpRequest) -> Nav {
         let session = req.get_session();
         let user = req.extensions().get::<AuthUser>().cloned();
         let approvals = req
@@ -263,7 +285,7 @@ impl FromRequest for Nav {
         } else {
             None
         };
-        ready(Ok(Nav {
+        Nav {
             flash,
             rank: user.as_ref().map(|u| u.role),
             role: user.as_ref().map(|u| u.role.label()),
@@ -271,7 +293,16 @@ impl FromRequest for Nav {
             csrf: csrf_token(&session),
             here,
             approvals,
-        }))
+        }
+    }
+}
+
+impl FromRequest for Nav {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Nav::of(req)))
     }
 }
 

@@ -4,6 +4,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::domain::{BuildState, DeploymentState, TaskRunState};
 
+/// "1 round", "2 rounds" (see [`crate::domain::plural`]).
+pub use crate::domain::plural;
+
 /// "2026-11-26 05:45 UTC"
 pub fn time(t: &NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
@@ -27,7 +30,7 @@ pub fn ago(t: &NaiveDateTime, now: DateTime<Utc>) -> String {
         3600..86400 => (secs / 3600, "hour"),
         _ => (secs / 86400, "day"),
     };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    format!("{} ago", plural(n, unit, &format!("{unit}s")))
 }
 
 /// "1.2 MiB"

@@ -22,6 +22,7 @@ mod notifications;
 mod ops;
 mod pages;
 mod people;
+mod phone;
 mod promote;
 mod router;
 mod secrets;

@@ -756,7 +756,10 @@ fn board_cells_say_why_a_release_is_not_there_yet() {
         assert!(r["production"].contains("after preprod succeeds"), "{r:?}");
         let r = row("1.0.4");
         assert!(r["dev"].contains("Failed"), "{r:?}");
-        assert!(r["test"].contains("after dev succeeds"), "{r:?}");
+        assert!(
+            r["test"].contains("scheduled: once it succeeds in dev"),
+            "{r:?}"
+        );
         let r = row("1.0.3");
         // 1.0.5 is newer and went to test already.
         assert!(r["test"].contains("superseded by 1.0.5"), "{r:?}");
@@ -807,7 +810,7 @@ fn board_cells_say_why_a_release_is_not_there_yet() {
         // Release history explains the same cells, also for old pages.
         let history = app.page("/pipelines/space-game-web/releases");
         let all = texts(&history, "table.board tbody tr").join("\n");
-        assert!(all.contains("after dev succeeds"), "{all}");
+        assert!(all.contains("scheduled: once it succeeds in dev"), "{all}");
         assert!(all.contains("superseded by 1.0.7"), "{all}");
 
         // A schedule with only an older release ready says when it fires.

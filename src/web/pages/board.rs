@@ -214,7 +214,13 @@ impl Explainer {
         if let Some(previous) = &facts.previous
             && !self.succeeded.contains(&(release.id, previous.clone()))
         {
-            return Some(format!("after {previous} succeeds"));
+            // Only a continuous stage takes it by itself once it succeeds in
+            // the stage before; a manual or scheduled one says what it is.
+            return Some(match facts.kind.as_str() {
+                "manual" => format!("manual: once it succeeds in {previous}"),
+                "schedule" => format!("scheduled: once it succeeds in {previous}"),
+                _ => format!("after {previous} succeeds"),
+            });
         }
         if let Some((id, version)) = &facts.newest_deployed
             && *id > release.id
@@ -864,7 +870,14 @@ mod tests {
         assert_eq!(why(5, "dev").unwrap(), "queued (position 1)");
         assert_eq!(why(3, "preprod").unwrap(), "queued (position 2)");
         assert_eq!(why(2, "preprod").unwrap(), "superseded by 1.0.3");
-        assert_eq!(why(4, "test").unwrap(), "after dev succeeds");
+        assert_eq!(
+            why(4, "test").unwrap(),
+            "scheduled: once it succeeds in dev"
+        );
+        assert_eq!(
+            why(4, "preprod").unwrap(),
+            "manual: once it succeeds in test"
+        );
         assert_eq!(why(1, "test").unwrap(), "superseded by 1.0.3");
         assert_eq!(why(4, "dev"), None, "running says it all");
         assert_eq!(why(2, "test"), None);

@@ -22,7 +22,10 @@ pub async fn readyz(state: State) -> HttpResponse {
         Ok(Ok(0)) => text(StatusCode::OK, "ready\n"),
         Ok(Ok(n)) => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {n} migration(s) pending\n"),
+            format!(
+                "not ready: {} pending\n",
+                crate::web::views::plural(n, "migration", "migrations")
+            ),
         ),
         Ok(Err(e)) => text(
             StatusCode::SERVICE_UNAVAILABLE,

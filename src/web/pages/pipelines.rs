@@ -15,19 +15,46 @@ use crate::web::session::Nav;
 use crate::web::views::{sha7, time};
 use crate::web::{State, WebError, urls};
 
-/// Geometry of the drawing, in SVG user units.
-const BOX_W: i64 = 154;
-const BOX_H: i64 = 96;
-const GAP: i64 = 124;
+/// Geometry of the drawing, in SVG user units. Boxes and gaps are as wide
+/// as their words need (see [`text_width`]), never narrower than these.
+const MIN_BOX_W: i64 = 154;
+const MIN_BOX_H: i64 = 96;
+const MIN_GAP: i64 = 124;
 const MARGIN: i64 = 16;
+/// Space between a box's edge and its text.
+const PAD: i64 = 12;
+
+/// The widest advance of a character, in SVG units, for each font of the
+/// drawing (system-ui, which is DejaVu Sans on a bare Linux, the widest of
+/// the usual faces): the layout is measured from these, so a label never
+/// runs out of its box. `tests/it/phone.rs` checks it in Chromium.
+const TITLE_EM: f64 = 15.0 * 0.68;
+const LINE_EM: f64 = 12.0 * 0.62;
+const EDGE_LABEL_EM: f64 = 12.0 * 0.68;
+const EDGE_DETAIL_EM: f64 = 11.0 * 0.62;
+
+/// How wide `text` is drawn with `per_char` units per character.
+fn text_width(text: &str, per_char: f64) -> i64 {
+    (text.chars().count() as f64 * per_char).ceil() as i64
+}
+
+/// One line of a box: its words and its style (`node-line`, or the state
+/// of the stage's newest deployment: `node-state state-ok` …).
+pub struct NodeLine {
+    pub text: String,
+    pub class: String,
+}
 
 /// One box of the drawing.
 pub struct Node {
     pub x: i64,
+    /// Its width, from its longest line.
+    pub w: i64,
     pub title: String,
     pub url: Option<String>,
-    /// Short lines under the title (environment, approvals, gates).
-    pub lines: Vec<String>,
+    /// Lines under the title: the live release, the newest deployment,
+    /// the environment, approvals and gates.
+    pub lines: Vec<NodeLine>,
 }
 
 /// The arrow into a node, with what triggers it.
@@ -42,10 +69,17 @@ pub struct Edge {
     pub details: Vec<String>,
 }
 
+/// What a stage of the drawing has now: its live release and its newest
+/// deployment (state and version).
+#[derive(Debug, Clone, Default)]
+pub struct StageNow {
+    pub live: Option<String>,
+    pub newest: Option<(crate::domain::DeploymentState, String)>,
+}
+
 pub struct Drawing {
     pub width: i64,
     pub height: i64,
-    pub box_w: i64,
     pub box_h: i64,
     pub top: i64,
     pub nodes: Vec<Node>,
@@ -136,103 +170,173 @@ fn environment_words(env: &Option<Environment>, one_app: bool) -> Option<String>
     }
 }
 
+/// "⚑ approval before: group:management" (who signs off, in words).
 fn approval_words(approvals: &Approvals) -> Vec<String> {
-    let mut out = Vec::new();
-    if approvals.before.is_some() {
-        out.push("⚑ approval before".to_string());
-    }
-    if approvals.after.is_some() {
-        out.push("⚑ approval after".to_string());
-    }
-    out
+    [("before", &approvals.before), ("after", &approvals.after)]
+        .into_iter()
+        .filter_map(|(phase, policy)| {
+            let policy = policy.as_ref()?;
+            let who = policy
+                .approvers
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(format!("⚑ approval {phase}: {who}"))
+        })
+        .collect()
 }
 
 fn gate_words(gates: &Gates) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(g) = &gates.before {
         out.push(format!(
-            "◐ gate before ({} check{})",
-            g.checks.len(),
-            if g.checks.len() == 1 { "" } else { "s" }
+            "◐ gate before ({})",
+            crate::web::views::plural(g.checks.len(), "check", "checks")
         ));
     }
     if let Some(g) = &gates.after {
         out.push(format!(
-            "◐ gate after ({} check{})",
-            g.checks.len(),
-            if g.checks.len() == 1 { "" } else { "s" }
+            "◐ gate after ({})",
+            crate::web::views::plural(g.checks.len(), "check", "checks")
         ));
     }
     out
 }
 
-/// Lays out the build and the stages left to right. `next_fires` holds the
-/// stored next fire instant of schedule stages, by stage name.
+/// The lines of a stage's box: what is live, the newest deployment (symbol
+/// and word, never colour alone), where it deploys, approvals and gates.
+fn stage_lines(stage: &Stage, now: &StageNow, one_app: bool) -> Vec<NodeLine> {
+    let line = |text: String| NodeLine {
+        text,
+        class: "node-line".into(),
+    };
+    let mut lines = vec![NodeLine {
+        text: match &now.live {
+            Some(v) => format!("live: {v}"),
+            None => "nothing live yet".into(),
+        },
+        class: "node-live".into(),
+    }];
+    if let Some((state, version)) = &now.newest {
+        let badge = crate::web::views::StateBadge::of(*state);
+        lines.push(NodeLine {
+            text: format!("{} {version}: {}", badge.symbol, badge.label),
+            class: format!("node-state state-{}", badge.class),
+        });
+    }
+    if let Some(env) = environment_words(&stage.environment, one_app) {
+        lines.push(line(env));
+    }
+    lines.extend(approval_words(&stage.approvals).into_iter().map(line));
+    lines.extend(gate_words(&stage.gates).into_iter().map(line));
+    lines
+}
+
+/// How wide a box must be for its title and lines.
+fn box_width(title: &str, lines: &[NodeLine]) -> i64 {
+    let widest = lines
+        .iter()
+        .map(|l| text_width(&l.text, LINE_EM))
+        .chain([text_width(title, TITLE_EM)])
+        .max()
+        .unwrap_or(0);
+    (widest + 2 * PAD).max(MIN_BOX_W)
+}
+
+/// Lays out the build and the stages left to right, each box and gap as
+/// wide as its words. `next_fires` holds the stored next fire instant of
+/// schedule stages, `now` what each stage has now, both by stage name.
 pub fn drawing(
     pipeline: &str,
     def: &PipelineDefinition,
     next_fires: &HashMap<String, DateTime<Utc>>,
+    now: &HashMap<String, StageNow>,
 ) -> Drawing {
     let top = 40;
+    let build_lines: Vec<NodeLine> = [
+        crate::web::views::plural(def.build.tasks.len(), "task", "tasks"),
+        format!("branch {}", def.source.branch),
+    ]
+    .into_iter()
+    .map(|text| NodeLine {
+        text,
+        class: "node-line".into(),
+    })
+    .collect();
     let mut nodes = vec![Node {
         x: MARGIN,
+        w: box_width("build", &build_lines),
         title: "build".into(),
         url: None,
-        lines: vec![
-            format!(
-                "{} task{}",
-                def.build.tasks.len(),
-                if def.build.tasks.len() == 1 { "" } else { "s" }
-            ),
-            format!("branch {}", def.source.branch),
-        ],
+        lines: build_lines,
     }];
     let mut edges = Vec::new();
     let mut description = format!("{pipeline}: build");
     let mut previous = "build".to_string();
-    for (i, stage) in def.stages.iter().enumerate() {
-        let x = MARGIN + (i as i64 + 1) * (BOX_W + GAP);
-        let mut lines = Vec::new();
-        if let Some(env) = environment_words(&stage.environment, def.apps.len() == 1) {
-            lines.push(env);
-        }
-        lines.extend(approval_words(&stage.approvals));
-        lines.extend(gate_words(&stage.gates));
-        let stored = next_fires.get(stage.name.as_str()).copied();
+    let one_app = def.apps.len() == 1;
+    let nothing = StageNow::default();
+    for stage in &def.stages {
+        let name = stage.name.as_str();
+        let stage_now = now.get(name).unwrap_or(&nothing);
+        let lines = stage_lines(stage, stage_now, one_app);
+        let stored = next_fires.get(name).copied();
         let (kind, label, details) = trigger_edge(stage, &previous, stored);
+        let gap = details
+            .iter()
+            .map(|d| text_width(d, EDGE_DETAIL_EM))
+            .chain([text_width(&label, EDGE_LABEL_EM)])
+            .max()
+            .map_or(MIN_GAP, |w| (w + 2 * PAD).max(MIN_GAP));
+        let left = nodes.last().map_or(MARGIN, |n| n.x + n.w);
+        let x = left + gap;
         description.push_str(&format!(
-            ", then {} ({label}, {})",
-            stage.name,
-            details.join(", ")
+            ", then {name} ({label}, {}; {})",
+            details.join(", "),
+            lines
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         edges.push(Edge {
-            x1: x - GAP,
+            x1: left,
             x2: x - 6,
-            mid: x - GAP / 2,
+            mid: left + gap / 2,
             kind,
             label,
             details,
         });
         nodes.push(Node {
             x,
-            title: stage.name.as_str().to_string(),
-            url: Some(urls::stage(pipeline, stage.name.as_str())),
+            w: box_width(name, &lines),
+            title: name.to_string(),
+            url: Some(urls::stage(pipeline, name)),
             lines,
         });
-        previous = stage.name.as_str().to_string();
+        previous = name.to_string();
     }
-    let width = MARGIN * 2 + nodes.len() as i64 * BOX_W + (nodes.len() as i64 - 1) * GAP;
+    let most_lines = nodes
+        .iter()
+        .map(|n| n.lines.len() as i64)
+        .max()
+        .unwrap_or(0);
+    let box_h = (44 + 16 * most_lines).max(MIN_BOX_H);
+    let legend = text_width(LEGEND, EDGE_DETAIL_EM) + 2 * MARGIN;
+    let right = nodes.last().map_or(0, |n| n.x + n.w) + MARGIN;
     Drawing {
-        width,
-        height: top + BOX_H + 40,
-        box_w: BOX_W,
-        box_h: BOX_H,
+        width: right.max(legend),
+        height: top + box_h + 40,
+        box_h,
         top,
         nodes,
         edges,
         description,
     }
 }
+
+/// The legend under the drawing.
+pub const LEGEND: &str = "Arrows: solid = continuous, dashed = scheduled, dotted = manual";
 
 pub struct StageSummary {
     pub name: String,
@@ -301,6 +405,40 @@ pub struct Extras {
     pub secrets: Vec<crate::storage::secrets::SecretName>,
     /// The stored next fire instant of each schedule stage.
     pub next_fires: HashMap<String, DateTime<Utc>>,
+    /// What each stage has now (live release, newest deployment).
+    pub now: HashMap<String, StageNow>,
+}
+
+/// The live release and the newest deployment of each stage.
+fn stages_now(
+    conn: &mut crate::storage::DbConn,
+    loaded: &LoadedPipeline,
+) -> Result<HashMap<String, StageNow>, WebError> {
+    let live = crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
+    let newest = storage::deployments::newest_deployment_per_stage(conn, loaded.id)?;
+    let ids: Vec<i64> = newest.iter().map(|d| d.release_id).collect();
+    let versions: HashMap<i64, String> = storage::find_releases_by_ids(conn, &ids)?
+        .into_iter()
+        .map(|r| (r.id, r.version))
+        .collect();
+    let mut now: HashMap<String, StageNow> = live
+        .into_iter()
+        .map(|(stage, l)| {
+            (
+                stage,
+                StageNow {
+                    live: Some(l.version),
+                    newest: None,
+                },
+            )
+        })
+        .collect();
+    for d in newest {
+        if let Some(version) = versions.get(&d.release_id) {
+            now.entry(d.stage.clone()).or_default().newest = Some((d.state, version.clone()));
+        }
+    }
+    Ok(now)
 }
 
 fn page(nav: Nav, loaded: LoadedPipeline, extras: Extras) -> PipelinePage {
@@ -318,7 +456,7 @@ fn page(nav: Nav, loaded: LoadedPipeline, extras: Extras) -> PipelinePage {
             .map(|s| (s.name.clone(), time(&s.updated_at)))
             .collect(),
         secrets_url: format!("{}/secrets", urls::pipeline(&loaded.name)),
-        drawing: drawing(&loaded.name, def, &extras.next_fires),
+        drawing: drawing(&loaded.name, def, &extras.next_fires, &extras.now),
         description: def.description.clone(),
         repo: def.source.repo.clone(),
         branch: def.source.branch.clone(),
@@ -382,6 +520,7 @@ pub async fn overview(
                 .into_iter()
                 .filter_map(|s| s.next_fire_at.map(|t| (s.name, t.and_utc())))
                 .collect();
+            let now = stages_now(conn, &loaded)?;
             Ok((
                 loaded,
                 Extras {
@@ -389,6 +528,7 @@ pub async fn overview(
                     builds,
                     secrets,
                     next_fires,
+                    now,
                 },
             ))
         })

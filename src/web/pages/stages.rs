@@ -40,6 +40,7 @@ use crate::storage::schedules as store;
 use crate::storage::{self, DefinitionRevisionRow};
 use crate::web::auth::CurrentUser;
 use crate::web::session::{Nav, check_csrf};
+use crate::web::views::plural;
 use crate::web::views::time;
 use crate::web::{State, WebError, urls};
 
@@ -790,9 +791,9 @@ fn parse_approval(
                 match users_only {
                     Some(list) if n as usize > list.len() => {
                         errors.n = Some(format!(
-                            "At least {n} approvals can never be reached: only {} user{} listed (a group counts each of its members).",
-                            list.len(),
-                            if list.len() == 1 { " is" } else { "s are" }
+                            "At least {} can never be reached: only {} listed (a group counts each of its members).",
+                            plural(n, "approval", "approvals"),
+                            plural(list.len(), "user is", "users are")
                         ));
                         None
                     }
@@ -1310,7 +1311,7 @@ pub(crate) fn approval_view(phase: &'static str, p: &ApprovalPolicy) -> Approval
         policy: match p.policy {
             ApprovalMode::Any => "any one approver".into(),
             ApprovalMode::All => "every approver".into(),
-            ApprovalMode::AtLeast(n) => format!("at least {n} approvers"),
+            ApprovalMode::AtLeast(n) => format!("at least {}", plural(n, "approver", "approvers")),
         },
         timeout: p.timeout.to_string(),
         fresh_sign_in: p.fresh_sign_in.map(|d| d.to_string()),
