@@ -212,6 +212,12 @@ const ROUTES: &[(&str, &str, &str, Access)] = &[
     // Environments and gates.
     ("GET", "/environments", "/environments", V),
     (
+        "GET",
+        "/environments/{app}/swap",
+        "/environments/space-game/swap",
+        RM,
+    ),
+    (
         "POST",
         "/environments/{app}/swap",
         "/environments/space-game/swap",
