@@ -228,7 +228,8 @@ pub fn request_deployment(
             )?,
             None => true,
         };
-        let current = current_release(conn, loaded.id, &req.stage)?;
+        // "The one there" is the stage's live release (`engine::live`).
+        let current = super::live::live_of_stage(conn, loaded.id, &loaded.name, stage)?;
         let deployed_here_before =
             storage::deployments::release_has_deployment(conn, release.id, &req.stage, None)?;
         let this = ReleaseRef {
@@ -241,7 +242,7 @@ pub fn request_deployment(
             release: this,
             succeeded_in_previous,
             current: current.as_ref().map(|r| ReleaseRef {
-                id: r.id,
+                id: r.release_id,
                 version: &r.version,
             }),
             deployed_here_before,

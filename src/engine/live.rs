@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use chrono::NaiveDateTime;
 
 use super::{EngineError, pipelines};
-use crate::domain::PipelineDefinition;
 use crate::domain::slot_ops;
+use crate::domain::{PipelineDefinition, Stage};
 use crate::storage::slots as slot_store;
 use crate::storage::{self, DbConn, DeploymentRow};
 
@@ -53,6 +53,21 @@ pub fn live_of(
 ) -> Result<BTreeMap<String, Live>, EngineError> {
     let mut out = BTreeMap::new();
     for stage in &definition.stages {
+        if let Some(live) = live_of_stage(conn, pipeline_id, pipeline, stage)? {
+            out.insert(stage.name.as_str().to_string(), live);
+        }
+    }
+    Ok(out)
+}
+
+/// The live release of one stage ([`live_of`]).
+pub fn live_of_stage(
+    conn: &mut DbConn,
+    pipeline_id: i64,
+    pipeline: &str,
+    stage: &Stage,
+) -> Result<Option<Live>, EngineError> {
+    {
         let name = stage.name.as_str();
         let slot = slot_ops::slot_of_stage(stage);
         let from_slot = match &slot {
@@ -62,7 +77,7 @@ pub fn live_of(
         let live = match from_slot {
             Some(Some((release_id, since))) => {
                 let Some(release) = storage::find_release_by_id(conn, release_id)? else {
-                    continue;
+                    return Ok(None);
                 };
                 let deployment = storage::deployments::succeeded_deployment(
                     conn,
@@ -81,15 +96,15 @@ pub fn live_of(
                 }
             }
             // The slot runs nothing.
-            Some(None) => continue,
+            Some(None) => return Ok(None),
             // No slot (or not made yet): the newest succeeded deployment.
             None => {
                 let Some(d) = storage::deployments::current_deployment(conn, pipeline_id, name)?
                 else {
-                    continue;
+                    return Ok(None);
                 };
                 let Some(release) = storage::find_release_by_id(conn, d.release_id)? else {
-                    continue;
+                    return Ok(None);
                 };
                 Live {
                     release_id: d.release_id,
@@ -116,9 +131,8 @@ pub fn live_of(
             },
             _ => None,
         };
-        out.insert(name.to_string(), Live { replaced, ..live });
+        Ok(Some(Live { replaced, ..live }))
     }
-    Ok(out)
 }
 
 /// [`live_of`] by the pipeline's name (loads its current definition).

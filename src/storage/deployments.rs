@@ -188,34 +188,6 @@ pub fn latest_deployment_per_stage(
         .load(conn)?)
 }
 
-/// What runs in each stage of these pipelines now (one query): per
-/// pipeline and stage, the newest succeeded deployment.
-pub fn current_per_stage(
-    conn: &mut DbConn,
-    pipeline_ids: &[i64],
-) -> Result<Vec<DeploymentRow>, StorageError> {
-    if pipeline_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let newest = diesel::alias!(deployments as newest);
-    let newest_ids = newest
-        .filter(newest.field(deployments::pipeline_id).eq_any(pipeline_ids))
-        .filter(
-            newest
-                .field(deployments::state)
-                .eq(DeploymentState::Succeeded.as_str()),
-        )
-        .group_by((
-            newest.field(deployments::pipeline_id),
-            newest.field(deployments::stage),
-        ))
-        .select(max(newest.field(deployments::id)));
-    Ok(deployments::table
-        .filter(deployments::id.nullable().eq_any(newest_ids))
-        .select(DeploymentRow::as_select())
-        .load(conn)?)
-}
-
 /// The newest deployment of each stage of a pipeline, whatever its state
 /// (ordered by stage name): what the pipeline drawing shows per stage.
 pub fn newest_deployment_per_stage(

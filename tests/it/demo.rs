@@ -12,6 +12,7 @@ use slipway::engine::{demo, users};
 use slipway::storage::testing::test_databases;
 use slipway::storage::{self, schedules as store};
 
+use crate::idp::{Browser, available, browser_check};
 use crate::slots::Slipway;
 
 const PIPELINE: &str = demo::DEMO_PIPELINE;
@@ -172,6 +173,25 @@ fn the_demo_runs_from_build_now_to_production() {
         );
         drop(conn);
         let (version, production) = walk_to_staging(&s, &token);
+        // What is live, read the way a person reads it: in Chromium (or,
+        // where it is missing outside CI, over plain HTTP).
+        let browser = available("Chromium and chromedriver", browser_check()).then(|| {
+            let b = Browser::start();
+            let password =
+                std::fs::read_to_string(s.data.path().join(users::INITIAL_ADMIN_PASSWORD_FILE))
+                    .unwrap();
+            b.goto(&format!("{}/login", s.running().base));
+            b.fill("input#username", "admin");
+            b.fill("input#password", password.trim());
+            b.click("button[type=submit]");
+            b.wait_for("header .who span");
+            b
+        });
+        let views = Views {
+            s: &s,
+            token: &token,
+            browser: browser.as_ref(),
+        };
         assert_eq!(
             slot_releases(&s, &token),
             vec![
@@ -217,8 +237,7 @@ fn the_demo_runs_from_build_now_to_production() {
         // The swap moved staging's release into production and production's
         // (nothing) into staging: preprod has nothing live now.
         agree(
-            &s,
-            &token,
+            &views,
             &[("dev", "1.0.1"), ("test", "1.0.1"), ("production", "1.0.1")],
         );
 
@@ -228,8 +247,7 @@ fn the_demo_runs_from_build_now_to_production() {
         let d = s.deployment_ended(&token, s.deployment_to(&token, PIPELINE, &next, "dev"));
         assert_eq!(d["state"], "succeeded", "[{label}] {d}");
         agree(
-            &s,
-            &token,
+            &views,
             &[("dev", "1.0.2"), ("test", "1.0.1"), ("production", "1.0.1")],
         );
         // Test by hand this time (the last 03:00 fired already).
@@ -250,8 +268,7 @@ fn the_demo_runs_from_build_now_to_production() {
         let d = s.deployment_ended(&token, body["id"].as_i64().unwrap());
         assert_eq!(d["state"], "succeeded", "[{label}] {d}");
         agree(
-            &s,
-            &token,
+            &views,
             &[
                 ("dev", "1.0.2"),
                 ("test", "1.0.2"),
@@ -271,8 +288,7 @@ fn the_demo_runs_from_build_now_to_production() {
         assert_eq!(d["state"], "succeeded", "[{label}] {d}");
         // Production's old release went to staging: preprod shows 1.0.1.
         agree(
-            &s,
-            &token,
+            &views,
             &[
                 ("dev", "1.0.2"),
                 ("test", "1.0.2"),
@@ -303,8 +319,7 @@ fn the_demo_runs_from_build_now_to_production() {
         assert_eq!(status, 200);
         assert!(served.contains("Release 1.0.1"), "{served}");
         agree(
-            &s,
-            &token,
+            &views,
             &[
                 ("dev", "1.0.2"),
                 ("test", "1.0.2"),
@@ -344,8 +359,7 @@ fn the_demo_runs_from_build_now_to_production() {
         let d = s.deployment_ended(&token, s.deployment_to(&token, PIPELINE, &third, "dev"));
         assert_eq!(d["state"], "succeeded", "[{label}] {d}");
         agree(
-            &s,
-            &token,
+            &views,
             &[
                 ("dev", "1.0.3"),
                 ("test", "1.0.2"),
@@ -364,6 +378,26 @@ const STAGE_SLOTS: [(&str, &str); 4] = [
     ("production", "production"),
 ];
 
+/// Where the five views are read: a signed-in Chromium, or plain HTTP.
+struct Views<'a> {
+    s: &'a Slipway,
+    token: &'a str,
+    browser: Option<&'a Browser>,
+}
+
+impl Views<'_> {
+    fn page(&self, path: &str) -> scraper::Html {
+        match self.browser {
+            Some(b) => {
+                b.goto(&format!("{}{path}", self.s.running().base));
+                b.wait_for("main");
+                b.html()
+            }
+            None => page(self.s, self.token, path),
+        }
+    }
+}
+
 /// A page as the token's user sees it.
 fn page(s: &Slipway, token: &str, path: &str) -> scraper::Html {
     let res = reqwest::blocking::Client::new()
@@ -377,9 +411,11 @@ fn page(s: &Slipway, token: &str, path: &str) -> scraper::Html {
 
 /// What is live in each stage, as each of the five views tells it: the
 /// API, the board, the stage pages, the release pages and /environments.
-fn five_views(s: &Slipway, token: &str) -> Vec<(&'static str, BTreeMap<String, String>)> {
+fn five_views(views: &Views) -> Vec<(&'static str, BTreeMap<String, String>)> {
     use crate::helpers::texts;
-    let (_, p) = s.get_json(token, &format!("/api/v1/pipelines/{PIPELINE}"));
+    let (_, p) = views
+        .s
+        .get_json(views.token, &format!("/api/v1/pipelines/{PIPELINE}"));
     let api = p["stages"]
         .as_array()
         .unwrap()
@@ -392,7 +428,7 @@ fn five_views(s: &Slipway, token: &str) -> Vec<(&'static str, BTreeMap<String, S
         })
         .collect();
 
-    let html = page(s, token, "/");
+    let html = views.page("/");
     let table = scraper::Selector::parse(&format!("#board-{PIPELINE} table.board")).unwrap();
     let (th, tr, td, a) = (
         scraper::Selector::parse("thead th").unwrap(),
@@ -422,7 +458,7 @@ fn five_views(s: &Slipway, token: &str) -> Vec<(&'static str, BTreeMap<String, S
 
     let mut stage_pages = BTreeMap::new();
     for (stage, _) in STAGE_SLOTS {
-        let html = page(s, token, &format!("/pipelines/{PIPELINE}/stages/{stage}"));
+        let html = views.page(&format!("/pipelines/{PIPELINE}/stages/{stage}"));
         if let Some(v) =
             crate::helpers::attrs(&html, "[data-live-release]", "data-live-release").first()
         {
@@ -432,13 +468,13 @@ fn five_views(s: &Slipway, token: &str) -> Vec<(&'static str, BTreeMap<String, S
 
     let mut release_pages = BTreeMap::new();
     for v in &versions {
-        let html = page(s, token, &format!("/pipelines/{PIPELINE}/releases/{v}"));
+        let html = views.page(&format!("/pipelines/{PIPELINE}/releases/{v}"));
         for stage in texts(&html, "dd.live-in .live-stage") {
             release_pages.insert(stage, v.clone());
         }
     }
 
-    let html = page(s, token, "/environments");
+    let html = views.page("/environments");
     let mut environments = BTreeMap::new();
     for (stage, slot) in STAGE_SLOTS {
         if let Some(v) = texts(&html, &format!("tr[data-slot={slot}] a.slot-release")).first() {
@@ -455,13 +491,17 @@ fn five_views(s: &Slipway, token: &str) -> Vec<(&'static str, BTreeMap<String, S
 }
 
 /// Every view says exactly `expected` is live (stages not named: nothing).
-fn agree(s: &Slipway, token: &str, expected: &[(&str, &str)]) {
+fn agree(views: &Views, expected: &[(&str, &str)]) {
     let expected: BTreeMap<String, String> = expected
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    for (view, live) in five_views(s, token) {
-        assert_eq!(live, expected, "[{}] what {view} says is live", s.label);
+    for (view, live) in five_views(views) {
+        assert_eq!(
+            live, expected,
+            "[{}] what {view} says is live",
+            views.s.label
+        );
     }
 }
 

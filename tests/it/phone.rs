@@ -183,6 +183,7 @@ fn seed(app: &TestApp) -> Vec<String> {
         format!("/pipelines/kite/releases/1.0.1/deployments/{gated}"),
         format!("/pipelines/{PIPELINE}/stages/production"),
         format!("/pipelines/{PIPELINE}/stages/test"),
+        format!("/pipelines/{PIPELINE}/stages/test/configure"),
         "/pipelines/kite".into(),
         format!("/pipelines/{PIPELINE}/builds"),
         format!("/pipelines/{PIPELINE}/builds/1"),
@@ -474,7 +475,7 @@ fn the_header_is_the_same_after_a_form_post_and_marks_the_current_page() {
         };
 
         // A stage page: under the release board, which the header marks.
-        let path = format!("/pipelines/{PIPELINE}/stages/test");
+        let path = format!("/pipelines/{PIPELINE}/stages/test/configure");
         let html = page(client.get(app.url(&path)).send().unwrap(), 200);
         let header = header_of(&html);
         assert!(
@@ -568,7 +569,7 @@ fn the_stage_form_preview_shows_its_result_in_view() {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201, "[{b}]");
         app.user("mara", Role::ReleaseManager, PASSWORD);
         set_width(&browser, 390, 844);
-        browser.goto(&app.url("/login?next=/pipelines/space-game-web/stages/test"));
+        browser.goto(&app.url("/login?next=/pipelines/space-game-web/stages/test/configure"));
         browser.fill("input#username", "mara");
         browser.fill("input#password", PASSWORD);
         browser.click("main button[type=submit]");

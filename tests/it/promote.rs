@@ -95,7 +95,7 @@ fn board_cells_and_the_release_page_promote_where_allowed_and_say_why_not() {
         assert_eq!(test, ["Promote to test"]);
         let (text, production) = cell(&board, "promo", 0, 2);
         assert!(production.is_empty(), "{production:?}");
-        assert!(text.contains("after test succeeds"), "{text}");
+        assert!(text.contains("manual: once it succeeds in test"), "{text}");
         let release = get(app, &paula, "/pipelines/promo/releases/1.0.1");
         let buttons = texts(&release, "section.stage-deployments form button");
         assert_eq!(buttons, ["Promote to test"]);

@@ -604,7 +604,6 @@ fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, We
     let next_fires = next_fires_of(&all_stages, now);
     let unfinished = storage::builds::unfinished_builds(conn)?;
     let newest_builds = storage::builds::newest_builds(conn, &ids)?;
-    let live_rows = storage::deployments::current_per_stage(conn, &ids)?;
     let definitions: HashMap<i64, PipelineDefinition> = if viewer.needs_deployers() {
         storage::current_revisions(conn, &ids)?
             .into_iter()
@@ -632,10 +631,10 @@ fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, We
             let mut explain = Explainer::from_rows(&stages, &rels, &mine, &positions, &next_fires);
             explain.approval_needed = needed.clone();
             explain.live = live_of(conn, p);
-            let live: HashMap<&str, i64> = live_rows
+            let live: HashMap<&str, i64> = explain
+                .live
                 .iter()
-                .filter(|d| d.pipeline_id == p.id)
-                .map(|d| (d.stage.as_str(), d.release_id))
+                .map(|(stage, (id, _))| (stage.as_str(), *id))
                 .collect();
             let mut rows: Vec<Row> = rels
                 .iter()

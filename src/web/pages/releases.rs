@@ -266,7 +266,7 @@ fn stage_actions(
     user: Option<&AuthUser>,
 ) -> Result<Vec<(String, CellAction)>, WebError> {
     let current = pipelines::load(conn, pipeline)?.definition;
-    let live = storage::deployments::current_per_stage(conn, &[pipeline_id])?;
+    let live = crate::engine::live::live_of(conn, pipeline_id, pipeline, &current)?;
     let mut actions = Vec::new();
     for (i, stage) in current.stages.iter().enumerate() {
         let name = stage.name.as_str();
@@ -290,9 +290,9 @@ fn stage_actions(
                     .iter()
                     .any(|d| d.stage == p && d.state == DeploymentState::Succeeded)
             }),
-            current: live.iter().find(|d| d.stage == name).map(|d| ReleaseRef {
-                id: d.release_id,
-                version: "",
+            current: live.get(name).map(|l| ReleaseRef {
+                id: l.release_id,
+                version: &l.version,
             }),
             latest_here: latest.map(|d| d.state),
             permission: permission(user, stage),
