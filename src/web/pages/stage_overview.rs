@@ -14,8 +14,8 @@ use super::deploy::{DeployFormView, RollbackFormView, deploy_form, rollback_form
 use super::pipelines::trigger_text;
 use super::render;
 use super::stages::{
-    ApprovalView, FireTime, GateView, approval_view, deployers_text, environment_text, fire_time,
-    fire_times, gate_view, task_summary,
+    ApprovalView, FireTime, GateView, deployers_text, environment_text, fire_time, fire_times,
+    guard_views, task_summary,
 };
 use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, Offer, OfferFacts, ReleaseRef};
@@ -237,20 +237,7 @@ fn load(
         ),
         _ => (None, Vec::new(), chrono_tz::UTC),
     };
-    let mut approvals = Vec::new();
-    if let Some(p) = &stage.approvals.before {
-        approvals.push(approval_view("before", p));
-    }
-    if let Some(p) = &stage.approvals.after {
-        approvals.push(approval_view("after", p));
-    }
-    let mut gates = Vec::new();
-    if let Some(g) = &stage.gates.before {
-        gates.push(gate_view("before", g));
-    }
-    if let Some(g) = &stage.gates.after {
-        gates.push(gate_view("after", g));
-    }
+    let (approvals, gates) = guard_views(stage);
     Ok(StageOverviewPage {
         pipeline_url: urls::pipeline(&pipeline),
         configure_url: urls::stage_configure(&pipeline, stage_name),

@@ -1342,6 +1342,25 @@ fn check_text(kind: &CheckKind) -> String {
     }
 }
 
+/// A stage's approvals and gates (before, then after) as the pages show them.
+pub(crate) fn guard_views(stage: &Stage) -> (Vec<ApprovalView>, Vec<GateView>) {
+    let approvals = [
+        ("before", &stage.approvals.before),
+        ("after", &stage.approvals.after),
+    ]
+    .into_iter()
+    .filter_map(|(phase, p)| p.as_ref().map(|p| approval_view(phase, p)))
+    .collect();
+    let gates = [
+        ("before", &stage.gates.before),
+        ("after", &stage.gates.after),
+    ]
+    .into_iter()
+    .filter_map(|(phase, g)| g.as_ref().map(|g| gate_view(phase, g)))
+    .collect();
+    (approvals, gates)
+}
+
 pub(crate) fn gate_view(phase: &'static str, g: &GatePolicy) -> GateView {
     GateView {
         phase,
@@ -1923,20 +1942,7 @@ fn page(
     } else {
         None
     };
-    let mut approvals = Vec::new();
-    if let Some(p) = &stage.approvals.before {
-        approvals.push(approval_view("before", p));
-    }
-    if let Some(p) = &stage.approvals.after {
-        approvals.push(approval_view("after", p));
-    }
-    let mut gates = Vec::new();
-    if let Some(g) = &stage.gates.before {
-        gates.push(gate_view("before", g));
-    }
-    if let Some(g) = &stage.gates.after {
-        gates.push(gate_view("after", g));
-    }
+    let (approvals, gates) = guard_views(stage);
     let row = l.stage_row.as_ref();
     StagePage {
         nav,
