@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod errors;
 mod export;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

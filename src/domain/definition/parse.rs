@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use super::errors::DefinitionError;
 use super::tree::{Mark, Node, ScalarKind, Value, join_path};
-use super::yaml::DefinitionError;
 use super::{
     App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Build,
     CheckKind, Environment, GateCheck, GatePolicy, Gates, InconclusivePolicy, Notification,
