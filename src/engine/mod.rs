@@ -67,26 +67,3 @@ impl From<diesel::result::Error> for EngineError {
         EngineError::Storage(StorageError::from(e))
     }
 }
-
-impl From<EngineError> for crate::web::WebError {
-    fn from(e: EngineError) -> Self {
-        use crate::web::WebError;
-        match e {
-            EngineError::Invalid(m) => WebError::Unprocessable(m),
-            EngineError::Definition(d) => WebError::Unprocessable(d.to_string()),
-            EngineError::NotFound(m) => WebError::NotFound(m),
-            EngineError::Conflict(m) => WebError::Conflict(m),
-            EngineError::Refused(m) => WebError::Conflict(m),
-            EngineError::Forbidden(m) => WebError::Forbidden(m),
-            EngineError::TooLarge(m) => WebError::PayloadTooLarge(m),
-            EngineError::Storage(s) => s.into(),
-            EngineError::Io { .. } => WebError::internal(e),
-        }
-    }
-}
-
-impl From<EngineError> for crate::web::ApiError {
-    fn from(e: EngineError) -> Self {
-        crate::web::ApiError(e.into())
-    }
-}

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use serde::Serialize;
 
+use crate::engine::EngineError;
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,29 @@ impl WebError {
         if let WebError::Internal(e) = self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
+    }
+}
+
+/// How the engine's errors answer over HTTP (the engine knows no HTTP).
+impl From<EngineError> for WebError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => WebError::Unprocessable(m),
+            EngineError::Definition(d) => WebError::Unprocessable(d.to_string()),
+            EngineError::NotFound(m) => WebError::NotFound(m),
+            EngineError::Conflict(m) => WebError::Conflict(m),
+            EngineError::Refused(m) => WebError::Conflict(m),
+            EngineError::Forbidden(m) => WebError::Forbidden(m),
+            EngineError::TooLarge(m) => WebError::PayloadTooLarge(m),
+            EngineError::Storage(s) => s.into(),
+            EngineError::Io { .. } => WebError::internal(e),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError(e.into())
     }
 }
 
