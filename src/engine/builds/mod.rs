@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 pub mod artifacts;
@@ -40,8 +39,10 @@ use crate::domain::{
     self, BuildEvent, BuildState, PastDeployment, PipelineDefinition, TaskKind, TaskRunState,
     TaskSpec, VersionContext,
 };
+use crate::engine::jobs::env::{resolve_value, resolve_variables};
 use crate::engine::jobs::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
-use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines, secrets};
+use crate::engine::jobs::{JobContext, JobId, stopped_reason};
+use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines};
 use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, TaskRunRow};
 
 /// A request to build a branch or a commit of a pipeline.
@@ -245,36 +246,12 @@ pub fn cancel_build(
     })
 }
 
-/// Marks running builds whose runner is gone as `interrupted` (with a
-/// reason), with their running tasks. `runner`: this instance, just
-/// started (its running builds are left from its previous process).
-/// Returns the builds it changed.
-pub fn interrupt_orphans(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<BuildRow>, EngineError> {
-    let orphans = storage::orphaned_builds(conn, runner, stale_before)?;
-    let mut changed = Vec::new();
-    for build in orphans {
-        let reason = match (&build.runner, runner) {
-            (Some(r), Some(me)) if r == me => {
-                "Slipway was restarted while this build ran; build it again".to_string()
-            }
-            (Some(r), _) => {
-                format!("the Slipway instance running it ({r}) stopped answering; build it again")
-            }
-            (None, _) => "no Slipway instance was running it; build it again".to_string(),
-        };
-        if interrupt(conn, &build, &reason)? {
-            changed.push(build);
-        }
-    }
-    Ok(changed)
-}
-
 /// `running → interrupted` with `reason` (one transaction, `build.interrupt`).
-fn interrupt(conn: &mut DbConn, build: &BuildRow, reason: &str) -> Result<bool, EngineError> {
+pub(crate) fn interrupt(
+    conn: &mut DbConn,
+    build: &BuildRow,
+    reason: &str,
+) -> Result<bool, EngineError> {
     let to = transition(BuildState::Running, BuildEvent::Interrupt)?;
     storage::write_transaction(conn, |conn| {
         if !storage::transition_build(conn, build.id, BuildState::Running, to, Some(reason))? {
@@ -470,19 +447,20 @@ fn task_kind(spec: &TaskSpec) -> &'static str {
 // Running a build
 // ---------------------------------------------------------------------------
 
-/// What a build run needs from the engine.
+/// What a build run needs from the engine: a job's context and the lock of
+/// its pipeline's mirror.
 #[derive(Clone)]
 pub(crate) struct RunContext {
-    pub db: Db,
-    pub data_dir: PathBuf,
-    pub secret_key: Arc<secrets::SecretKey>,
-    pub default_task_timeout: std::time::Duration,
-    pub kill_grace: std::time::Duration,
-    pub keep_workspaces: bool,
-    /// Fired by the engine's shutdown (the build's own token is its child).
-    pub shutdown: CancellationToken,
+    pub job: JobContext,
     /// Serializes the mirror operations of one pipeline.
     pub mirror_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::ops::Deref for RunContext {
+    type Target = JobContext;
+    fn deref(&self) -> &JobContext {
+        &self.job
+    }
 }
 
 /// How a run ended before its final transaction.
@@ -557,12 +535,7 @@ pub(crate) async fn run_build(
         Err(Stop::Canceled) if ctx.shutdown.is_cancelled() => {
             let b = build.clone();
             blocking(&ctx.db, move |conn| {
-                interrupt(
-                    conn,
-                    &b,
-                    "Slipway stopped while this build ran; build it again",
-                )
-                .map(|_| ())
+                interrupt(conn, &b, &stopped_reason(JobId::Build(b.id))).map(|_| ())
             })
             .await
         }
@@ -830,20 +803,7 @@ async fn record_checkout(
                 &version,
             )?));
         }
-        let secrets = secrets::resolve_all(conn, &key, b.pipeline_id)?;
-        let masker = Masker::new(secrets.iter().map(|(_, v)| v.expose_secret()));
-        let mut env = BTreeMap::new();
-        for (name, value) in &variables {
-            let value = if value.contains("${{") {
-                secrets::substitute_secrets(conn, &key, b.pipeline_id, value)
-                    .map_err(|e| EngineError::Invalid(format!("variable {name}: {e}")))?
-                    .expose_secret()
-                    .to_string()
-            } else {
-                value.clone()
-            };
-            env.insert(name.clone(), value);
-        }
+        let (mut env, masker) = resolve_variables(conn, &key, b.pipeline_id, &variables)?;
         env.insert("SLIPWAY_PIPELINE".into(), pipeline.clone());
         env.insert("SLIPWAY_BUILD_NUMBER".into(), b.number.to_string());
         env.insert("SLIPWAY_COMMIT".into(), commit.commit_sha.clone());
@@ -905,24 +865,6 @@ fn version_taken(
         "version {version} exists already in {pipeline}{}; a version is released once, so this build makes no release (put {{build}} in the version template to give every build its own version)",
         by.unwrap_or_default()
     ))
-}
-
-async fn resolve_value(
-    ctx: &RunContext,
-    pipeline_id: i64,
-    value: &str,
-) -> Result<String, EngineError> {
-    if !value.contains("${{") {
-        return Ok(value.to_string());
-    }
-    let key = ctx.secret_key.clone();
-    let text = value.to_string();
-    blocking(&ctx.db, move |conn| {
-        Ok(secrets::substitute_secrets(conn, &key, pipeline_id, &text)?
-            .expose_secret()
-            .to_string())
-    })
-    .await
 }
 
 #[expect(clippy::too_many_arguments)]

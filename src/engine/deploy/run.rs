@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::rules::{self, ReleaseRef};
@@ -49,28 +48,31 @@ use crate::engine::builds::artifacts;
 use crate::engine::builds::task_label;
 use crate::engine::deploy::requests;
 use crate::engine::deploy::transitions::{self, subject, transition};
+use crate::engine::jobs::env::{resolve_value, resolve_variables};
 use crate::engine::jobs::runner::{
     self, DbLogSink, LogSender, ProgramTask, ShellTask, TaskLog, TaskOutcome,
 };
+use crate::engine::jobs::{JobContext, JobId, stopped_reason};
 use crate::engine::{ENGINE_ACTOR, blocking};
-use crate::engine::{EngineError, pipelines, secrets};
+use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, ArtifactRow, Db, DbConn, DeploymentRow, ReleaseRow, TaskRunRow};
 
-/// What a deployment run needs from the engine.
+/// What a deployment run needs from the engine: a job's context, the HTTP
+/// client of `http` tasks and the slots of `deploy_slot`/`swap_slots`.
 #[derive(Clone)]
 pub(crate) struct DeployContext {
-    pub db: Db,
-    pub data_dir: PathBuf,
-    pub secret_key: Arc<secrets::SecretKey>,
-    pub default_task_timeout: Duration,
-    pub kill_grace: Duration,
-    pub keep_workspaces: bool,
-    /// Fired by the engine's shutdown (the deployment's own token is its child).
-    pub shutdown: CancellationToken,
+    pub job: JobContext,
     /// The pooled client of `http` tasks.
     pub http: reqwest::Client,
     /// Runs `deploy_slot` and `swap_slots` tasks.
     pub slots: crate::engine::slots::Slots,
+}
+
+impl std::ops::Deref for DeployContext {
+    type Target = JobContext;
+    fn deref(&self) -> &JobContext {
+        &self.job
+    }
 }
 
 /// What the dispatcher knows of a queued deployment.
@@ -348,12 +350,8 @@ pub(crate) async fn run_deployment(
         Err(Stop::Canceled) if ctx.shutdown.is_cancelled() => {
             let d = d.clone();
             blocking(&ctx.db, move |conn| {
-                transitions::interrupt(
-                    conn,
-                    &d,
-                    "Slipway stopped while this deployment ran; redeploy it",
-                )
-                .map(|_| ())
+                transitions::interrupt(conn, &d, &stopped_reason(JobId::Deployment(d.id)))
+                    .map(|_| ())
             })
             .await
         }
@@ -470,7 +468,7 @@ async fn execute(
         let mut env = shared.env.clone();
         let mut variables = shared.variables.clone();
         for (name, value) in &spec.env {
-            let value = resolve(ctx, d.pipeline_id, value)
+            let value = resolve_value(ctx, d.pipeline_id, value)
                 .await
                 .map_err(|e| Stop::Fail(format!("task `{}`: env {name}: {e}", task.name)))?;
             env.insert(name.clone(), value.clone());
@@ -569,20 +567,7 @@ async fn prepare(
         return Err(Stop::Fail(format!("{place} reads a secret, but {why}")));
     }
     let prepared = blocking(&ctx.db, move |conn| {
-        let all = secrets::resolve_all(conn, &key, pipeline_id)?;
-        let masker = Masker::new(all.iter().map(|(_, v)| v.expose_secret()));
-        let mut resolved = BTreeMap::new();
-        for (name, value) in &variables {
-            let value = if value.contains("${{") {
-                secrets::substitute_secrets(conn, &key, pipeline_id, value)
-                    .map_err(|e| EngineError::Invalid(format!("variable {name}: {e}")))?
-                    .expose_secret()
-                    .to_string()
-            } else {
-                value.clone()
-            };
-            resolved.insert(name.clone(), value);
-        }
+        let (resolved, masker) = resolve_variables(conn, &key, pipeline_id, &variables)?;
         let artifacts = storage::list_artifacts(conn, release.id)?;
         Ok((resolved, artifacts, masker))
     })
@@ -598,24 +583,6 @@ async fn prepare(
         },
         masker,
     ))
-}
-
-async fn resolve(
-    ctx: &DeployContext,
-    pipeline_id: i64,
-    value: &str,
-) -> Result<String, EngineError> {
-    if !value.contains("${{") {
-        return Ok(value.to_string());
-    }
-    let key = ctx.secret_key.clone();
-    let text = value.to_string();
-    blocking(&ctx.db, move |conn| {
-        Ok(secrets::substitute_secrets(conn, &key, pipeline_id, &text)?
-            .expose_secret()
-            .to_string())
-    })
-    .await
 }
 
 /// Copies the release's artifacts from the store into a fresh `workdir`,
@@ -713,7 +680,7 @@ impl TaskRun<'_> {
                 method,
                 url,
                 expect_status,
-            } => match resolve(ctx, self.deployment.pipeline_id, url).await {
+            } => match resolve_value(ctx, self.deployment.pipeline_id, url).await {
                 Ok(url) => {
                     run_http(
                         &ctx.http,

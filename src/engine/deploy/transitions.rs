@@ -35,34 +35,6 @@ pub fn find(conn: &mut DbConn, id: i64) -> Result<DeploymentRow, EngineError> {
         .ok_or_else(|| EngineError::NotFound(format!("There is no deployment #{id}.")))
 }
 
-/// Marks running deployments whose runner is gone as `interrupted` (with a
-/// reason), with their running tasks. `runner`: this instance, just
-/// started (its running deployments are left from its previous process).
-/// Returns the deployments it changed.
-pub fn interrupt_orphans(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<DeploymentRow>, EngineError> {
-    let orphans = storage::deployments::orphaned_deployments(conn, runner, stale_before)?;
-    let mut changed = Vec::new();
-    for d in orphans {
-        let reason = match (&d.runner, runner) {
-            (Some(r), Some(me)) if r == me => {
-                "Slipway was restarted while this deployment ran; redeploy it".to_string()
-            }
-            (Some(r), _) => {
-                format!("the Slipway instance running it ({r}) stopped answering; redeploy it")
-            }
-            (None, _) => "no Slipway instance was running it; redeploy it".to_string(),
-        };
-        if interrupt(conn, &d, &reason)? {
-            changed.push(d);
-        }
-    }
-    Ok(changed)
-}
-
 /// `running → interrupted` with `reason` (one transaction, `deployment.interrupt`).
 pub(crate) fn interrupt(
     conn: &mut DbConn,

@@ -40,7 +40,7 @@ use crate::domain::{Schedule, TriggerOutcome};
 use crate::engine::deploy::requests::{self, DeployOutcome, DeployRequest};
 use crate::engine::triggers::schedules::{self, Pick, rfc3339};
 use crate::engine::{ENGINE_ACTOR, blocking};
-use crate::engine::{Engine, EngineError, pipelines};
+use crate::engine::{EngineError, pipelines};
 use crate::storage::schedules::{self as store, NewTriggerRun};
 use crate::storage::{self, Db, DbConn, StageRow};
 
@@ -58,11 +58,18 @@ pub const SCHEDULE_TRIGGER: &str = "schedule";
 const TICK_CRON: &str = "* * * * * *";
 
 /// Runs the scheduler on `tracker`: the catch-up pass, then the dispatch
-/// job every second until `shutdown`. Called once by `Engine::start`.
-pub(crate) fn run(engine: &Engine, db: &Db, shutdown: &CancellationToken, tracker: &TaskTracker) {
+/// job every second until `shutdown`. Called once by `Engine::start`, with
+/// the instance's name and what wakes the deployment dispatcher.
+pub(crate) fn run(
+    instance: String,
+    wake_deployments: Arc<dyn Fn() + Send + Sync>,
+    db: &Db,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     let scheduler = Arc::new(Scheduler {
-        instance: engine.runner_id().unwrap_or("unstarted").to_string(),
-        engine: engine.clone(),
+        instance,
+        wake_deployments,
         db: db.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -72,7 +79,8 @@ pub(crate) fn run(engine: &Engine, db: &Db, shutdown: &CancellationToken, tracke
 }
 
 struct Scheduler {
-    engine: Engine,
+    /// Wakes the deployment dispatcher after a fire queued deployments.
+    wake_deployments: Arc<dyn Fn() + Send + Sync>,
     db: Db,
     instance: String,
     shutdown: CancellationToken,
@@ -175,7 +183,7 @@ impl Scheduler {
         })
         .await?;
         if deployed > 0 {
-            self.engine.notify_deployments();
+            (self.wake_deployments)();
         }
         Ok(fired)
     }

@@ -1,5 +1,7 @@
-//! The deployment side of the [`Engine`] (a child module of `runtime`, so it
-//! shares the engine's state):
+//! The deployment side of the [`Engine`]: ask for, redeploy and cancel
+//! deployments, swaps a person asks for, approval decisions, and the
+//! dispatcher that hands claimed deployments to the job runtime
+//! (`runtime/jobs.rs`; its heartbeat and sweep cover deployments too):
 //!
 //! - **Dispatcher.** Woken at once when a deployment is queued
 //!   ([`Engine::deploy`], [`Engine::notify_deployments`]; after a build, a
@@ -13,21 +15,16 @@
 //!   deployments and no older one of the stage is queued. The claim is a
 //!   conditional update with the pipeline row locked, so with several
 //!   instances on one database each deployment starts exactly once.
-//! - **Heartbeat.** Every [`EngineConfig::heartbeat`](super::EngineConfig)
-//!   the running deployments of this instance are marked alive, the ones
-//!   canceled through another instance are stopped, and deployments of an
-//!   instance silent for `stale_after` are interrupted.
-//! - **Recovery.** On start, the running deployments this instance left
-//!   behind become `interrupted` (they can be redeployed); queued and
-//!   waiting ones are simply picked up again.
+//! - **Heartbeat and recovery** are the job runtime's (`runtime/jobs.rs`):
+//!   running deployments whose instance stopped are `interrupted` (they
+//!   can be redeployed); queued and waiting ones are simply picked up again.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashSet;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use super::{Engine, lock, stale_before};
+use super::Engine;
+use super::jobs::ClaimedJob;
 use crate::domain::rules;
 use crate::domain::{DeploymentEvent, DeploymentState};
 use crate::engine::EngineError;
@@ -35,6 +32,7 @@ use crate::engine::deploy::requests::{self, DeployOutcome, DeployRequest};
 use crate::engine::deploy::run::{self, DeployContext};
 use crate::engine::deploy::swaps::{self, SwapAsk, SwapRoute};
 use crate::engine::deploy::transitions;
+use crate::engine::jobs::JobId;
 use crate::engine::slots::SwapOutcome;
 use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::storage::{self, DeploymentRow};
@@ -63,9 +61,7 @@ const SWAP_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(20)
 /// The engine's deployment state.
 pub(super) struct DeployState {
     /// Wakes the deployment dispatcher.
-    wake: Notify,
-    /// Cancellation tokens of the deployments this instance runs.
-    running: Mutex<HashMap<i64, CancellationToken>>,
+    pub(super) wake: Notify,
     /// One pooled HTTP client for `http` tasks.
     http: reqwest::Client,
 }
@@ -82,7 +78,6 @@ impl DeployState {
             });
         DeployState {
             wake: Notify::new(),
-            running: Mutex::new(HashMap::new()),
             http,
         }
     }
@@ -249,66 +244,17 @@ impl Engine {
     /// [`requests::cancel_deployment`] recorded the cancellation).
     /// Returns whether it runs here.
     pub fn signal_cancel_deployment(&self, id: i64) -> bool {
-        match lock(&self.inner.deploy.running).get(&id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
+        self.inner.leases.cancel(JobId::Deployment(id))
     }
 
     /// Ids of the deployments running on this instance.
     pub fn running_deployments(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = lock(&self.inner.deploy.running).keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Interrupts what this instance's previous process left running, then
-    /// starts the dispatcher and the heartbeat (called by [`Engine::start`]).
-    pub(super) async fn start_deployments(&self, runner: String) -> Result<(), EngineError> {
-        let stale = stale_before(self.inner.config.stale_after);
-        let recovered = blocking(&self.inner.db, move |conn| {
-            transitions::interrupt_orphans(conn, Some(&runner), stale)
-        })
-        .await?;
-        for d in &recovered {
-            tracing::warn!(
-                deployment = d.id,
-                stage = %d.stage,
-                "deployment was left running by a previous process; marked interrupted"
-            );
-        }
-        let me = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { me.deploy_dispatch_loop().await });
-        let me = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { me.deploy_heartbeat_loop().await });
-        self.notify_deployments();
-        Ok(())
-    }
-
-    async fn deploy_dispatch_loop(self) {
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            if let Err(e) = self.deploy_dispatch_once().await {
-                tracing::error!(error = %e, "deployment dispatcher");
-            }
-            tokio::select! {
-                _ = self.inner.deploy.wake.notified() => {}
-                _ = tokio::time::sleep(self.inner.config.safety_poll) => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
+        self.inner.leases.ids(false)
     }
 
     /// Moves queued deployments on: to their approvals or gates, or claims
     /// the ones that may run now and starts them.
-    async fn deploy_dispatch_once(&self) -> Result<(), EngineError> {
+    pub(super) async fn dispatch_deployments(&self) -> Result<(), EngineError> {
         if self.inner.shutdown.is_cancelled() {
             return Ok(());
         }
@@ -357,18 +303,16 @@ impl Engine {
                 if claims && blocked.contains(&stage_key) {
                     continue;
                 }
-                let token = me.inner.shutdown.child_token();
-                lock(&me.inner.deploy.running).insert(d.id, token.clone());
-                match run::advance(conn, &d, &plan, &runner) {
-                    Ok(Some(started)) => claimed.push((started, plan, token)),
+                let job = JobId::Deployment(d.id);
+                let advance = || run::advance(conn, &d, &plan, &runner);
+                match me.inner.leases.claim(job, &me.inner.shutdown, advance) {
+                    Ok(Some((started, token))) => claimed.push((started, plan, token)),
                     Ok(None) => {
-                        lock(&me.inner.deploy.running).remove(&d.id);
                         if claims {
                             blocked.insert(stage_key);
                         }
                     }
                     Err(e) => {
-                        lock(&me.inner.deploy.running).remove(&d.id);
                         tracing::error!(deployment = d.id, error = %e, "cannot start a deployment");
                     }
                 }
@@ -389,64 +333,16 @@ impl Engine {
         self.inner.gates.notify();
         for (started, plan, token) in claimed {
             let ctx = DeployContext {
-                db: self.inner.db.clone(),
-                data_dir: self.inner.data_dir.clone(),
-                secret_key: self.inner.secret_key.clone(),
-                default_task_timeout: self.inner.config.default_task_timeout,
-                kill_grace: self.inner.config.kill_grace,
-                keep_workspaces: self.inner.config.keep_workspaces,
-                shutdown: self.inner.shutdown.clone(),
+                job: self.job_context(),
                 http: self.inner.deploy.http.clone(),
                 slots: self.inner.slots.clone(),
             };
-            let me = self.clone();
-            self.inner.tracker.spawn(async move {
-                let id = started.deployment.id;
-                run::run_deployment(ctx, started, plan, token).await;
-                lock(&me.inner.deploy.running).remove(&id);
-                // A place in the stage is free, and `after` triggers may have queued more.
-                me.notify_deployments();
-            });
-        }
-        Ok(())
-    }
-
-    async fn deploy_heartbeat_loop(self) {
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.heartbeat) => {}
-                _ = shutdown.cancelled() => break,
-            }
-            if let Err(e) = self.deploy_heartbeat_once().await {
-                tracing::error!(error = %e, "deployment heartbeat");
-            }
-        }
-    }
-
-    async fn deploy_heartbeat_once(&self) -> Result<(), EngineError> {
-        let runner = self.runner();
-        let local = self.running_deployments();
-        let stale = stale_before(self.inner.config.stale_after);
-        let (states, recovered) = blocking(&self.inner.db, move |conn| {
-            storage::deployments::heartbeat_deployments(conn, &runner)?;
-            let states = storage::deployments::deployment_states(conn, &local)?;
-            let recovered = transitions::interrupt_orphans(conn, None, stale)?;
-            Ok((states, recovered))
-        })
-        .await?;
-        for (id, state) in states {
-            if state.is_terminal() {
-                // Canceled through another instance.
-                self.signal_cancel_deployment(id);
-            }
-        }
-        for d in recovered {
-            tracing::warn!(
-                deployment = d.id,
-                runner = d.runner.as_deref().unwrap_or("-"),
-                "a running deployment's instance went silent; marked interrupted"
-            );
+            let job = ClaimedJob::Deployment {
+                started: Box::new(started),
+                plan: Box::new(plan),
+                ctx,
+            };
+            self.launch(job, token);
         }
         Ok(())
     }
