@@ -16,15 +16,18 @@ pub mod git;
 pub mod live;
 pub mod notify;
 pub mod pipelines;
+pub mod push;
 pub mod runner;
 mod runtime;
 pub mod scheduler;
 pub mod schedules;
 pub mod secrets;
+pub mod sessions;
 pub mod slots;
 pub mod stages;
 pub mod swaps;
 pub mod users;
+pub mod waiting;
 
 pub use runtime::{Engine, EngineConfig, SwapDone};
 
