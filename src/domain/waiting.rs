@@ -2,7 +2,7 @@
 //! waits — "queued (position 2)", "after dev succeeds", "scheduled: next
 //! fire Fri 03:00 PST", "superseded by 1.0.9", "waits for" whoever must
 //! still approve. One decision, read by the board and the release history
-//! (`engine::waiting` gathers the facts from the database).
+//! (`engine::deploy::waiting` gathers the facts from the database).
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,7 +1,7 @@
 //! `POST /hooks/{provider}/{pipeline}`: push webhooks of GitHub, GitLab,
 //! Gitea and the generic HMAC shape (`docs/webhooks.md`).
 //!
-//! A thin handler over the engine's use case ([`crate::engine::push`]):
+//! A thin handler over the engine's use case ([`crate::engine::triggers::push`]):
 //! the provider must be known (404) and the body at most 1 MiB (413);
 //! then the engine decides, and its outcome is answered here: an unknown
 //! pipeline 404, a delivery that cannot be verified 401, a payload that
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::domain::webhook::{Headers, Provider, WebhookError};
-use crate::engine::push::{self, Delivery, MAX_BODY, PushError, PushOutcome};
+use crate::engine::triggers::push::{self, Delivery, MAX_BODY, PushError, PushOutcome};
 use crate::web::api::builds::BuildDto;
 use crate::web::{ApiError, State, WebError};
 

@@ -16,7 +16,7 @@
 //! the shown releases, queued deployments, what is live per stage, the
 //! newest build per pipeline, the current definitions for the stages'
 //! deployers) plus, per pipeline, its newest releases and what is live in
-//! each stage (`engine::live`); the explanations and offers are derived
+//! each stage (`engine::deploy::live`); the explanations and offers are derived
 //! from those rows, never a query per cell.
 
 use std::collections::HashMap;
@@ -28,10 +28,10 @@ use chrono::Utc;
 use super::render;
 use crate::domain::rules::{self, Offer, OfferFacts, Permission, ReleaseRef};
 use crate::domain::{BuildState, PipelineDefinition, TriggerOutcome};
-use crate::engine::schedules::NOTHING_NEW;
-use crate::engine::waiting::{
+use crate::engine::deploy::waiting::{
     self, Explainer, latest_by_release_and_stage, next_fires_of, queue_positions,
 };
+use crate::engine::triggers::schedules::NOTHING_NEW;
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow, ReleaseRow, StageRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
@@ -165,7 +165,7 @@ pub fn trigger_word(kind: &str) -> &'static str {
     }
 }
 
-/// Each stage's live release as a table marks it (`engine::waiting::live_marks`).
+/// Each stage's live release as a table marks it (`engine::deploy::waiting::live_marks`).
 pub type LiveMarks = HashMap<String, (i64, Option<String>)>;
 
 /// A table row for one release against the stage columns.
@@ -372,7 +372,7 @@ fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, We
     let deployments = storage::deployments_for_releases(conn, &release_ids)?;
     let latest = latest_by_release_and_stage(&deployments);
     let positions = queue_positions(&store::queued_deployments(conn)?);
-    let needed = crate::engine::approvals::needed_by_deployment(conn)?;
+    let needed = crate::engine::deploy::approvals::needed_by_deployment(conn)?;
     let last_fires = store::last_fires(conn, &ids)?;
     let next_fires = next_fires_of(&all_stages, now);
     let unfinished = storage::builds::unfinished_builds(conn)?;

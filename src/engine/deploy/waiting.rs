@@ -11,9 +11,9 @@ use chrono::Utc;
 
 pub use crate::domain::waiting::{DeploymentFacts, Explainer, StageFacts, queue_positions};
 
-use super::EngineError;
-use super::schedules::schedule_of_stage;
 use crate::domain::DeploymentState;
+use crate::engine::EngineError;
+use crate::engine::triggers::schedules::schedule_of_stage;
 use crate::storage::schedules as store;
 use crate::storage::{DbConn, DeploymentRow, PipelineRow, ReleaseRow, StageRow};
 
@@ -219,7 +219,7 @@ pub fn live_marks(
     conn: &mut DbConn,
     pipeline: &PipelineRow,
 ) -> HashMap<String, (i64, Option<String>)> {
-    let live = super::pipelines::load(conn, &pipeline.name)
+    let live = crate::engine::pipelines::load(conn, &pipeline.name)
         .and_then(|loaded| super::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition));
     match live {
         Ok(live) => live
