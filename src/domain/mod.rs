@@ -22,6 +22,7 @@ pub mod slot_ops;
 mod text;
 pub use text::{Count, plural};
 pub mod version;
+pub mod waiting;
 pub mod webhook;
 
 pub use approval::{ApprovalState, Decision};

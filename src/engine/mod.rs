@@ -11,7 +11,8 @@
 //! - `slots/` — slot processes and the router;
 //! - `jobs/` — what builds and deployments share to run their tasks;
 //! - `runtime/` — the [`Engine`] handle that wires them and runs the loops;
-//! - `users`, `secrets`, `changes` — people, the secret store, live pages.
+//! - `users`, `sessions`, `secrets`, `changes` — people and their browser
+//!   sessions, the secret store, live pages.
 //!
 //! This file holds what every part shares: [`EngineError`],
 //! [`ENGINE_ACTOR`] and [`blocking`].
@@ -23,6 +24,7 @@ pub mod jobs;
 pub mod pipelines;
 pub mod runtime;
 pub mod secrets;
+pub mod sessions;
 pub mod slots;
 pub mod triggers;
 pub mod users;

@@ -118,7 +118,7 @@ pub fn permission(user: Option<&AuthUser>, stage: &Stage) -> Permission<'static>
 /// How many approvals wait for the signed-in user, counted by
 /// [`authenticate`] for page requests and form posts outside `/api/` (a
 /// form answered with its errors shows the same header as the page) and
-/// shown in the navigation by [`super::session::Nav`].
+/// shown in the navigation by [`super::nav::Nav`].
 #[derive(Debug, Clone, Copy)]
 pub struct WaitingApprovals(pub usize);
 

@@ -114,7 +114,7 @@ impl From<actix_web::error::BlockingError> for WebError {
 #[derive(Template)]
 #[template(path = "errors/error.html")]
 struct ErrorPage<'a> {
-    nav: super::session::Nav,
+    nav: super::nav::Nav,
     title: &'a str,
     status: u16,
     message: &'a str,
@@ -139,13 +139,13 @@ impl ResponseError for WebError {
         self.log();
         HttpResponse::build(self.status_code())
             .content_type("text/html; charset=utf-8")
-            .body(self.page(super::session::Nav::anonymous()))
+            .body(self.page(super::nav::Nav::anonymous()))
     }
 }
 
 impl WebError {
     /// The error page's HTML, with `nav` as its header.
-    fn page(&self, nav: super::session::Nav) -> String {
+    fn page(&self, nav: super::nav::Nav) -> String {
         let status = self.status_code();
         let title = match self {
             WebError::NotFound(_) => "Not found",
@@ -179,7 +179,7 @@ pub async fn with_nav(
         .response()
         .error()
         .and_then(|e| e.as_error::<WebError>())
-        .map(|e| e.page(super::session::Nav::of(res.request())));
+        .map(|e| e.page(super::nav::Nav::of(res.request())));
     Ok(match page {
         Some(body) => res.map_body(|_, _| BoxBody::new(body)),
         None => res.map_into_boxed_body(),

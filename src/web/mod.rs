@@ -10,7 +10,9 @@ pub mod error;
 pub mod events;
 pub mod headers;
 pub mod hooks;
+pub mod login;
 pub mod metrics;
+pub mod nav;
 pub mod oidc;
 pub mod pages;
 pub mod session;
@@ -101,9 +103,9 @@ impl AppState {
 /// The route table: pages, API, health and static files.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(pages::board::index))
-        .route("/login", web::get().to(session::login_form))
-        .route("/login", web::post().to(session::login))
-        .route("/logout", web::post().to(session::logout))
+        .route("/login", web::get().to(login::login_form))
+        .route("/login", web::post().to(login::login))
+        .route("/logout", web::post().to(login::logout))
         .route("/auth/oidc/login", web::get().to(oidc::login))
         .route("/auth/oidc/callback", web::get().to(oidc::callback))
         .route("/settings/tokens", web::get().to(pages::settings::tokens))

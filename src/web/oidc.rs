@@ -45,10 +45,11 @@ use openidconnect::{
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::session::{Nav, safe_next};
+use super::nav::Nav;
+use super::session::safe_next;
 use super::{AppState, State, WebError};
 use crate::config::OidcSettings;
-use crate::engine::users::{self, SsoIdentity};
+use crate::engine::users::SsoIdentity;
 
 /// Every claim of the ID token that openidconnect does not model itself,
 /// so that the groups claim can have any name.
@@ -513,12 +514,12 @@ async fn finish(
     let previous = super::session::session_id(session);
     let (user, sid) = state
         .with_conn::<_, WebError, _>(move |conn| {
-            let user = users::sso_sign_in(conn, &identity, &from)?;
-            if let Some(old) = previous {
-                users::end_session(conn, &old)?;
-            }
-            let sid = users::start_session(conn, user.id)?;
-            Ok((user, sid))
+            Ok(crate::engine::sessions::sign_in_with_sso(
+                conn,
+                &identity,
+                &from,
+                previous.as_deref(),
+            )?)
         })
         .await?;
     super::session::begin(

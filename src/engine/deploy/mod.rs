@@ -9,6 +9,8 @@
 //!   its tasks; `notify` — the notifications they send.
 //! - `live` — each stage's one live release; `swaps` — a swap or rollback a
 //!   person asks for, as a deployment of the stage that owns the slot.
+//! - `waiting` — why a release is not (yet) in a stage, or why its
+//!   deployment waits, for the board and the release history.
 
 pub mod approvals;
 pub mod gates;
@@ -18,3 +20,4 @@ pub mod requests;
 pub mod run;
 pub mod swaps;
 pub mod transitions;
+pub mod waiting;

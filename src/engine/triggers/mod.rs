@@ -1,5 +1,7 @@
-//! What starts deployments by itself: the cron schedules of stages
-//! (`scheduler`, `schedules`).
+//! What starts work by itself: the cron schedules of stages
+//! (`scheduler`, `schedules`), and a push webhook's delivery that queues a
+//! build (`push`).
 
+pub mod push;
 pub mod scheduler;
 pub mod schedules;

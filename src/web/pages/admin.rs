@@ -16,7 +16,8 @@ use crate::domain::authz::Action;
 use crate::engine::users::{self, UserChange};
 use crate::storage::GROUP_SOURCE_SSO;
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::nav::Nav;
+use crate::web::session::check_csrf;
 use crate::web::views::time;
 use crate::web::{State, WebError};
 

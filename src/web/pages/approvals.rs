@@ -41,8 +41,9 @@ use crate::engine::deploy::gates::questions::{self, OpenQuestion};
 use crate::storage::{ApprovalDecisionRow, DbConn};
 use crate::web::api::approvals::person;
 use crate::web::auth::{AuthUser, CurrentUser};
+use crate::web::nav::Nav;
 use crate::web::oidc::fresh_sign_in_url;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::session::check_csrf;
 use crate::web::views::{iso, time};
 use crate::web::{State, WebError, urls};
 

@@ -10,7 +10,7 @@ use super::render;
 use crate::domain::authz::Action;
 use crate::storage::{self, AuditFilter};
 use crate::web::auth::CurrentUser;
-use crate::web::session::Nav;
+use crate::web::nav::Nav;
 use crate::web::views::{iso, time};
 use crate::web::{State, WebError, urls};
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::render;
 use crate::domain::BuildState;
 use crate::engine::builds::{self, BuildDetail, BuildLogChunk};
-use crate::web::session::Nav;
+use crate::web::nav::Nav;
 use crate::web::views::{StateBadge, sha7, time};
 use crate::web::{State, WebError, urls};
 

@@ -23,7 +23,8 @@ use crate::engine::deploy::requests::{DeployOutcome, DeployRequest, deployment_d
 use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, DbConn};
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf, safe_next, set_flash};
+use crate::web::nav::Nav;
+use crate::web::session::{check_csrf, safe_next, set_flash};
 use crate::web::{State, WebError, urls};
 
 /// How many releases the picker offers (newest first).

@@ -16,7 +16,8 @@ use crate::domain::authz::Action;
 use crate::engine::deploy::requests::{self, DeploymentDetail, DeploymentLogChunk};
 use crate::web::api::deployments::log_api_url;
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf, safe_next, set_flash};
+use crate::web::nav::Nav;
+use crate::web::session::{check_csrf, safe_next, set_flash};
 use crate::web::views::{StateBadge, time};
 use crate::web::{State, WebError, urls};
 

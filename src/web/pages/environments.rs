@@ -16,7 +16,8 @@ use crate::engine::deploy::swaps::{SwapAsk, SwapReview};
 use crate::engine::slots::SlotView;
 use crate::engine::slots::supervisor::Health;
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::nav::Nav;
+use crate::web::session::check_csrf;
 use crate::web::views::time;
 use crate::web::{State, WebError, urls};
 

@@ -23,7 +23,8 @@ use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
 use crate::engine::deploy::gates::{self, GateRunView, RunEvidence};
 use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::nav::Nav;
+use crate::web::session::check_csrf;
 use crate::web::views::time;
 use crate::web::{State, WebError, urls};
 

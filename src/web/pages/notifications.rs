@@ -12,7 +12,8 @@ use super::render;
 use crate::domain::authz::Action;
 use crate::storage::notifications::{self as store, DELIVERED, FAILED};
 use crate::web::auth::CurrentUser;
-use crate::web::session::{Nav, check_csrf};
+use crate::web::nav::Nav;
+use crate::web::session::check_csrf;
 use crate::web::views::{iso, time};
 use crate::web::{State, WebError, urls};
 

@@ -11,7 +11,7 @@ use super::render;
 use crate::domain::{Approvals, Environment, Gates, PipelineDefinition, Stage, Trigger, Upstream};
 use crate::engine::pipelines::{self, LoadedPipeline};
 use crate::storage::{self, ReleaseRow};
-use crate::web::session::Nav;
+use crate::web::nav::Nav;
 use crate::web::views::{sha7, time};
 use crate::web::{State, WebError, urls};
 
@@ -362,7 +362,7 @@ pub struct RecentRelease {
 #[derive(Template)]
 #[template(path = "pages/pipeline.html")]
 pub struct PipelinePage {
-    pub nav: crate::web::session::Nav,
+    pub nav: crate::web::nav::Nav,
     pub name: String,
     pub description: Option<String>,
     pub repo: String,

@@ -5,14 +5,15 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::board::{CellAction, Row, history_explainer, latest_by_release_and_stage, release_row};
+use super::board::{CellAction, Row, release_row};
 use super::render;
 use crate::domain::DeploymentState;
-use crate::domain::rules::{self, Offer, OfferFacts, ReleaseRef};
+use crate::domain::rules::{self, OfferFacts, ReleaseRef};
+use crate::engine::deploy::waiting::{self, history_explainer, latest_by_release_and_stage};
 use crate::engine::pipelines;
 use crate::storage::{self, ReleaseFilter, StageRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
-use crate::web::session::Nav;
+use crate::web::nav::Nav;
 use crate::web::views::{StateBadge, sha7, size, time};
 use crate::web::{State, WebError, urls};
 
@@ -93,7 +94,7 @@ pub struct StageOption {
 #[derive(Template)]
 #[template(path = "pages/releases.html")]
 pub struct HistoryPage {
-    pub nav: crate::web::session::Nav,
+    pub nav: crate::web::nav::Nav,
     pub pipeline: String,
     pub pipeline_url: String,
     pub stages: Vec<StageOption>,
@@ -126,11 +127,11 @@ pub async fn history(
             let deployments = storage::deployments_for_releases(conn, &ids)?;
             let latest = latest_by_release_and_stage(&deployments);
             let stage_refs: Vec<&StageRow> = stages.iter().collect();
-            let mut explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
-            explain.live = super::board::live_of(conn, &pipeline);
+            let explain = history_explainer(conn, pipeline.id, &stage_refs, &deployments)?;
+            let marks = waiting::live_marks(conn, &pipeline);
             let rows = releases
                 .iter()
-                .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest, &explain))
+                .map(|r| release_row(&pipeline.name, r, &stage_refs, &latest, &explain, &marks))
                 .collect();
             let branch = filter.branch.clone().unwrap_or_default();
             let state_value = filter.state.map(|s| s.as_str()).unwrap_or_default();
@@ -234,7 +235,7 @@ pub struct Lineage {
 #[derive(Template)]
 #[template(path = "pages/release.html")]
 pub struct ReleasePage {
-    pub nav: crate::web::session::Nav,
+    pub nav: crate::web::nav::Nav,
     pub pipeline: String,
     pub pipeline_url: String,
     pub releases_url: String,
@@ -297,29 +298,14 @@ fn stage_actions(
             latest_here: latest.map(|d| d.state),
             permission: permission(user, stage),
         });
-        let action = match offer {
-            Offer::Nothing => continue,
-            Offer::Deploy { promote } => CellAction {
-                url: Some(urls::stage_deploy(pipeline, name)),
-                label: format!("{} to {name}", if promote { "Promote" } else { "Deploy" }),
-                release: Some(release.version.clone()),
-                reason: None,
-            },
-            Offer::Retry => match latest {
-                Some(d) => CellAction {
-                    url: Some(urls::deployment_redeploy(pipeline, &release.version, d.id)),
-                    label: format!("Retry {name}"),
-                    release: None,
-                    reason: None,
-                },
-                None => continue,
-            },
-            Offer::Refused(reason) => CellAction {
-                url: None,
-                label: String::new(),
-                release: None,
-                reason: Some(reason),
-            },
+        let Some(action) = CellAction::of(
+            offer,
+            pipeline,
+            name,
+            &release.version,
+            latest.map(|d| d.id),
+        ) else {
+            continue;
         };
         actions.push((name.to_string(), action));
     }

@@ -25,7 +25,7 @@ use crate::engine::pipelines;
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
-use crate::web::session::Nav;
+use crate::web::nav::Nav;
 use crate::web::views::{StateBadge, time, trigger_words};
 use crate::web::{State, WebError, urls};
 
