@@ -2,7 +2,7 @@
 //! pages that something they show has changed.
 //!
 //! - **Watcher.** A task started with the engine reads the database's
-//!   [`Watermark`] every [`EngineConfig::live_interval`] (300 ms by default;
+//!   [`Watermark`] every `live_interval` of the engine's settings (300 ms by default;
 //!   a few index lookups) and, when it moved, publishes a [`Change`] naming
 //!   the [`Topic`]s that moved. The database is the source, not in-process
 //!   hooks, so a page served by one instance sees changes made through any
@@ -15,8 +15,6 @@
 //!   may hold at most [`MAX_STREAMS_PER_USER`] at once. A subscription ends
 //!   when the engine shuts down or [`Changes::close`] is called (the server
 //!   is stopping), so an open page never holds up a graceful shutdown.
-//!
-//! [`EngineConfig::live_interval`]: super::EngineConfig::live_interval
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -94,6 +94,6 @@ fn push_error(e: PushError) -> ApiError {
     match e {
         PushError::Unauthorized(m) => WebError::Unauthorized(m).into(),
         PushError::BadPayload(m) => WebError::BadRequest(m).into(),
-        PushError::Engine(e) => e.into(),
+        PushError::Failed(e) => e.into(),
     }
 }

@@ -7,7 +7,7 @@
 //! `build.succeed` + `release.create`, `build.fail`, `build.cancel`,
 //! `build.interrupt`):
 //!
-//! 1. the dispatcher claims it (`queued → running`, see [`super::Engine`]);
+//! 1. the dispatcher claims it (`queued → running`, see `Engine`);
 //! 2. the pipeline's mirror is fetched and the branch (or the asked-for
 //!    commit) resolved; the version is rendered from the template, so a
 //!    `{tag}` without a tag or a version already released fails here;
@@ -43,7 +43,7 @@ use crate::engine::jobs::env::{resolve_value, resolve_variables};
 use crate::engine::jobs::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
 use crate::engine::jobs::{JobContext, JobId, stopped_reason};
 use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines};
-use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, TaskRunRow};
+use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, ReleaseRow, TaskRunRow};
 
 /// A request to build a branch or a commit of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn subject(pipeline: &str, number: i64) -> String {
 }
 
 /// Queues a build (one transaction with its `build.queue` audit record).
-/// Call [`super::Engine::notify`] afterwards so it starts at once.
+/// Call `Engine::notify` afterwards so it starts at once.
 ///
 /// Unknown pipeline → `NotFound`; a malformed branch or commit → `Invalid`;
 /// a push to a branch the filter excludes → [`QueueOutcome::Filtered`].
@@ -159,7 +159,7 @@ pub fn queue_build(conn: &mut DbConn, req: &BuildRequest) -> Result<QueueOutcome
 /// `pipeline` again (a Retry of a failed or canceled build; trigger
 /// `retry`), with its `build.queue` and a `build.retry` audit record in one
 /// transaction. A build that has not ended is a `Conflict`. Call
-/// [`super::Engine::notify`] afterwards (or use [`super::Engine::retry`]).
+/// `Engine::notify` afterwards (or use `Engine::retry`).
 pub fn retry_build(
     conn: &mut DbConn,
     pipeline: &str,
@@ -208,7 +208,7 @@ pub fn find_build(conn: &mut DbConn, pipeline: &str, number: i64) -> Result<Buil
 }
 
 /// Cancels a queued or running build (`build.cancel`, by `actor`). Call
-/// [`super::Engine::signal_cancel`] afterwards to stop its running task.
+/// `Engine::signal_cancel` afterwards to stop its running task.
 /// A finished build is a `Conflict`.
 pub fn cancel_build(
     conn: &mut DbConn,
@@ -454,7 +454,14 @@ pub(crate) struct RunContext {
     pub job: JobContext,
     /// Serializes the mirror operations of one pipeline.
     pub mirror_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What a new release starts, inside the release's own transaction
+    /// (the engine passes the deployments' `after: build` requests).
+    pub on_release: OnRelease,
 }
+
+/// What a build's new release starts (pipeline name, release), called in
+/// the transaction that stores the release.
+pub(crate) type OnRelease = fn(&mut DbConn, &str, &ReleaseRow) -> Result<(), EngineError>;
 
 impl std::ops::Deref for RunContext {
     type Target = JobContext;
@@ -930,6 +937,7 @@ async fn release(
     let version = prepared.version.to_string();
     let commit = prepared.commit.clone();
     let branch = prepared.branch.clone();
+    let on_release = ctx.on_release;
     let outcome = blocking(&ctx.db, move |conn| {
         let to = transition(BuildState::Running, BuildEvent::Succeed)?;
         let attempt = storage::write_transaction(conn, |conn| {
@@ -989,7 +997,7 @@ async fn release(
             )?;
             // Continuous deployment: the `after: build` stages are queued in
             // the release's own transaction (the engine wakes their dispatcher).
-            crate::engine::deploy::requests::request_after_build(conn, &pipeline, &release)?;
+            on_release(conn, &pipeline, &release)?;
             if !storage::transition_build(conn, b.id, BuildState::Running, to, None)? {
                 return Err(EngineError::Conflict(
                     "the build changed state meanwhile".into(),

@@ -10,7 +10,7 @@
 //!
 //! - **Wake-up.** [`enqueue`] wakes every worker of the process; as the
 //!   enqueuing transaction may not have committed yet, a worker woken that
-//!   way looks after [`NotifyConfig::settle`]. [`crate::engine::Engine::notify_notifications`]
+//!   way looks after [`NotifyConfig::settle`]. `Engine::notify_notifications`
 //!   wakes it at once; it also looks every [`NotifyConfig::poll`] (other
 //!   instances' deliveries) and when the next retry is due.
 //! - **Claims.** A due delivery is claimed with a conditional update

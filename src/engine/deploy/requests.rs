@@ -1,7 +1,7 @@
 //! Deployments: ask for one (a person, the API, a trigger), cancel it,
 //! redeploy it, recover the ones a dead process left running, and read
 //! them back for pages and the API. Running one is `deploy_run`; the
-//! dispatcher that starts them is on the [`crate::engine::Engine`].
+//! dispatcher that starts them is on the `Engine`.
 //!
 //! Every change of state is one transaction with its audit record, on the
 //! subject `deployment:<pipeline>#<id>`: `deployment.queue` (by the
@@ -130,8 +130,8 @@ fn require_stage_deployer(
 /// Asks for a deployment of a release to a stage: checks the stage rules,
 /// queues it and applies the stage's queue policy (older waiting
 /// deployments superseded with `latest_only`), in one transaction with its
-/// audit records. Call [`crate::engine::Engine::notify_deployments`] afterwards (or
-/// use [`crate::engine::Engine::deploy`]) so it starts at once.
+/// audit records. Call `Engine::notify_deployments` afterwards (or
+/// use `Engine::deploy`) so it starts at once.
 ///
 /// Unknown pipeline, stage or release → `NotFound`; an unknown trigger text
 /// → `Invalid`; a rule says no → `Refused` (HTTP 409) with the reason; the
@@ -414,7 +414,7 @@ pub fn request_after_build(
 
 /// Cancels a waiting or running deployment (`deployment.cancel`, by
 /// `actor`); its pending tasks are skipped and a running one is marked
-/// canceled. Call [`crate::engine::Engine::signal_cancel_deployment`] afterwards
+/// canceled. Call `Engine::signal_cancel_deployment` afterwards
 /// to stop its process. An ended deployment is a `Conflict`.
 pub fn cancel_deployment(
     conn: &mut DbConn,

@@ -13,7 +13,7 @@ pub use crate::domain::waiting::{DeploymentFacts, Explainer, StageFacts, queue_p
 
 use crate::domain::DeploymentState;
 use crate::engine::EngineError;
-use crate::engine::triggers::schedules::schedule_of_stage;
+use crate::engine::pipelines::schedules::schedule_of_stage;
 use crate::storage::schedules as store;
 use crate::storage::{DbConn, DeploymentRow, PipelineRow, ReleaseRow, StageRow};
 

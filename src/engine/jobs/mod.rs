@@ -4,7 +4,7 @@
 //! once), held under a **lease** that the instance's one heartbeat renews
 //! (`runner` + `heartbeat_at` on the job's row), and finished or
 //! interrupted through its kind's transition. A job whose holder stopped
-//! renewing for [`EngineConfig::stale_after`](crate::engine::EngineConfig)
+//! renewing for the engine's `stale_after`
 //! is interrupted with a reason ([`lost_reason`]), never retried by itself.
 //!
 //! - [`leases`] — the jobs this instance holds and their cancel tokens;

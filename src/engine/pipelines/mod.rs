@@ -1,6 +1,9 @@
-//! Pipeline definitions: import (a new revision when changed), export, load.
+//! Pipeline definitions: import (a new revision when changed), export, load;
+//! a stage's edit through its form (`stages`), a stage's schedule and its
+//! fires (`schedules`), the demo (`demo`).
 
 pub mod demo;
+pub mod schedules;
 pub mod stages;
 
 use std::path::Path;

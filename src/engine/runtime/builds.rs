@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use super::Engine;
 use super::jobs::ClaimedJob;
 use crate::engine::builds::{self, BuildRequest, QueueOutcome, RunContext};
+use crate::engine::deploy::requests;
 use crate::engine::jobs::JobId;
 use crate::engine::{ENGINE_ACTOR, EngineError, blocking};
 use crate::storage::{self, BuildRow};
@@ -126,6 +127,9 @@ impl Engine {
             let ctx = RunContext {
                 job: self.job_context(),
                 mirror_lock: self.mirror_lock(build.pipeline_id),
+                on_release: |conn, pipeline, release| {
+                    requests::request_after_build(conn, pipeline, release).map(drop)
+                },
             };
             let build = Box::new(build);
             self.launch(ClaimedJob::Build { build, ctx }, token);

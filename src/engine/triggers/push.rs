@@ -59,7 +59,7 @@ pub enum PushError {
     #[error("{0}")]
     BadPayload(String),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Failed(#[from] EngineError),
 }
 
 impl From<WebhookError> for PushError {

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{Schedule, TriggerOutcome};
 use crate::engine::deploy::requests::{self, DeployOutcome, DeployRequest};
-use crate::engine::triggers::schedules::{self, Pick, rfc3339};
+use crate::engine::pipelines::schedules::{self, Pick, rfc3339};
 use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::schedules::{self as store, NewTriggerRun};

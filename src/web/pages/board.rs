@@ -31,7 +31,7 @@ use crate::domain::{BuildState, PipelineDefinition, TriggerOutcome};
 use crate::engine::deploy::waiting::{
     self, Explainer, latest_by_release_and_stage, next_fires_of, queue_positions,
 };
-use crate::engine::triggers::schedules::NOTHING_NEW;
+use crate::engine::pipelines::schedules::NOTHING_NEW;
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow, ReleaseRow, StageRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};

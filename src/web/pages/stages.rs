@@ -34,7 +34,7 @@ use crate::domain::{
     Threshold, Trigger, TriggerOutcome, Upstream, parse_timezone,
 };
 use crate::engine::pipelines::stages::{self as edit, StageEdit, TextError};
-use crate::engine::triggers::schedules::{self as sched, FireRecord};
+use crate::engine::pipelines::schedules::{self as sched, FireRecord};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::schedules as store;
 use crate::storage::{self, DefinitionRevisionRow};
