@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use super::errors::DefinitionError;
+use super::fields::{self, DurationField, WholeNumber, extension_name, is_env_name};
 use super::tree::{Mark, Node, ScalarKind, Value, join_path};
 use super::{
     App, ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Build,
@@ -168,14 +169,6 @@ fn suggestion(word: &str, options: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 fn item<'a>(list: &V<'a>, index: usize, node: &'a Node) -> V<'a> {
     V {
         node,
@@ -300,10 +293,10 @@ impl<'f> Reader<'f> {
         )
     }
 
-    fn opt_duration(&mut self, m: &M<'_>, key: &str, default: Duration) -> Duration {
+    fn opt_duration(&mut self, m: &M<'_>, key: &str, field: DurationField) -> Duration {
         m.get(key)
             .and_then(|v| self.duration(&v))
-            .unwrap_or(default)
+            .unwrap_or(field.default)
     }
 
     fn boolean(&mut self, v: &V<'_>) -> Option<bool> {
@@ -324,8 +317,8 @@ impl<'f> Reader<'f> {
         m.get(key).and_then(|v| self.boolean(&v)).unwrap_or(false)
     }
 
-    /// An integer in `min..=max`.
-    fn int(&mut self, v: &V<'_>, min: u64, max: u64) -> Option<u64> {
+    /// A whole number within the field's bounds.
+    fn whole(&mut self, v: &V<'_>, field: WholeNumber) -> Option<u32> {
         let value = match &v.node.value {
             Value::Scalar {
                 text,
@@ -337,9 +330,10 @@ impl<'f> Reader<'f> {
                 return None;
             }
         };
-        match value {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
+        match value.and_then(|n| field.check(n)) {
+            Some(n) => Some(n),
+            None => {
+                let (min, max) = (field.min, field.max);
                 self.at(v, format!("expected a whole number from {min} to {max}"));
                 None
             }
@@ -1131,14 +1125,7 @@ impl<'f> Reader<'f> {
             None => Some(None),
         };
         let order = match m.get("order") {
-            Some(o) => self.choice(
-                &o,
-                "approval order",
-                &[
-                    ("before_gates", ApprovalOrder::BeforeGates),
-                    ("after_gates", ApprovalOrder::AfterGates),
-                ],
-            ),
+            Some(o) => self.choice(&o, "approval order", ApprovalOrder::WORDS),
             None => Some(ApprovalOrder::default()),
         };
         Some(Approvals {
@@ -1179,14 +1166,14 @@ impl<'f> Reader<'f> {
         };
         let timeout = match m.get("timeout") {
             Some(t) => self.duration(&t).and_then(|d| {
-                if d.is_zero() {
+                if fields::APPROVAL_TIMEOUT.accepts(d) {
+                    Some(d)
+                } else {
                     self.at(&t, "the approval timeout must be longer than 0s");
                     None
-                } else {
-                    Some(d)
                 }
             }),
-            None => Some(defaults::APPROVAL_TIMEOUT),
+            None => Some(fields::APPROVAL_TIMEOUT.default),
         };
         let fresh_sign_in = match m.get("fresh_sign_in") {
             Some(f) => self.duration(&f).map(Some),
@@ -1209,8 +1196,7 @@ impl<'f> Reader<'f> {
             Value::Map(_) => {
                 let m = self.map(v, "`{ n: NUMBER }`", &["n"])?;
                 let n = self.required(&m, "n")?;
-                self.int(&n, 1, 1000)
-                    .and_then(|n| u32::try_from(n).ok())
+                self.whole(&n, fields::APPROVALS_NEEDED)
                     .map(ApprovalMode::AtLeast)
             }
             _ => {
@@ -1248,21 +1234,21 @@ impl<'f> Reader<'f> {
 
     fn gate_policy(&mut self, v: &V<'_>) -> Option<GatePolicy> {
         let m = self.map(v, "a gate with `checks`", GATE_KEYS)?;
-        let delay = self.opt_duration(&m, "delay", defaults::GATE_DELAY);
-        let positive = |r: &mut Self, key: &str, default: Duration| match m.get(key) {
+        let delay = self.opt_duration(&m, "delay", fields::GATE_DELAY);
+        let positive = |r: &mut Self, key: &str, field: DurationField| match m.get(key) {
             Some(x) => r.duration(&x).and_then(|d| {
-                if d.is_zero() {
+                if field.accepts(d) {
+                    Some(d)
+                } else {
                     r.at(&x, format!("`{key}` must be longer than 0s"));
                     None
-                } else {
-                    Some(d)
                 }
             }),
-            None => Some(default),
+            None => Some(field.default),
         };
-        let interval = positive(self, "interval", defaults::GATE_INTERVAL);
-        let timeout = positive(self, "timeout", defaults::GATE_TIMEOUT);
-        let steady = self.opt_duration(&m, "steady", defaults::GATE_STEADY);
+        let interval = positive(self, "interval", fields::GATE_INTERVAL);
+        let timeout = positive(self, "timeout", fields::GATE_TIMEOUT);
+        let steady = self.opt_duration(&m, "steady", fields::GATE_STEADY);
         let checks = self.required(&m, "checks").and_then(|c| {
             let items = self.list(&c, "checks")?;
             if items.is_empty() {
@@ -1436,12 +1422,11 @@ impl<'f> Reader<'f> {
         match m.get("method") {
             Some(v) => {
                 let text = self.non_empty(&v, "an HTTP method such as GET")?;
-                if text.chars().all(|c| c.is_ascii_alphabetic()) {
-                    Some(text.to_ascii_uppercase())
-                } else {
+                let method = fields::http_method(&text);
+                if method.is_none() {
                     self.at(&v, format!("invalid HTTP method `{text}`"));
-                    None
                 }
+                method
             }
             None => Some(defaults::HTTP_METHOD.to_owned()),
         }
@@ -1450,7 +1435,7 @@ impl<'f> Reader<'f> {
     fn url(&mut self, m: &M<'_>, key: &str) -> Option<String> {
         let v = self.required(m, key)?;
         let url = self.non_empty(&v, "a URL")?;
-        if url.starts_with("http://") || url.starts_with("https://") {
+        if fields::is_http_url(&url) {
             Some(url)
         } else {
             self.at(
@@ -1470,7 +1455,9 @@ impl<'f> Reader<'f> {
         let url = self.url(&m, "url");
         let method = self.http_method(&m);
         let expect_status = match m.get("expect") {
-            Some(e) => self.int(&e, 100, 599).and_then(|n| u16::try_from(n).ok()),
+            Some(e) => self
+                .whole(&e, fields::HTTP_EXPECT)
+                .and_then(|n| u16::try_from(n).ok()),
             None => Some(defaults::HTTP_EXPECT),
         };
         Some(TaskKind::Http {
@@ -1490,18 +1477,11 @@ impl<'f> Reader<'f> {
         let m = self.map(v, "a check", &allowed)?;
         let name = m.get("name").and_then(|n| self.text(&n, "a check name"));
         let consecutive_successes = match m.get("consecutive_successes") {
-            Some(c) => self.int(&c, 1, 1000).and_then(|n| u32::try_from(n).ok()),
+            Some(c) => self.whole(&c, fields::CONSECUTIVE_SUCCESSES),
             None => Some(1),
         };
         let on_inconclusive = match m.get("on_inconclusive") {
-            Some(o) => self.choice(
-                &o,
-                "inconclusive policy",
-                &[
-                    ("fail", InconclusivePolicy::Fail),
-                    ("ask", InconclusivePolicy::Ask),
-                ],
-            ),
+            Some(o) => self.choice(&o, "inconclusive policy", InconclusivePolicy::WORDS),
             None => Some(InconclusivePolicy::Fail),
         };
         let body = self.required(&m, kind)?;
@@ -1521,7 +1501,7 @@ impl<'f> Reader<'f> {
                 let body = hm.get("body").and_then(|b| self.text(&b, "a request body"));
                 let timeout = match hm.get("timeout") {
                     Some(t) => self.duration(&t),
-                    None => Some(defaults::HTTP_CHECK_TIMEOUT),
+                    None => Some(fields::HTTP_CHECK_TIMEOUT.default),
                 };
                 let success = match hm.get("success") {
                     Some(s) => self
@@ -1619,11 +1599,7 @@ impl<'f> Reader<'f> {
                 node,
                 path: join_path(&v.path, &name),
             };
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
-            if !valid {
+            if !fields::is_header_name(&name) {
                 self.error(
                     key.mark,
                     &value.path,
@@ -1643,18 +1619,11 @@ impl<'f> Reader<'f> {
             QUEUE_KEYS,
         )?;
         let parallel = match m.get("parallel") {
-            Some(p) => self.int(&p, 1, 1000).and_then(|n| u32::try_from(n).ok()),
+            Some(p) => self.whole(&p, fields::QUEUE_PARALLEL),
             None => Some(defaults::QUEUE_PARALLEL),
         };
         let policy = match m.get("policy") {
-            Some(p) => self.choice(
-                &p,
-                "queue policy",
-                &[
-                    ("latest_only", QueueMode::LatestOnly),
-                    ("sequence", QueueMode::Sequence),
-                ],
-            ),
+            Some(p) => self.choice(&p, "queue policy", QueueMode::WORDS),
             None => Some(QueueMode::LatestOnly),
         };
         Some(QueuePolicy {
@@ -1786,18 +1755,4 @@ impl<'f> Reader<'f> {
 
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
-}
-
-/// Validates the NAME of an extension (`slipway-task-NAME`, `slipway-check-NAME`).
-fn extension_name(text: &str, kind: &'static str) -> Result<String, DomainError> {
-    match name_problem(text) {
-        None => Ok(text.to_owned()),
-        Some(problem) => Err(DomainError::InvalidName {
-            kind,
-            value: text.to_owned(),
-            reason: format!(
-                "{problem} (it names the executable `slipway-{kind}-NAME`: lower-case letters, digits, `-` and `_`)"
-            ),
-        }),
-    }
 }
