@@ -11,7 +11,7 @@ use super::gates::{CheckForm, GateErrors, GateForm};
 use super::views::approver_text;
 use crate::domain::definition::defaults;
 use crate::domain::{ApprovalMode, ApprovalPolicy, Stage, Trigger, Upstream};
-use crate::engine::stages as edit;
+use crate::engine::pipelines::stages as edit;
 
 /// What the form shows: the user's input as typed.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -11,7 +11,7 @@
 //! before it had its own page) saves (release manager) or previews
 //! (`action=preview`, nothing is stored). Form fields are parsed into domain values here; an error is
 //! shown next to its field (422, the input kept). A save stores a new
-//! revision through `engine::stages::edit_stage`.
+//! revision through `engine::pipelines::stages::edit_stage`.
 
 mod form;
 mod gates;
@@ -34,8 +34,8 @@ pub use views::*;
 use super::pipelines::trigger_text;
 use crate::domain::authz::Action;
 use crate::domain::{PipelineDefinition, Trigger};
-use crate::engine::schedules::{self as sched, FireRecord};
-use crate::engine::stages as edit;
+use crate::engine::pipelines::stages as edit;
+use crate::engine::triggers::schedules::{self as sched, FireRecord};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::schedules as store;
 use crate::storage::{self, DefinitionRevisionRow};

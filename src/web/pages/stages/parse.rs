@@ -1,5 +1,5 @@
 //! Reads the stage form into the stage's new configuration
-//! (`engine::stages::StageEdit`) with the domain's constructors, and puts
+//! (`engine::pipelines::stages::StageEdit`) with the domain's constructors, and puts
 //! the definition's validation errors next to the form's fields.
 
 use super::form::{ApprovalErrors, ApprovalForm, FieldErrors, StageForm, patterns, sentence};
@@ -11,7 +11,7 @@ use crate::domain::{
     DefinitionErrors, Duration, Gates, PipelineDefinition, QueueMode, QueuePolicy, Schedule,
     Trigger, Upstream, parse_timezone,
 };
-use crate::engine::stages::{self as edit, StageEdit, TextError};
+use crate::engine::pipelines::stages::{self as edit, StageEdit, TextError};
 use crate::web::views::plural;
 
 /// A duration field by the domain's rule: empty is its default; a

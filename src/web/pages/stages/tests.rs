@@ -9,7 +9,7 @@ use crate::domain::{
     ApprovalMode, ApprovalOrder, Approver, CheckKind, Duration, Gates, InconclusivePolicy,
     PipelineDefinition, Threshold,
 };
-use crate::engine::stages::{self as edit, StageEdit};
+use crate::engine::pipelines::stages::{self as edit, StageEdit};
 
 fn def() -> PipelineDefinition {
     crate::domain::parse_definition(crate::domain::EXAMPLE_YAML, "example").unwrap()

@@ -11,7 +11,7 @@ use crate::domain::{
     ApprovalMode, ApprovalPolicy, Approver, CheckKind, GatePolicy, Schedule, Stage, TaskKind,
     TaskSpec, TriggerOutcome,
 };
-use crate::engine::schedules::{self as sched, FireRecord};
+use crate::engine::triggers::schedules::{self as sched, FireRecord};
 use crate::storage::DefinitionRevisionRow;
 use crate::web::urls;
 use crate::web::views::plural;
