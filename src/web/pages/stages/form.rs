@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::web;
 use serde::Deserialize;
 
+use super::fields::field_id;
 use super::gates::{CheckForm, GateErrors, GateForm};
 use super::views::approver_text;
 use crate::domain::definition::defaults;
@@ -126,25 +127,6 @@ impl FieldErrors {
 
 /// Before or after the deployment: the two phases of approvals and gates.
 pub(super) const PHASES: [&str; 2] = ["before", "after"];
-
-/// A form field's `id`: its `name` with `.` and `_` made `-`.
-pub(super) fn field_id(name: &str) -> String {
-    name.replace(['.', '_'], "-")
-}
-
-/// An error message as a sentence: capitalised, ending with a full stop.
-pub(super) fn sentence(text: impl std::fmt::Display) -> String {
-    let text = text.to_string();
-    let mut chars = text.chars();
-    let mut out: String = match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars).collect(),
-        None => return text,
-    };
-    if !out.ends_with(['.', '?', '!']) {
-        out.push('.');
-    }
-    out
-}
 
 /// One approval policy as typed: fields `approvals.before.*` or
 /// `approvals.after.*`.
@@ -357,11 +339,4 @@ pub(super) fn form_of(stage: &Stage, revision: i32) -> StageForm {
         }
     }
     form
-}
-
-pub(super) fn patterns(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect()
 }

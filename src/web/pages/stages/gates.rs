@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::form::{field_id, sentence};
-use super::parse::duration_field;
+use super::fields::{duration_field, field_id, sentence};
 use crate::domain::definition::defaults;
 use crate::domain::definition::fields::{self, DurationField};
 use crate::domain::{CheckKind, GateCheck, GatePolicy, InconclusivePolicy, Threshold};

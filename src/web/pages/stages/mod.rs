@@ -13,6 +13,7 @@
 //! shown next to its field (422, the input kept). A save stores a new
 //! revision through `engine::pipelines::stages::edit_stage`.
 
+mod fields;
 mod form;
 mod gates;
 mod parse;

@@ -2,9 +2,10 @@
 //! (`engine::pipelines::stages::StageEdit`) with the domain's constructors, and puts
 //! the definition's validation errors next to the form's fields.
 
-use super::form::{ApprovalErrors, ApprovalForm, FieldErrors, StageForm, patterns, sentence};
+use super::fields::{duration_field, patterns, sentence};
+use super::form::{ApprovalErrors, ApprovalForm, FieldErrors, StageForm};
 use super::gates::{kept_checks, parse_gate, place_gate_error};
-use crate::domain::definition::fields::{self, DurationField};
+use crate::domain::definition::fields;
 use crate::domain::schedule::suggest_timezone;
 use crate::domain::{
     ApprovalMode, ApprovalOrder, ApprovalPolicy, Approvals, Approver, BranchFilter, Cron,
@@ -13,24 +14,6 @@ use crate::domain::{
 };
 use crate::engine::pipelines::stages::{self as edit, StageEdit, TextError};
 use crate::web::views::plural;
-
-/// A duration field by the domain's rule: empty is its default; a
-/// positive one refuses `0s`.
-pub(super) fn duration_field(
-    text: &str,
-    field: DurationField,
-    what: &str,
-) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(field.default);
-    }
-    match Duration::parse(text) {
-        Ok(d) if !field.accepts(d) => Err(format!("{what} must be longer than 0s.")),
-        Ok(d) => Ok(d),
-        Err(e) => Err(sentence(e)),
-    }
-}
 
 /// Reads an approver list: user names and `group:NAME`, separated by
 /// commas, spaces or new lines, each once.
