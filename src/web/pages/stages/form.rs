@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::fields::field_id;
 use super::gates::{CheckForm, GateErrors, GateForm};
-use super::views::approver_text;
+use super::views::approvers_text;
 use crate::domain::definition::defaults;
 use crate::domain::{ApprovalMode, ApprovalPolicy, Stage, Trigger, Upstream};
 use crate::engine::pipelines::stages as edit;
@@ -171,12 +171,7 @@ impl ApprovalForm {
         ApprovalForm {
             phase,
             enabled: true,
-            approvers: p
-                .approvers
-                .iter()
-                .map(approver_text)
-                .collect::<Vec<_>>()
-                .join(", "),
+            approvers: approvers_text(&p.approvers),
             policy: mode.into(),
             n,
             timeout: p.timeout.to_string(),

@@ -32,10 +32,10 @@ impl GateForm {
             None => GateForm {
                 phase,
                 enabled: false,
-                delay: defaults::GATE_DELAY.to_string(),
-                interval: defaults::GATE_INTERVAL.to_string(),
-                timeout: defaults::GATE_TIMEOUT.to_string(),
-                steady: defaults::GATE_STEADY.to_string(),
+                delay: fields::GATE_DELAY.default.to_string(),
+                interval: fields::GATE_INTERVAL.default.to_string(),
+                timeout: fields::GATE_TIMEOUT.default.to_string(),
+                steady: fields::GATE_STEADY.default.to_string(),
                 checks: Vec::new(),
             },
             Some(g) => GateForm {
@@ -143,12 +143,21 @@ pub const CHECK_KINDS: [CheckKindForm; 4] = [
 /// The fields every kind of check has, named alike in the form and the YAML.
 const COMMON_FIELDS: [&str; 4] = ["name", "with", "consecutive_successes", "on_inconclusive"];
 
-/// Gives a check's form and its errors one accessor per field name, and
-/// lists the field names in form order (one list for both).
+/// Lists a check's field names in form order, declares its errors (one
+/// per field) and gives its form and its errors one accessor per field name.
 macro_rules! check_fields {
     ($($field:ident),+ $(,)?) => {
         /// Every field of a check, in form order.
         pub(super) const CHECK_FIELDS: &[&str] = &[$(stringify!($field)),+];
+
+        /// Errors of one check's fields.
+        #[derive(Debug, Clone, Default)]
+        pub struct CheckErrors {
+            $(
+                #[doc = concat!("The error of `", stringify!($field), "`.")]
+                pub $field: Option<String>,
+            )+
+        }
 
         impl CheckForm {
             /// The text typed into field `field`.
@@ -384,27 +393,6 @@ impl GateErrors {
             }
         }
     }
-}
-
-/// Errors of one check's fields.
-#[derive(Debug, Clone, Default)]
-pub struct CheckErrors {
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub url: Option<String>,
-    pub method: Option<String>,
-    pub headers: Option<String>,
-    pub body: Option<String>,
-    pub timeout: Option<String>,
-    pub success: Option<String>,
-    pub server: Option<String>,
-    pub query: Option<String>,
-    pub threshold: Option<String>,
-    pub run: Option<String>,
-    pub extension: Option<String>,
-    pub with: Option<String>,
-    pub consecutive_successes: Option<String>,
-    pub on_inconclusive: Option<String>,
 }
 
 impl CheckErrors {

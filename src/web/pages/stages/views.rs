@@ -75,22 +75,19 @@ pub struct RevisionView {
     pub current: bool,
 }
 
-pub(crate) fn approver_text(a: &Approver) -> String {
-    match a {
-        Approver::User(u) => u.clone(),
-        Approver::Group(g) => format!("group:{g}"),
-    }
+/// Users and `group:NAME`s as the pages and the form list them.
+pub(crate) fn approvers_text(approvers: &[Approver]) -> String {
+    approvers
+        .iter()
+        .map(Approver::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn approval_view(phase: &'static str, p: &ApprovalPolicy) -> ApprovalView {
     ApprovalView {
         phase,
-        approvers: p
-            .approvers
-            .iter()
-            .map(approver_text)
-            .collect::<Vec<_>>()
-            .join(", "),
+        approvers: approvers_text(&p.approvers),
         policy: match p.policy {
             ApprovalMode::Any => "any one approver".into(),
             ApprovalMode::All => "every approver".into(),
@@ -318,11 +315,6 @@ pub(crate) fn deployers_text(stage: &Stage) -> String {
     if stage.deployers.is_empty() {
         "anyone with the deployer role".into()
     } else {
-        stage
-            .deployers
-            .iter()
-            .map(approver_text)
-            .collect::<Vec<_>>()
-            .join(", ")
+        approvers_text(&stage.deployers)
     }
 }
