@@ -100,61 +100,47 @@ impl Reader<'_> {
     }
 
     pub(super) fn settings(&mut self, v: &V<'_>) -> BTreeMap<String, Setting> {
-        let mut out = BTreeMap::new();
-        let Value::Map(entries) = &v.node.value else {
-            let found = v.node.describe();
-            self.at(v, format!("expected a mapping of settings, found {found}"));
-            return out;
-        };
-        for (key, node) in entries {
-            let name = key_text(key).to_owned();
-            let value = V {
-                node,
-                path: join_path(&v.path, &name),
-            };
-            if !is_env_name(&name) {
-                self.error(
-                    key.mark,
-                    &value.path,
-                    format!("invalid setting name `{name}`: use letters, digits and `_`, not starting with a digit"),
-                );
-                continue;
-            }
-            let setting = match &node.value {
-                Value::Map(_) => self
-                    .map(
-                        &value,
-                        "a setting `{ value: ..., sticky: true }`",
-                        SETTING_KEYS,
-                    )
-                    .and_then(|m| {
-                        let text = match m.get("value") {
-                            Some(v) => self.text(&v, "a text value"),
-                            None if m.has("value") => Some(String::new()),
-                            None => self.required(&m, "value").and(None),
-                        };
-                        let sticky = self.opt_bool(&m, "sticky");
-                        text.map(|value| Setting { value, sticky })
-                    }),
-                Value::Scalar {
-                    kind: ScalarKind::Null,
-                    ..
-                } => Some(Setting {
-                    value: String::new(),
+        self.named_map(
+            v,
+            "settings",
+            is_env_name,
+            |name| format!("invalid setting name `{name}`: use letters, digits and `_`, not starting with a digit"),
+            |r, value| r.setting(value),
+        )
+    }
+
+    /// One setting: a text, or `{ value, sticky }`.
+    fn setting(&mut self, value: &V<'_>) -> Option<Setting> {
+        match &value.node.value {
+            Value::Map(_) => self
+                .map(
+                    value,
+                    "a setting `{ value: ..., sticky: true }`",
+                    SETTING_KEYS,
+                )
+                .and_then(|m| {
+                    let text = match m.get("value") {
+                        Some(v) => self.text(&v, "a text value"),
+                        None if m.has("value") => Some(String::new()),
+                        None => self.required(&m, "value").and(None),
+                    };
+                    let sticky = self.opt_bool(&m, "sticky");
+                    text.map(|value| Setting { value, sticky })
+                }),
+            Value::Scalar {
+                kind: ScalarKind::Null,
+                ..
+            } => Some(Setting {
+                value: String::new(),
+                sticky: false,
+            }),
+            _ => self
+                .text(value, "a text value or `{ value, sticky }`")
+                .map(|value| Setting {
+                    value,
                     sticky: false,
                 }),
-                _ => self
-                    .text(&value, "a text value or `{ value, sticky }`")
-                    .map(|value| Setting {
-                        value,
-                        sticky: false,
-                    }),
-            };
-            if let Some(setting) = setting {
-                out.insert(name, setting);
-            }
         }
-        out
     }
 
     pub(super) fn build(&mut self, v: &V<'_>, apps: &AppTable) -> Option<Build> {

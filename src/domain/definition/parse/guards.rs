@@ -266,28 +266,12 @@ impl Reader<'_> {
     }
 
     pub(super) fn header_map(&mut self, v: &V<'_>) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Value::Map(entries) = &v.node.value else {
-            let found = v.node.describe();
-            self.at(v, format!("expected a mapping of headers, found {found}"));
-            return out;
-        };
-        for (key, node) in entries {
-            let name = key_text(key).to_owned();
-            let value = V {
-                node,
-                path: join_path(&v.path, &name),
-            };
-            if !fields::is_header_name(&name) {
-                self.error(
-                    key.mark,
-                    &value.path,
-                    format!("invalid HTTP header name `{name}`"),
-                );
-            } else if let Some(text) = self.text(&value, "a header value") {
-                out.insert(name, text);
-            }
-        }
-        out
+        self.named_map(
+            v,
+            "headers",
+            fields::is_header_name,
+            |name| format!("invalid HTTP header name `{name}`"),
+            |r, value| r.text(value, "a header value"),
+        )
     }
 }

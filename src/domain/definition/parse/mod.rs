@@ -406,28 +406,51 @@ impl<'f> Reader<'f> {
 
     /// A mapping of environment-variable names to text values.
     fn env_map(&mut self, v: &V<'_>, what: &str) -> BTreeMap<String, String> {
+        self.named_map(
+            v,
+            what,
+            is_env_name,
+            |name| {
+                format!(
+                    "invalid name `{name}`: use letters, digits and `_`, not starting with a digit"
+                )
+            },
+            |r, value| {
+                if value.node.is_null() {
+                    Some(String::new())
+                } else {
+                    r.text(value, "a text value")
+                }
+            },
+        )
+    }
+
+    /// A mapping whose keys are names that `valid` accepts (another is
+    /// reported at its key with `invalid(name)`), each value read by `read`.
+    fn named_map<T>(
+        &mut self,
+        v: &V<'_>,
+        what: &str,
+        valid: fn(&str) -> bool,
+        invalid: fn(&str) -> String,
+        mut read: impl FnMut(&mut Self, &V<'_>) -> Option<T>,
+    ) -> BTreeMap<String, T> {
         let mut out = BTreeMap::new();
         let Value::Map(entries) = &v.node.value else {
             let found = v.node.describe();
             self.at(v, format!("expected a mapping of {what}, found {found}"));
             return out;
         };
-        for (key, value) in entries {
+        for (key, node) in entries {
             let name = key_text(key).to_owned();
-            let path = join_path(&v.path, &name);
-            if !is_env_name(&name) {
-                self.error(
-                    key.mark,
-                    &path,
-                    format!("invalid name `{name}`: use letters, digits and `_`, not starting with a digit"),
-                );
-                continue;
-            }
-            let value = V { node: value, path };
-            if value.node.is_null() {
-                out.insert(name, String::new());
-            } else if let Some(text) = self.text(&value, "a text value") {
-                out.insert(name, text);
+            let value = V {
+                node,
+                path: join_path(&v.path, &name),
+            };
+            if !valid(&name) {
+                self.error(key.mark, &value.path, invalid(&name));
+            } else if let Some(read) = read(self, &value) {
+                out.insert(name, read);
             }
         }
         out
@@ -630,4 +653,59 @@ impl<'f> Reader<'f> {
 
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::domain::parse_definition;
+
+    /// Variables, settings and headers report a bad name at its key, each
+    /// with its own message.
+    #[test]
+    fn named_mappings_report_bad_names_at_the_key() {
+        let yaml = r#"pipeline: p
+source: { repo: ./r }
+version: "1.0.{build}"
+variables: { 1X: a, OK: b }
+apps:
+  - name: web
+    start: x
+    slots: [a]
+    settings: { 2Y: c, FINE: { value: d, sticky: true } }
+stages:
+  - name: dev
+    gates:
+      before:
+        checks:
+          - http: { url: "http://x", headers: { "Bad@": v, Accept: "*/*" } }
+"#;
+        let errors = parse_definition(yaml, "t.yaml").unwrap_err();
+        let found: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(
+            found[0],
+            (
+                "variables.1X",
+                "invalid name `1X`: use letters, digits and `_`, not starting with a digit"
+            )
+        );
+        assert_eq!(
+            found[1],
+            (
+                "apps[0].settings.2Y",
+                "invalid setting name `2Y`: use letters, digits and `_`, not starting with a digit"
+            )
+        );
+        assert!(
+            found[2]
+                .0
+                .starts_with("stages[0].gates.before.checks[0].http.headers"),
+            "{found:?}"
+        );
+        assert_eq!(found[2].1, "invalid HTTP header name `Bad@`");
+    }
 }
