@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod errors;
 mod export;
+pub mod fields;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod notification_tests;

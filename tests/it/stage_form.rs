@@ -412,3 +412,42 @@ fn a_stage_with_approvals_and_gates_round_trips_through_its_form() {
         assert_eq!(revision_of(app), 2);
     });
 }
+
+#[test]
+fn a_tampered_revision_is_refused_and_the_queue_takes_the_yaml_bounds() {
+    each_backend(|app| {
+        assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
+        let manager = signed_in(app, "rita", Role::ReleaseManager);
+        let html = get_page(app, &manager, PATH);
+        let exported = export(app);
+        let post =
+            |fields: &[(String, String)]| manager.post(app.url(PATH)).form(fields).send().unwrap();
+        // A revision that is not a number is refused with its message, never
+        // taken as the current one: nothing is stored.
+        for revision in ["latest", ""] {
+            let res = post(&form_fields(
+                &html,
+                &[("revision", Some(revision)), ("parallel", Some("2"))],
+            ));
+            assert_eq!(res.status(), 400, "revision {revision:?}");
+            let body = res.text().unwrap();
+            assert!(body.contains("is not a revision number"), "{body}");
+            assert_eq!(revision_of(app), 1);
+            assert_eq!(export(app), exported);
+        }
+        // The form accepts what the YAML accepts (`queue.parallel` 1 to
+        // 1000), and refuses the rest next to the field with the same bounds.
+        let res = post(&form_fields(&html, &[("parallel", Some("1001"))]));
+        assert_eq!(res.status(), 422);
+        let page = Html::parse_document(&res.text().unwrap());
+        let error = error_of(&page, "parallel");
+        assert!(error.contains("from 1 to 1000"), "{error}");
+        assert_eq!(attrs(&page, "#parallel", "max"), ["1000"]);
+        assert_eq!(revision_of(app), 1);
+        let res = post(&form_fields(&html, &[("parallel", Some("1000"))]));
+        assert_eq!(res.status(), 303);
+        assert_eq!(revision_of(app), 2);
+        let def = parse_definition(&export(app), "export.yaml").unwrap();
+        assert_eq!(def.stage("test").unwrap().queue.parallel, 1000);
+    });
+}

@@ -281,7 +281,7 @@ pub(crate) fn approvals(approvals: &Approvals) -> Value {
         .put_if(
             approvals.order == ApprovalOrder::AfterGates,
             "order",
-            || s("after_gates"),
+            || s(approvals.order.as_str()),
         )
         .done()
 }
@@ -414,7 +414,7 @@ pub(crate) fn check(check: &GateCheck) -> Value {
     .put_if(
         check.on_inconclusive == InconclusivePolicy::Ask,
         "on_inconclusive",
-        || s("ask"),
+        || s(check.on_inconclusive.as_str()),
     )
     .done()
 }
@@ -480,7 +480,7 @@ pub(crate) fn queue(queue: &QueuePolicy) -> Value {
             || n(u64::from(queue.parallel)),
         )
         .put_if(queue.policy == QueueMode::Sequence, "policy", || {
-            s("sequence")
+            s(queue.policy.as_str())
         })
         .done()
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::definition::fields::is_env_name;
 use crate::domain::{
     self, Approvals, DefinitionError, DefinitionErrors, Gates, PipelineDefinition, QueuePolicy,
     Stage, TaskSpec, Trigger,
@@ -223,7 +224,7 @@ pub fn parse_variables(text: &str) -> Result<BTreeMap<String, String>, Vec<TextE
             continue;
         };
         let name = name.trim();
-        if !is_variable_name(name) {
+        if !is_env_name(name) {
             errors.push(err(format!(
                 "`{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
             )));
@@ -239,14 +240,6 @@ pub fn parse_variables(text: &str) -> Result<BTreeMap<String, String>, Vec<TextE
     } else {
         Err(errors)
     }
-}
-
-fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Variables as the form's `NAME=value` lines.
