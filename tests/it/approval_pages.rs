@@ -11,9 +11,9 @@ use serde_json::json;
 use slipway::domain::Role;
 use slipway::engine::users;
 
-use crate::builds::{get_json, import, post_json, wait_until};
 use crate::deployments::{build, deployment, ended, pipeline, repo};
 use crate::helpers::{TestApp, attrs, browser, csrf_of, each_backend, texts};
+use crate::helpers::{get_json, import, post_json, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "a long test password";

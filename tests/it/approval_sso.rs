@@ -13,8 +13,8 @@ use slipway::storage::schema::users;
 use slipway::web::oidc::fresh_sign_in_url;
 
 use crate::approval_pages::{approval_of, deploy, member};
-use crate::builds::import;
 use crate::deployments::{build, deployment, ended, pipeline, repo};
+use crate::helpers::import;
 use crate::helpers::{TestApp, attrs, browser, csrf_of, texts};
 use crate::idp::{
     AtProvider, Browser, available, browser_check, each_backend_with_sso, through_provider,

@@ -10,9 +10,9 @@ use slipway::domain::Role;
 use slipway::engine::users;
 use slipway::storage;
 
-use crate::builds::{get_json, import, post_json, wait_until};
 use crate::deployments::{build, deployment, ended, pipeline, repo};
 use crate::helpers::{TestApp, each_backend};
+use crate::helpers::{get_json, import, post_json, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use slipway::app::Spawned;
 use slipway::domain::Role;
-use slipway::engine::{Engine, EngineConfig};
+use slipway::engine::EngineConfig;
 use slipway::storage;
 
-use crate::builds::{finished, get_json, import, post_json, queue, wait_until};
 use crate::git::{TempRepo, git_repo};
 use crate::helpers::{TestApp, attrs, csrf_of, each_backend, texts};
+use crate::helpers::{finished, get_json, import, post_json, queue, wait_until};
 
 mod crash;
 
@@ -1003,31 +1004,23 @@ fn the_deploy_form_and_the_page_buttons_work_in_a_browser() {
     });
 }
 
-/// Starts a second engine (another instance) on the app's database.
-fn second_engine(app: &TestApp) -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+/// Starts another instance on the app's database, with its own data
+/// directory sharing the app's artifact store (docs/deployments.md).
+fn second_engine(app: &TestApp) -> (Spawned, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    // Instances share the artifact store (docs/deployments.md).
     std::os::unix::fs::symlink(
         app.data_dir().join("artifacts"),
         data.path().join("artifacts"),
     )
     .unwrap();
-    let engine = Engine::new(
-        app.db.clone(),
-        data.path().to_path_buf(),
-        app.secret_key.clone(),
+    let other = app.another_instance(
+        data.path(),
         EngineConfig {
             safety_poll: Duration::from_millis(20),
             ..EngineConfig::default()
         },
     );
-    rt.block_on(engine.start()).unwrap();
-    (rt, engine, data)
+    (other, data)
 }
 
 #[test]
@@ -1047,13 +1040,13 @@ fn two_engines_on_one_database_start_each_deployment_once() {
         import(app, &pipeline("twice", &repo, &stages));
         let token = app.token("dana", Role::Deployer);
         let versions: Vec<String> = (0..6).map(|_| build(app, &token, "twice")).collect();
-        let (rt, engine, _data) = second_engine(app);
+        let (other, _data) = second_engine(app);
         let ids: Vec<i64> = versions
             .iter()
             .map(|v| {
                 let (status, d) = deploy(app, &token, "twice", "dev", json!({"release": v}));
                 assert_eq!(status, 202, "{d}");
-                engine.notify_deployments();
+                other.engine().notify_deployments();
                 d["id"].as_i64().unwrap()
             })
             .collect();
@@ -1077,7 +1070,7 @@ fn two_engines_on_one_database_start_each_deployment_once() {
                 .count();
             assert_eq!(starts, 1);
         }
-        rt.block_on(engine.shutdown());
+        drop(other);
     });
 }
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use slipway::domain::Role;
 
-use crate::builds::{get_json, import, post_json, wait_until};
 use crate::deployments::{build, ended, pipeline, repo};
 use crate::helpers::{TestApp, each_backend};
+use crate::helpers::{get_json, import, post_json, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 

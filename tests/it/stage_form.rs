@@ -11,7 +11,7 @@ use slipway::domain::{
     ApprovalMode, ApprovalPolicy, Approver, CheckKind, Duration, Role, parse_definition,
 };
 
-use crate::builds::json;
+use crate::helpers::json;
 use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
 
 const PIPELINE: &str = "space-game-web";

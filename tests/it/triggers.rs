@@ -11,14 +11,15 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use scraper::Html;
 use serde_json::Value;
+use slipway::app::Options;
 use slipway::domain::{DeploymentState, Role, TriggerOutcome};
-use slipway::engine::{Engine, EngineConfig, pipelines};
+use slipway::engine::{Engine, pipelines};
 use slipway::storage::schedules::{self as store, TriggerRunRow};
 use slipway::storage::testing::{TestDb, test_databases};
-use slipway::storage::{self, Db, DbConn, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
+use slipway::storage::{self, DbConn, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
 
-use crate::builds::{json, wait_until};
 use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
+use crate::helpers::{json, wait_until};
 
 /// dev (manual) then test on a schedule; `extra` is appended to the test stage.
 fn scheduled_pipeline(name: &str, cron: &str, zone: &str, extra: &str) -> String {
@@ -363,20 +364,15 @@ fn a_schedule_deploys_the_newest_release_once_and_skips_when_nothing_is_new() {
     });
 }
 
-/// Starts an engine (with its scheduler) on `db`, as `slipway serve` does
-/// after a restart, runs `f`, and stops it.
-fn with_engine(db: &Db, f: impl FnOnce(&Engine)) {
+/// Starts Slipway (its engine and scheduler) on the database at
+/// `database_url`, as `slipway serve` does after a restart, runs `f`, and
+/// stops it.
+fn with_engine(database_url: &str, f: impl FnOnce(&Engine)) {
     let data = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let engine = Engine::new(
-        db.clone(),
-        data.path().to_path_buf(),
-        std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate().unwrap()),
-        EngineConfig::default(),
-    );
-    rt.block_on(engine.start()).unwrap();
-    f(&engine);
-    rt.block_on(engine.shutdown());
+    let (listener, settings) = crate::helpers::bind(data.path(), database_url);
+    let slipway = crate::helpers::launch(settings, listener, Options::default(), 2);
+    f(slipway.engine());
+    drop(slipway);
 }
 
 #[test]
@@ -419,7 +415,7 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
         assert!((5..=6).contains(&stale_count), "{stale_count}");
         drop(conn);
 
-        with_engine(&db, |_| {
+        with_engine(&test_db.url, |_| {
             wait_until("the catch-up pass", Duration::from_secs(20), || {
                 let mut conn = db.get().unwrap();
                 let eager = runs(&mut conn, "eager", "test").len();
@@ -463,7 +459,9 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
         }
         drop(conn);
         // A second start finds nothing more to catch up.
-        with_engine(&db, |_| std::thread::sleep(Duration::from_millis(1500)));
+        with_engine(&test_db.url, |_| {
+            std::thread::sleep(Duration::from_millis(1500))
+        });
         let mut conn = db.get().unwrap();
         assert_eq!(runs(&mut conn, "eager", "test").len(), stale_count);
         assert_eq!(runs(&mut conn, "patient", "test").len(), stale_count);
