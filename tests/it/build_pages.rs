@@ -5,8 +5,9 @@ use scraper::Html;
 use slipway::domain::Role;
 
 use crate::git::git_repo;
-use crate::helpers::{attrs, browser, csrf_of, each_backend, texts};
-use crate::helpers::{finished, import, pipeline_yaml};
+use crate::helpers::{
+    attrs, browser, csrf_of, each_backend, finished, import, pipeline_yaml, texts,
+};
 
 const BUILD: &str = r#"  tasks:
     - name: compile

@@ -15,13 +15,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use scraper::Html;
 use sha2::Sha256;
 use slipway::domain::Role;
-use slipway::engine::notify::{self, Notice, NoticeKind};
+use slipway::engine::deploy::notify::{self, Notice, NoticeKind};
 use slipway::engine::{EngineConfig, pipelines};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, AuditFilter};
 
-use crate::helpers::wait_until;
-use crate::helpers::{TestApp, browser, csrf_of, member, spawn_app_with_engine, texts};
+use crate::helpers::{TestApp, browser, csrf_of, member, spawn_app_with_engine, texts, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "a long test password";

@@ -14,8 +14,9 @@ use slipway::domain::{BuildState, DeploymentState, Role};
 use slipway::engine::users;
 use slipway::storage::{self, slots as slot_store};
 
-use crate::helpers::post_json;
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, seed_releases, texts};
+use crate::helpers::{
+    SPEC_PIPELINE, TestApp, attrs, each_backend, post_json, seed_releases, texts,
+};
 use crate::idp::{Browser, available, browser_check};
 
 const PIPELINE: &str = "space-game-web";

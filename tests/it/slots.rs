@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use slipway::domain::Role;
 use slipway::engine::{pipelines, users};
-use slipway::storage::testing::test_databases;
 use slipway::storage;
+use slipway::storage::testing::test_databases;
 
 use crate::helpers::{attrs, browser, csrf_of, texts};
 

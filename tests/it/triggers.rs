@@ -18,8 +18,7 @@ use slipway::storage::schedules::{self as store, TriggerRunRow};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, DbConn, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
 
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
-use crate::helpers::{json, wait_until};
+use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, json, texts, wait_until};
 
 /// dev (manual) then test on a schedule; `extra` is appended to the test stage.
 fn scheduled_pipeline(name: &str, cron: &str, zone: &str, extra: &str) -> String {
@@ -401,14 +400,14 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
             );
             let id = pipeline_id(&mut conn, name);
             let stage = store::find_stage(&mut conn, id, "test").unwrap().unwrap();
-            let s = slipway::engine::schedules::schedule_of_stage(&stage).unwrap();
+            let s = slipway::engine::triggers::schedules::schedule_of_stage(&stage).unwrap();
             let stale = s.next_fire(Utc::now() - chrono::Duration::days(5)).unwrap();
             store::set_next_fire(&mut conn, stage.id, Some(stale.naive_utc())).unwrap();
         }
         let stale_count = {
             let id = pipeline_id(&mut conn, "eager");
             let stage = store::find_stage(&mut conn, id, "test").unwrap().unwrap();
-            let s = slipway::engine::schedules::schedule_of_stage(&stage).unwrap();
+            let s = slipway::engine::triggers::schedules::schedule_of_stage(&stage).unwrap();
             s.due_fires(stage.next_fire_at.unwrap().and_utc(), Utc::now(), 100)
                 .len()
         };
@@ -468,21 +467,6 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
     }
 }
 
-/// Signs in a new user with `role`; returns the browser.
-fn signed_in(app: &TestApp, name: &str, role: Role) -> reqwest::blocking::Client {
-    app.user(name, role, "a long test password");
-    let client = browser();
-    let res = app.sign_in(&client, name, "a long test password", "/");
-    assert_eq!(res.status(), 303, "sign in as {name}");
-    client
-}
-
-fn get_page(app: &TestApp, client: &reqwest::blocking::Client, path: &str) -> Html {
-    let res = client.get(app.url(path)).send().unwrap();
-    assert_eq!(res.status(), 200, "GET {path}");
-    Html::parse_document(&res.text().unwrap())
-}
-
 /// The stage form's fields as the page fills them, with `changes` applied
 /// (every change sets a value; `stage_form::form_fields` also unticks).
 fn form_fields(html: &Html, changes: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -500,8 +484,8 @@ fn a_release_manager_edits_a_stage_through_the_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
         let path = "/pipelines/space-game-web/stages/test/configure";
-        let manager = signed_in(app, "rita", Role::ReleaseManager);
-        let html = get_page(app, &manager, path);
+        let manager = app.member_browser("rita", Role::ReleaseManager);
+        let html = app.page_as(&manager, path);
         assert_eq!(attrs(&html, "#cron", "value"), ["0 0 3 * * *"]);
         assert_eq!(attrs(&html, "#timezone", "value"), ["America/Los_Angeles"]);
         assert_eq!(attrs(&html, "#trigger-schedule", "checked").len(), 1);
@@ -598,7 +582,7 @@ fn a_release_manager_edits_a_stage_through_the_form() {
         let location = res.headers()["location"].to_str().unwrap().to_string();
         assert_eq!(location, format!("{path}?saved=2"));
         assert_eq!(revision_of(app, "space-game-web"), 2);
-        let html = get_page(app, &manager, &location);
+        let html = app.page_as(&manager, &location);
         assert!(texts(&html, ".notice")[0].contains("revision 2"));
         let revision = texts(&html, "#revision-2 p").join(" ");
         assert!(revision.contains("rita"), "{revision}");
@@ -644,8 +628,8 @@ fn a_release_manager_edits_a_stage_through_the_form() {
         assert_eq!(revision_of(app, "space-game-web"), 2);
 
         // A viewer sees the form read-only and may not save.
-        let viewer = signed_in(app, "vera", Role::Viewer);
-        let page = get_page(app, &viewer, path);
+        let viewer = app.member_browser("vera", Role::Viewer);
+        let page = app.page_as(&viewer, path);
         assert_eq!(attrs(&page, "fieldset.form-body", "disabled").len(), 1);
         let fields = form_fields(&page, &[("parallel", "3")]);
         let res = viewer.post(app.url(path)).form(&fields).send().unwrap();

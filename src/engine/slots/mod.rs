@@ -43,12 +43,12 @@ use tokio_util::task::TaskTracker;
 
 use self::router::{Route, RouteTable};
 use self::supervisor::{Health, ProcessSpec, ProcessState, SlotProcess, SupervisorConfig};
-use super::builds::blocking;
-use super::runner::LogSender;
 use super::secrets::SecretKey;
 use super::{EngineError, pipelines, secrets};
 use crate::domain::App;
 use crate::domain::slot_ops;
+use crate::engine::blocking;
+use crate::engine::jobs::runner::LogSender;
 use crate::storage::slots::{self as store, SlotContent, SwapRecord};
 use crate::storage::{self, AppRow, Db, DbConn, SlotRow};
 

@@ -8,8 +8,9 @@ use slipway::domain::Role;
 use slipway::domain::webhook::sign;
 
 use crate::git::{TempRepo, git_repo};
-use crate::helpers::{TestApp, each_backend};
-use crate::helpers::{finished, get_json, import, json as parse, pipeline_yaml, queue};
+use crate::helpers::{
+    TestApp, each_backend, finished, get_json, import, json as parse, pipeline_yaml, queue,
+};
 
 const SECRET: &str = "It's a Secret to Everybody";
 

@@ -112,6 +112,22 @@ impl TestApp {
         self.browser_of(username, &password, "/")
     }
 
+    /// A signed-in browser of a new local user with this role and the
+    /// password [`PASSWORD`].
+    pub fn member_browser(&self, username: &str, role: Role) -> Client {
+        self.user(username, role, PASSWORD);
+        self.browser_of(username, PASSWORD, "/")
+    }
+
+    /// GET a page as `client` (a signed-in browser); it must answer 200.
+    pub fn page_as(&self, client: &Client, path: &str) -> Html {
+        let res = client.get(self.url(path)).send().expect("GET");
+        let status = res.status();
+        let body = res.text().expect("body");
+        assert_eq!(status, 200, "[{}] GET {path}: {body}", self.backend);
+        Html::parse_document(&body)
+    }
+
     /// A browser signed in as an existing user, landing on `next`.
     pub fn browser_of(&self, username: &str, password: &str, next: &str) -> Client {
         let client = browser();

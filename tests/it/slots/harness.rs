@@ -4,14 +4,15 @@
 //! server is), and a load generator through the router.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use slipway::app::{Options, Router, Spawned};
 use slipway::domain::Role;
+use slipway::engine::builds::artifacts;
 use slipway::engine::slots::{SlotDeploy, SlotDeployed, SwapOutcome};
-use slipway::engine::{Engine, EngineError, artifacts, pipelines, users};
+use slipway::engine::{Engine, EngineError, pipelines, users};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, Db, NewArtifact, NewRelease};
 
