@@ -18,19 +18,16 @@
 #[path = "bench/mod.rs"]
 mod bench;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use slipway::config::Settings;
 use slipway::domain::BuildState;
 use slipway::domain::webhook::sign;
 use slipway::engine::{pipelines, secrets};
 use slipway::storage::{self, Db, testing::TestDb};
-use slipway::web::{self, AppState};
 
 const SECRET: &str = "bench webhook secret";
 const PIPELINE: &str = "bench-app";
@@ -102,37 +99,9 @@ stages:
         )?;
     }
 
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let settings = Settings {
-        listen: addr,
-        data_dir,
-        database_url: url,
-        public_url: format!("http://{addr}"),
-        oidc: None,
-        router: Default::default(),
-    };
-    let server_db = db.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build();
-        if let Ok(rt) = rt {
-            rt.block_on(async move {
-                let state = AppState::new(server_db, settings, secret_key);
-                let engine = state.engine.clone();
-                if engine.start().await.is_err() {
-                    return;
-                }
-                if let Ok(server) = web::server(state, listener) {
-                    let _ = server.await;
-                }
-                engine.shutdown().await;
-            });
-        }
-    });
+    let slipway = bench::start(&data_dir, &url, secret_key)?;
     let client = reqwest::blocking::Client::new();
-    let base = format!("http://{addr}");
+    let base = format!("http://{}", slipway.address());
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.get(format!("{base}/healthz")).send().is_err() {
         ensure!(Instant::now() < deadline, "the server did not start");

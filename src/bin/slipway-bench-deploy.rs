@@ -25,7 +25,7 @@ use anyhow::{Context, bail, ensure};
 use chrono::DateTime;
 use slipway::domain::{BuildState, DeploymentState};
 use slipway::engine::builds::{BuildRequest, QueueOutcome};
-use slipway::engine::{Engine, EngineConfig, pipelines, secrets};
+use slipway::engine::{pipelines, secrets};
 use slipway::storage::{self, Db, testing::TestDb};
 
 const PIPELINE: &str = "bench-deploy";
@@ -90,22 +90,14 @@ stages:
             .id
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let engine = Engine::new(
-        db.clone(),
-        dir.join("data"),
-        secret_key,
-        EngineConfig::default(),
-    );
-    rt.block_on(engine.start())?;
+    let slipway = bench::start(&dir.join("data"), &url, secret_key)?;
+    let engine = slipway.engine();
 
     let warm_up = 3;
     let mut runs = Vec::with_capacity(o.runs);
     for i in 0..warm_up + o.runs {
         let _ = std::fs::remove_file(&marker);
-        let outcome = rt.block_on(engine.queue(BuildRequest {
+        let outcome = slipway.runtime().block_on(engine.queue(BuildRequest {
             pipeline: PIPELINE.into(),
             branch: None,
             commit: None,
@@ -161,7 +153,7 @@ stages:
             });
         }
     }
-    rt.block_on(engine.shutdown());
+    drop(slipway);
 
     let backend = o.backend();
     println!(

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use diesel::prelude::*;
 use slipway::domain::{DeploymentState, TriggerOutcome};
-use slipway::engine::{Engine, EngineConfig, pipelines, secrets};
+use slipway::engine::{pipelines, secrets};
 use slipway::storage::schedules as store;
 use slipway::storage::{
     self, Db, DeploymentRow, NewArtifact, NewDeployment, NewRelease, testing::TestDb,
@@ -119,14 +119,7 @@ stages:
     };
 
     let data = dir.join("data");
-    let rt = tokio::runtime::Runtime::new()?;
-    let engine = Engine::new(
-        db.clone(),
-        data,
-        Arc::new(secrets::SecretKey::generate()?),
-        EngineConfig::default(),
-    );
-    rt.block_on(engine.start())?;
+    let slipway = bench::start(&data, &url, Arc::new(secrets::SecretKey::generate()?))?;
 
     let warm_up = 3;
     let mut runs = Vec::with_capacity(o.runs);
@@ -170,7 +163,7 @@ stages:
             });
         }
     }
-    rt.block_on(engine.shutdown());
+    drop(slipway);
 
     let backend = o.backend();
     println!(

@@ -9,11 +9,12 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use slipway::app::{self, Application};
 use slipway::config::Settings;
 use slipway::domain::DeploymentState;
 use slipway::engine::pipelines;
 use slipway::storage::{self, Db, NewArtifact, NewDeployment, NewRelease, ReleaseFilter};
-use slipway::web::{self, AppState};
+use slipway::web;
 
 struct Options {
     pipelines: usize,
@@ -190,22 +191,15 @@ fn main() -> anyhow::Result<()> {
         oidc: None,
         router: Default::default(),
     };
-    let server_db = db.clone();
-    let secret_key = std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate()?);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build();
-        if let Ok(rt) = rt {
-            rt.block_on(async move {
-                if let Ok(server) =
-                    web::server(AppState::new(server_db, settings, secret_key), listener)
-                {
-                    let _ = server.await;
-                }
-            });
-        }
-    });
+    let app_options = app::Options {
+        listener: Some(listener),
+        secret_key: Some(std::sync::Arc::new(
+            slipway::engine::secrets::SecretKey::generate()?,
+        )),
+        ..app::Options::default()
+    };
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let _slipway = Application::spawn(settings, app_options, threads)?;
 
     let pipeline = format!("pipeline-{:02}", o.pipelines / 2);
     let page50_before = {

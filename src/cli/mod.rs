@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::app::open_db;
 use crate::config::{Overrides, Settings};
 
 /// Slipway: self-hosted release management.
@@ -116,42 +117,4 @@ pub fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Creates the data directory readable by this user only (0700), and takes
-/// group and other access away from one that exists: it holds the
-/// database, the secret key, artifacts and the slots.
-fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    crate::storage::create_private_dir(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", dir.display()))?;
-    let mode = std::fs::metadata(dir)
-        .map_err(|e| anyhow::anyhow!("cannot read the data directory {}: {e}", dir.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
-            |e| {
-                anyhow::anyhow!(
-                    "cannot make the data directory {} private: {e}",
-                    dir.display()
-                )
-            },
-        )?;
-        tracing::warn!(
-            "the data directory {} was open to other users (mode {:o}); it is now {:o}",
-            dir.display(),
-            mode & 0o777,
-            mode & 0o700
-        );
-    }
-    Ok(())
-}
-
-/// Opens the database of these settings and applies pending migrations.
-pub fn open_db(settings: &Settings) -> anyhow::Result<crate::storage::Db> {
-    private_data_dir(&settings.data_dir)?;
-    let db = crate::storage::Db::connect(&settings.database_url, 8)?;
-    db.run_migrations()?;
-    Ok(db)
 }

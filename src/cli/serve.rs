@@ -1,14 +1,11 @@
-//! `slipway serve`: the web server, the API and (with later issues) the engine.
-
-use std::net::TcpListener;
+//! `slipway serve`: the [`Application`] (web server, API, engine, slot
+//! router) until `SIGTERM` or Ctrl-C.
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{Common, init_tracing, open_db};
-use crate::engine::pipelines::demo;
-use crate::engine::users;
-use crate::web::{self, AppState};
+use super::{Common, init_tracing};
+use crate::app::{Application, Options, Router};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -35,121 +32,23 @@ pub fn run(args: ServeArgs, common: &Common) -> anyhow::Result<()> {
         args.router_domain.clone(),
         "--router-listen / --router-domain",
     )?;
-    let db = open_db(&settings)?;
-    let secret_key = std::sync::Arc::new(crate::engine::secrets::SecretKey::load_or_create(
-        &settings.data_dir,
-    )?);
-    {
-        let mut conn = db.get()?;
-        if let Some(path) = users::ensure_initial_admin(&mut conn, &settings.data_dir)? {
-            tracing::info!(
-                file = %path.display(),
-                "created the first admin user `admin`; its password is in {}",
-                path.display()
-            );
-        }
-        if args.demo {
-            match demo::ensure_demo(&mut conn, &settings.data_dir, settings.router.listen)? {
-                demo::DemoOutcome::Created { repo } => tracing::info!(
-                    repo = %repo.display(),
-                    "created the demo pipeline {}",
-                    demo::DEMO_PIPELINE
-                ),
-                demo::DemoOutcome::AlreadyThere => {
-                    tracing::info!("the demo pipeline {} exists already", demo::DEMO_PIPELINE)
-                }
-            }
-        }
-    }
-    let listener = TcpListener::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    // The slot router on its default address is optional (another Slipway
-    // may hold it); an address someone chose must work.
-    let router_listener = match TcpListener::bind(settings.router.listen) {
-        Ok(listener) => Some(listener),
-        Err(e) if settings.router.listen == crate::config::RouterSettings::default().listen => {
-            tracing::error!(
-                "cannot listen on {} for the slot router: {e}; slots are not reachable through it (choose another address with --router-listen)",
-                settings.router.listen
-            );
-            None
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot listen on {} for the slot router (--router-listen)",
-                    settings.router.listen
-                )
-            });
-        }
-    };
-    let router_domain = settings.router.domain.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let state = AppState::new(db, settings, secret_key);
-        // SSO: the provider's discovery document, or a clear start-up error.
-        web::oidc::start(&state).await?;
-        let engine = state.engine.clone();
-        engine
-            .start()
-            .await
-            .context("cannot start the build engine")?;
-        let sign_in = format!(
-            "sign in at {}/login{}",
-            state.settings.public_url,
-            if state.sso.get().is_some() {
-                " (with a password, or with SSO)"
-            } else {
-                " (as `admin` on the first start: see initial-admin-password in the data dir)"
-            }
-        );
-        let server = web::server(state, listener)?;
-        tracing::info!("listening on http://{addr}");
-        tracing::info!("{sign_in}");
-        if let Some(router_listener) = router_listener {
-            let router_addr = engine
-                .slots()
-                .start_router(router_listener, &router_domain)
-                .context("cannot start the slot router")?;
-            tracing::info!(
-                "slot router listening on http://{router_addr} (slots answer to APP-SLOT.{router_domain}:{})",
-                router_addr.port()
-            );
-        }
+        let options = Options {
+            demo: args.demo,
+            router: Router::FromSettings,
+            ..Options::default()
+        };
         // actix-web stops gracefully on SIGTERM and Ctrl-C; then the engine
-        // stops its builds (they are recorded as interrupted). The live
-        // pages' event streams end on the same signal, or the graceful stop
-        // would wait for every open page.
-        let changes = engine.changes().clone();
-        tokio::spawn(async move {
-            stop_signal().await;
-            changes.close();
-        });
-        let served = server.await;
-        engine.shutdown().await;
-        served?;
+        // stops its builds (they are recorded as interrupted).
+        Application::build(settings, options)
+            .await?
+            .run_until_stopped()
+            .await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
-}
-
-/// Resolves on SIGTERM or Ctrl-C (the signals actix-web stops on).
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch for SIGTERM; live pages end with Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

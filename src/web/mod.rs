@@ -50,29 +50,15 @@ pub struct AppState {
 pub type State = web::Data<AppState>;
 
 impl AppState {
+    /// The state of a server over `db` with this (not yet started)
+    /// engine; built by `app::Application`, the one place that wires
+    /// Slipway together.
     pub fn new(
         db: Db,
         settings: Settings,
         secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
+        engine: crate::engine::Engine,
     ) -> web::Data<AppState> {
-        Self::with_engine_config(db, settings, secret_key, Default::default())
-    }
-
-    /// [`AppState::new`] with an engine configured by `config` (its
-    /// notifications' public URL is the settings').
-    pub fn with_engine_config(
-        db: Db,
-        settings: Settings,
-        secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
-        mut config: crate::engine::EngineConfig,
-    ) -> web::Data<AppState> {
-        config.notifications.public_url = settings.public_url.clone();
-        let engine = crate::engine::Engine::new(
-            db.clone(),
-            settings.data_dir.clone(),
-            secret_key.clone(),
-            config,
-        );
         web::Data::new(AppState {
             engine,
             db,

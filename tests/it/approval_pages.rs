@@ -9,32 +9,14 @@ use reqwest::blocking::{Client, Response};
 use scraper::Html;
 use serde_json::json;
 use slipway::domain::Role;
-use slipway::engine::users;
 
-use crate::builds::{get_json, import, post_json, wait_until};
-use crate::deployments::{build, deployment, ended, pipeline, repo};
-use crate::helpers::{TestApp, attrs, browser, csrf_of, each_backend, texts};
+use crate::deployments::{pipeline, repo};
+use crate::helpers::{
+    PASSWORD, TestApp, attrs, browser, build, csrf_of, deployment, each_backend, ended, get_json,
+    import, member, post_json, texts, wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "a long test password";
-
-/// A user in `groups` with a password ([`PASSWORD`]) and an API token.
-pub fn member(app: &TestApp, name: &str, role: Role, groups: &[&str]) -> String {
-    let mut conn = app.conn();
-    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    users::create_user(
-        &mut conn,
-        users::NewLocalUser {
-            username: name,
-            role,
-            groups: &groups,
-            password: PASSWORD,
-        },
-        "test",
-    )
-    .unwrap();
-    users::create_token(&mut conn, name, "test", "test").unwrap()
-}
 
 /// Manual stages named `stages`, each approved before by `group:management`.
 fn approval_stages(stages: &[&str], extra: &str) -> String {
@@ -86,14 +68,6 @@ fn signed_in(app: &TestApp, name: &str) -> Client {
     client
 }
 
-fn get(app: &TestApp, client: &Client, path: &str) -> Html {
-    let res = client.get(app.url(path)).send().unwrap();
-    let status = res.status();
-    let body = res.text().unwrap();
-    assert_eq!(status, 200, "[{}] GET {path}: {body}", app.backend);
-    Html::parse_document(&body)
-}
-
 fn post(app: &TestApp, client: &Client, path: &str, form: &[(&str, &str)]) -> Response {
     client.post(app.url(path)).form(form).send().unwrap()
 }
@@ -126,7 +100,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
 
         // Maria's inbox: the approval with its commit; "Approvals (1)".
         let maria = signed_in(app, "maria");
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         assert_eq!(nav_count(&html), "Approvals (1)", "[{}]", app.backend);
         let titles = texts(&html, "article.approval h3");
         assert_eq!(titles.len(), 1, "{titles:?}");
@@ -155,7 +129,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
 
         // Dana requested it: her inbox says why she may not approve.
         let dana_browser = signed_in(app, "dana");
-        let html = get(app, &dana_browser, "/approvals");
+        let html = app.page_as(&dana_browser, "/approvals");
         let why = texts(&html, ".cannot-approve").join(" ");
         assert!(
             why.contains("You cannot approve this"),
@@ -167,7 +141,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
 
         // Vic is not in management: nothing waits for him.
         let vic = signed_in(app, "vic");
-        let html = get(app, &vic, "/approvals");
+        let html = app.page_as(&vic, "/approvals");
         assert_eq!(nav_count(&html), "Approvals (0)");
         assert!(texts(&html, "article.approval").is_empty());
         assert_eq!(
@@ -176,13 +150,13 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
         );
 
         // Its page tells him why he has no forms.
-        let html = get(app, &vic, &page);
+        let html = app.page_as(&vic, &page);
         let note = texts(&html, "p.not-yours").join(" ");
         assert!(note.contains("not among its approvers"), "{note}");
         assert!(attrs(&html, "form.reject-form", "action").is_empty());
 
         // Rejecting without a comment: 422, the message next to the form.
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         let csrf = csrf_of(&html);
         let res = post(
             app,
@@ -221,7 +195,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
             res.text().unwrap()
         );
         assert_eq!(location(&res), "/approvals");
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         let flash = texts(&html, "p.flash").join(" ");
         assert!(
             flash.contains(&format!("You approved approval #{approval}"))
@@ -236,7 +210,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
         assert_eq!(ended(app, &dana, id)["state"], "succeeded");
 
         // The history tab has the decision.
-        let html = get(app, &maria, "/approvals?tab=history");
+        let html = app.page_as(&maria, "/approvals?tab=history");
         let rows = texts(&html, "table.approval-history tbody tr");
         assert_eq!(rows.len(), 1, "{rows:?}");
         for part in [
@@ -249,7 +223,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
         }
 
         // The approval's own page: closed, with Maria's decision, no forms.
-        let html = get(app, &maria, &page);
+        let html = app.page_as(&maria, &page);
         let facts = texts(&html, "dl.facts").join(" ");
         assert!(facts.contains("Approved"), "{facts}");
         let decisions = texts(&html, "ul.approval-decisions li");
@@ -259,7 +233,7 @@ fn a_manager_sees_decides_and_finds_the_decision_in_the_history() {
 
         // The deployment's page lists its approval.
         let url = format!("/pipelines/web/releases/{version}/deployments/{id}");
-        let html = get(app, &maria, &url);
+        let html = app.page_as(&maria, &url);
         let section = texts(&html, "section.deployment-approval").join(" ");
         assert!(
             section.contains(&format!("Approval #{approval}"))
@@ -292,7 +266,7 @@ fn approve_selected_decides_each_and_says_which_failed() {
         let (a_eu, a_us) = (approval_of(app, &dana, eu), approval_of(app, &dana, us));
 
         let maria = signed_in(app, "maria");
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         assert_eq!(nav_count(&html), "Approvals (2)");
         let csrf = csrf_of(&html);
 
@@ -319,7 +293,7 @@ fn approve_selected_decides_each_and_says_which_failed() {
             app.backend,
             res.text().unwrap()
         );
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         assert_eq!(nav_count(&html), "Approvals (1)");
         let deferred = texts(&html, ".approval-deferred");
         assert_eq!(deferred.len(), 1, "{deferred:?}");
@@ -378,7 +352,7 @@ fn approve_selected_decides_each_and_says_which_failed() {
         let failed = texts(&html, ".batch-result li.batch-failed").join(" ");
         assert!(failed.contains("approved already"), "{failed}");
         let history = texts(
-            &get(app, &maria, "/approvals?tab=history"),
+            &app.page_as(&maria, "/approvals?tab=history"),
             "table.approval-history tbody tr",
         );
         assert_eq!(history.len(), 3, "approve, approve, defer: {history:?}");
@@ -391,7 +365,7 @@ fn bad_decisions_and_unknown_approvals_are_clear_4xx() {
     each_backend(|app| {
         member(app, "maria", Role::Viewer, &["management"]);
         let maria = signed_in(app, "maria");
-        let html = get(app, &maria, "/approvals");
+        let html = app.page_as(&maria, "/approvals");
         let csrf = csrf_of(&html);
         assert_eq!(
             maria
@@ -428,7 +402,7 @@ fn bad_decisions_and_unknown_approvals_are_clear_4xx() {
             &[("csrf", &csrf), ("decision", "approve")],
         );
         assert_eq!(res.status(), 404);
-        let html = get(app, &maria, "/approvals?tab=history");
+        let html = app.page_as(&maria, "/approvals?tab=history");
         assert_eq!(
             texts(&html, "p.empty"),
             vec!["You have not decided on any approval yet."]

@@ -12,10 +12,11 @@ use slipway::domain::Role;
 use slipway::storage::schema::users;
 use slipway::web::oidc::fresh_sign_in_url;
 
-use crate::approval_pages::{approval_of, deploy, member};
-use crate::builds::import;
-use crate::deployments::{build, deployment, ended, pipeline, repo};
-use crate::helpers::{TestApp, attrs, browser, csrf_of, texts};
+use crate::approval_pages::{approval_of, deploy};
+use crate::deployments::{pipeline, repo};
+use crate::helpers::{
+    TestApp, attrs, browser, build, csrf_of, deployment, ended, import, member, texts,
+};
 use crate::idp::{
     AtProvider, Browser, available, browser_check, each_backend_with_sso, through_provider,
 };

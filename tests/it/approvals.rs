@@ -7,32 +7,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use slipway::domain::Role;
-use slipway::engine::users;
 use slipway::storage;
 
-use crate::builds::{get_json, import, post_json, wait_until};
-use crate::deployments::{build, deployment, ended, pipeline, repo};
-use crate::helpers::{TestApp, each_backend};
+use crate::deployments::{pipeline, repo};
+use crate::helpers::{
+    TestApp, build, deployment, each_backend, ended, get_json, import, member, post_json,
+    wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A user in `groups` with an API token.
-pub fn member(app: &TestApp, name: &str, role: Role, groups: &[&str]) -> String {
-    let mut conn = app.conn();
-    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    users::create_user(
-        &mut conn,
-        users::NewLocalUser {
-            username: name,
-            role,
-            groups: &groups,
-            password: "a long test password",
-        },
-        "test",
-    )
-    .unwrap();
-    users::create_token(&mut conn, name, "test", "test").unwrap()
-}
 
 /// A pipeline with one manual stage `prod` whose approvals are `approvals`
 /// (a YAML flow mapping) and whose queue policy is `queue`.
@@ -457,7 +440,7 @@ fn approvals_after_the_stage_and_their_notifications() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(ended(app, &maria, id)["state"], "succeeded");
         // Its success starts the stage after it.
-        let smoke = crate::deployments::deployment_to(app, &maria, "after", &v, "smoke");
+        let smoke = crate::helpers::deployment_to(app, &maria, "after", &v, "smoke");
         assert_eq!(ended(app, &maria, smoke)["state"], "succeeded");
         let decided = receiver.nth(2);
         assert_eq!(decided.header("X-Slipway-Event"), Some("approval_decided"));

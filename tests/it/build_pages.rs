@@ -4,9 +4,10 @@
 use scraper::Html;
 use slipway::domain::Role;
 
-use crate::builds::{finished, import, pipeline_yaml};
 use crate::git::git_repo;
-use crate::helpers::{attrs, browser, csrf_of, each_backend, texts};
+use crate::helpers::{
+    attrs, browser, csrf_of, each_backend, finished, import, pipeline_yaml, texts,
+};
 
 const BUILD: &str = r#"  tasks:
     - name: compile
@@ -276,8 +277,8 @@ fn the_board_shows_a_running_build_until_it_ends() {
             &pipeline_yaml("web", &repo.url(), "1.0.{build}", &build),
         );
         let token = app.token("andy", Role::Deployer);
-        let number = crate::builds::queue(app, &token, "web", serde_json::json!({}));
-        let running = crate::builds::wait_until(
+        let number = crate::helpers::queue(app, &token, "web", serde_json::json!({}));
+        let running = crate::helpers::wait_until(
             "the board to show the running build",
             std::time::Duration::from_secs(60),
             || {

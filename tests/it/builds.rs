@@ -6,55 +6,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use slipway::app::Spawned;
 use slipway::domain::{DeploymentState, Role};
+use slipway::engine::EngineConfig;
 use slipway::engine::builds::artifacts;
 use slipway::engine::builds::{self, BuildRequest, QueueOutcome};
-use slipway::engine::{Engine, EngineConfig};
 use slipway::storage;
 
 use crate::git::{TempRepo, git_repo};
-use crate::helpers::{TestApp, each_backend};
+use crate::helpers::{
+    DEADLINE, TestApp, build_json, each_backend, finished, get_json, import, log_text,
+    pipeline_yaml, post_json, queue, wait_until,
+};
 
 mod hooks;
-
-/// How long a build may take in these tests.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `f` every 20 ms until it returns `Some`, failing after `timeout`.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub fn json(res: reqwest::blocking::Response) -> (u16, Value) {
-    let status = res.status().as_u16();
-    let body = res.text().unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
-    )
-}
-
-/// A pipeline building `repo` with these build tasks and artifact globs.
-pub fn pipeline_yaml(name: &str, repo: &str, version: &str, build: &str) -> String {
-    format!(
-        r#"pipeline: {name}
-source: {{ repo: "{repo}", branch: main }}
-version: "{version}"
-build:
-{build}
-stages:
-  - name: dev
-    trigger: {{ after: build }}
-"#
-    )
-}
 
 /// The usual build: a script that writes two artifacts and tells what it builds.
 const BUILD_SH: &str = r#"#!/bin/sh
@@ -79,87 +44,6 @@ const WEB_BUILD: &str = r#"  tasks:
     - shell: ./build.sh
       env: { COLOR: teal }
   artifacts: [ "dist/**" ]"#;
-
-pub fn import(app: &TestApp, yaml: &str) {
-    let res = app.import(yaml);
-    let status = res.status();
-    assert!(status == 201 || status == 200, "{}", res.text().unwrap());
-}
-
-pub fn post_json(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    json(
-        app.client
-            .post(app.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .unwrap(),
-    )
-}
-
-pub fn get_json(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    json(app.get_with_token(path, token))
-}
-
-/// Queues a build through the API; returns its number.
-pub fn queue(app: &TestApp, token: &str, pipeline: &str, body: Value) -> i64 {
-    let (status, v) = post_json(
-        app,
-        token,
-        &format!("/api/v1/pipelines/{pipeline}/builds"),
-        &body,
-    );
-    assert_eq!(status, 202, "[{}] {v}", app.backend);
-    assert_eq!(v["state"], "queued", "{v}");
-    v["number"].as_i64().unwrap()
-}
-
-pub fn build_json(app: &TestApp, token: &str, pipeline: &str, number: i64) -> Value {
-    let (status, v) = get_json(
-        app,
-        token,
-        &format!("/api/v1/pipelines/{pipeline}/builds/{number}"),
-    );
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-/// Waits until the build exists and has ended; returns its JSON.
-pub fn finished(app: &TestApp, token: &str, pipeline: &str, number: i64) -> Value {
-    wait_until(
-        &format!("{pipeline} build #{number} to end"),
-        DEADLINE,
-        || {
-            let (status, v) = get_json(
-                app,
-                token,
-                &format!("/api/v1/pipelines/{pipeline}/builds/{number}"),
-            );
-            if status == 404 {
-                return None;
-            }
-            assert_eq!(status, 200, "{v}");
-            let state = v["state"].as_str().unwrap().to_string();
-            (state != "queued" && state != "running").then_some(v)
-        },
-    )
-}
-
-/// The whole log of a build as text.
-pub fn log_text(app: &TestApp, token: &str, pipeline: &str, number: i64) -> String {
-    let (status, v) = get_json(
-        app,
-        token,
-        &format!("/api/v1/pipelines/{pipeline}/builds/{number}/log"),
-    );
-    assert_eq!(status, 200, "{v}");
-    v["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect()
-}
 
 fn sha256sum(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
@@ -532,25 +416,11 @@ fn builds_queued_together_run_one_after_the_other() {
     });
 }
 
-/// Starts a second engine (another instance) on the app's database.
-fn second_engine(
-    app: &TestApp,
-    config: EngineConfig,
-) -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+/// Starts another instance on the app's database, with its own data directory.
+fn second_engine(app: &TestApp, config: EngineConfig) -> (Spawned, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        app.db.clone(),
-        data.path().to_path_buf(),
-        app.secret_key.clone(),
-        config,
-    );
-    rt.block_on(engine.start()).unwrap();
-    (rt, engine, data)
+    let other = app.another_instance(data.path(), config);
+    (other, data)
 }
 
 #[test]
@@ -577,7 +447,7 @@ fn concurrent_builds_never_share_a_version() {
             ),
         );
         // Another instance that runs two builds of a pipeline at once.
-        let (rt, engine, _data) = second_engine(
+        let (other, _data) = second_engine(
             app,
             EngineConfig {
                 builds_per_pipeline: 2,
@@ -590,7 +460,7 @@ fn concurrent_builds_never_share_a_version() {
             .into_iter()
             .map(|p| (p, queue(app, &token, p, json!({}))))
             .collect();
-        engine.notify();
+        other.engine().notify();
         let done: Vec<Value> = numbers
             .iter()
             .map(|(p, n)| finished(app, &token, p, *n))
@@ -629,7 +499,7 @@ fn concurrent_builds_never_share_a_version() {
         let (_, releases) = get_json(app, &token, "/api/v1/pipelines/by-sha/releases");
         assert_eq!(releases["releases"].as_array().unwrap().len(), 1);
 
-        rt.block_on(engine.shutdown());
+        drop(other);
     });
 }
 
@@ -1115,15 +985,8 @@ fn a_restarted_instance_interrupts_the_builds_it_left_running() {
         let stale = insert("elsewhere/dead", 600);
         let alive = insert("elsewhere/alive", 1);
 
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let engine = Engine::new(
-            app.db.clone(),
-            data.path().to_path_buf(),
-            app.secret_key.clone(),
-            EngineConfig::default(),
-        );
-        rt.block_on(engine.start()).unwrap();
-        assert_eq!(engine.runner_id(), Some(me.as_str()));
+        let restarted = app.another_instance(data.path(), EngineConfig::default());
+        assert_eq!(restarted.engine().runner_id(), Some(me.as_str()));
 
         let token = app.token("vic", Role::Viewer);
         let b = build_json(app, &token, "crashy", own);
@@ -1150,7 +1013,7 @@ fn a_restarted_instance_interrupts_the_builds_it_left_running() {
                 .map(String::as_str),
             Some("build.interrupt")
         );
-        rt.block_on(engine.shutdown());
+        drop(restarted);
     });
 }
 

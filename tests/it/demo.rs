@@ -107,7 +107,7 @@ fn fire_test_schedule(s: &Slipway) {
             .unwrap();
         let stage = store::find_stage(&mut conn, p.id, "test").unwrap().unwrap();
         let schedule = slipway::engine::pipelines::schedules::schedule_of_stage(&stage).unwrap();
-        let next = crate::builds::wait_until(
+        let next = crate::helpers::wait_until(
             "the test stage's next fire time",
             std::time::Duration::from_secs(20),
             || {
@@ -134,7 +134,7 @@ fn fire_test_schedule(s: &Slipway) {
 
 /// The approval the signed-in approver sees for deployment `id`.
 fn approval_for(s: &Slipway, token: &str, deployment: i64) -> i64 {
-    crate::builds::wait_until(
+    crate::helpers::wait_until(
         "the production approval in the inbox",
         std::time::Duration::from_secs(30),
         || {

@@ -9,18 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use slipway::app::Spawned;
 use slipway::domain::Role;
-use slipway::engine::{Engine, EngineConfig};
+use slipway::engine::EngineConfig;
 use slipway::storage;
 
-use crate::builds::{finished, get_json, import, post_json, queue, wait_until};
 use crate::git::{TempRepo, git_repo};
-use crate::helpers::{TestApp, attrs, csrf_of, each_backend, texts};
+use crate::helpers::{
+    DEADLINE, TestApp, attrs, build, csrf_of, deploy, deployment, deployment_to, deployments_of,
+    each_backend, ended, finished, get_json, import, in_state, log_of, post_json, queue, texts,
+    wait_until,
+};
 
 mod crash;
-
-/// How long a deployment may take in these tests.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The build: two artifacts, one of them a script.
 const BUILD_SH: &str = r#"#!/bin/sh
@@ -47,97 +48,6 @@ stages:
 {stages}"#,
         repo.path().display()
     )
-}
-
-/// Builds the pipeline's `main` through the API; returns the release's version.
-pub fn build(app: &TestApp, token: &str, pipeline: &str) -> String {
-    let number = queue(app, token, pipeline, json!({}));
-    let b = finished(app, token, pipeline, number);
-    assert_eq!(b["state"], "succeeded", "[{}] {b}", app.backend);
-    b["release"].as_str().unwrap().to_string()
-}
-
-pub fn deployment(app: &TestApp, token: &str, id: i64) -> Value {
-    let (status, v) = get_json(app, token, &format!("/api/v1/deployments/{id}"));
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-fn is_ended(state: &str) -> bool {
-    !matches!(
-        state,
-        "queued" | "waiting_for_approval" | "evaluating_gates" | "running"
-    )
-}
-
-/// Waits until deployment `id` ended; returns its JSON.
-pub fn ended(app: &TestApp, token: &str, id: i64) -> Value {
-    wait_until(&format!("deployment #{id} to end"), DEADLINE, || {
-        let v = deployment(app, token, id);
-        is_ended(v["state"].as_str().unwrap()).then_some(v)
-    })
-}
-
-/// Waits until deployment `id` is in `state`.
-fn in_state(app: &TestApp, token: &str, id: i64, state: &str) -> Value {
-    wait_until(&format!("deployment #{id} to be {state}"), DEADLINE, || {
-        let v = deployment(app, token, id);
-        (v["state"] == state).then_some(v)
-    })
-}
-
-/// The deployments of a release (oldest first), from the release API.
-fn deployments_of(app: &TestApp, token: &str, pipeline: &str, version: &str) -> Vec<Value> {
-    let (status, v) = get_json(
-        app,
-        token,
-        &format!("/api/v1/pipelines/{pipeline}/releases/{version}"),
-    );
-    assert_eq!(status, 200, "{v}");
-    v["deployments"].as_array().unwrap().clone()
-}
-
-/// Waits until the release has a deployment to `stage`; returns its id.
-pub fn deployment_to(
-    app: &TestApp,
-    token: &str,
-    pipeline: &str,
-    version: &str,
-    stage: &str,
-) -> i64 {
-    wait_until(
-        &format!("a deployment of {version} to {stage}"),
-        DEADLINE,
-        || {
-            deployments_of(app, token, pipeline, version)
-                .into_iter()
-                .rev()
-                .find(|d| d["stage"] == stage)
-                .map(|d| d["id"].as_i64().unwrap())
-        },
-    )
-}
-
-/// Deploys over the API; returns the status and body.
-fn deploy(app: &TestApp, token: &str, pipeline: &str, stage: &str, body: Value) -> (u16, Value) {
-    post_json(
-        app,
-        token,
-        &format!("/api/v1/pipelines/{pipeline}/stages/{stage}/deployments"),
-        &body,
-    )
-}
-
-/// The whole log of a deployment as text.
-pub fn log_of(app: &TestApp, token: &str, id: i64) -> String {
-    let (status, v) = get_json(app, token, &format!("/api/v1/deployments/{id}/log"));
-    assert_eq!(status, 200, "{v}");
-    v["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn audit(app: &TestApp, subject: &str) -> Vec<(String, String)> {
@@ -1003,31 +913,23 @@ fn the_deploy_form_and_the_page_buttons_work_in_a_browser() {
     });
 }
 
-/// Starts a second engine (another instance) on the app's database.
-fn second_engine(app: &TestApp) -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+/// Starts another instance on the app's database, with its own data
+/// directory sharing the app's artifact store (docs/deployments.md).
+fn second_engine(app: &TestApp) -> (Spawned, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    // Instances share the artifact store (docs/deployments.md).
     std::os::unix::fs::symlink(
         app.data_dir().join("artifacts"),
         data.path().join("artifacts"),
     )
     .unwrap();
-    let engine = Engine::new(
-        app.db.clone(),
-        data.path().to_path_buf(),
-        app.secret_key.clone(),
+    let other = app.another_instance(
+        data.path(),
         EngineConfig {
             safety_poll: Duration::from_millis(20),
             ..EngineConfig::default()
         },
     );
-    rt.block_on(engine.start()).unwrap();
-    (rt, engine, data)
+    (other, data)
 }
 
 #[test]
@@ -1047,13 +949,13 @@ fn two_engines_on_one_database_start_each_deployment_once() {
         import(app, &pipeline("twice", &repo, &stages));
         let token = app.token("dana", Role::Deployer);
         let versions: Vec<String> = (0..6).map(|_| build(app, &token, "twice")).collect();
-        let (rt, engine, _data) = second_engine(app);
+        let (other, _data) = second_engine(app);
         let ids: Vec<i64> = versions
             .iter()
             .map(|v| {
                 let (status, d) = deploy(app, &token, "twice", "dev", json!({"release": v}));
                 assert_eq!(status, 202, "{d}");
-                engine.notify_deployments();
+                other.engine().notify_deployments();
                 d["id"].as_i64().unwrap()
             })
             .collect();
@@ -1077,7 +979,7 @@ fn two_engines_on_one_database_start_each_deployment_once() {
                 .count();
             assert_eq!(starts, 1);
         }
-        rt.block_on(engine.shutdown());
+        drop(other);
     });
 }
 

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use slipway::domain::Role;
 
-use crate::builds::{get_json, import, post_json, wait_until};
-use crate::deployments::{build, ended, pipeline, repo};
-use crate::helpers::{TestApp, each_backend};
+use crate::deployments::{pipeline, repo};
+use crate::helpers::{
+    TestApp, build, each_backend, ended, get_json, import, member, post_json, wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -333,25 +334,6 @@ fn a_restarted_server_resumes_a_gate_where_it_was() {
             .count();
         assert_eq!(runs, 1, "{all}");
     }
-}
-
-/// A user with a role, groups and an API token.
-fn member(app: &TestApp, username: &str, role: Role, groups: &[&str]) -> String {
-    use slipway::engine::users;
-    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    let mut conn = app.conn();
-    users::create_user(
-        &mut conn,
-        users::NewLocalUser {
-            username,
-            role,
-            groups: &groups,
-            password: "a long test password",
-        },
-        "test",
-    )
-    .unwrap();
-    users::create_token(&mut conn, username, "test", "test").unwrap()
 }
 
 /// The audit records with this action, oldest first.

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use slipway::domain::Role;
 use slipway::storage::testing::test_databases;
 
-use crate::builds::{get_json, import, post_json, wait_until};
-use crate::deployments::{build, ended, pipeline, repo};
+use crate::deployments::{pipeline, repo};
 use crate::gates::health_server;
 use crate::git::TempRepo;
-use crate::helpers::{TestApp, each_backend, spawn_app};
+use crate::helpers::{
+    TestApp, build, each_backend, ended, get_json, import, post_json, spawn_app, wait_until,
+};
 use crate::idp::{Browser, available, browser_check};
 
 const DEADLINE: Duration = Duration::from_secs(60);

@@ -8,25 +8,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::blocking::Client;
 use scraper::Html;
-use secrecy::SecretString;
 use sha2::Sha256;
-use slipway::config::Settings;
 use slipway::domain::Role;
 use slipway::engine::deploy::notify::{self, Notice, NoticeKind};
-use slipway::engine::{EngineConfig, pipelines, secrets, users};
+use slipway::engine::{EngineConfig, pipelines};
 use slipway::storage::testing::{TestDb, test_databases};
-use slipway::storage::{self, AuditFilter, Db};
-use slipway::web::{self, AppState};
+use slipway::storage::{self, AuditFilter};
 
-use crate::builds::wait_until;
-use crate::helpers::{browser, csrf_of, texts};
+use crate::helpers::{TestApp, browser, csrf_of, member, spawn_app_with_engine, texts, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "a long test password";
@@ -122,110 +116,29 @@ impl Receiver {
 }
 
 /// Slipway on 127.0.0.1:0 over a fresh database, its engine retrying
-/// notifications after 100 ms (doubling), three attempts at most.
+/// notifications after 100 ms (doubling), three attempts at most, and an
+/// admin `root`.
 struct Slipway {
-    backend: String,
-    base: String,
-    client: Client,
-    db: Db,
-    secret_key: Arc<secrets::SecretKey>,
+    app: TestApp,
     admin_token: String,
-    viewer_token: String,
-    handle: Option<actix_web::dev::ServerHandle>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _data: tempfile::TempDir,
-    _db: TestDb,
 }
 
-impl Drop for Slipway {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(handle.stop(false));
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+impl std::ops::Deref for Slipway {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
     }
 }
 
 fn spawn(backend: String, test_db: TestDb) -> Slipway {
-    let data = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = Settings {
-        listen: addr,
-        data_dir: data.path().to_path_buf(),
-        database_url: test_db.url.clone(),
-        public_url: format!("http://{addr}"),
-        oidc: None,
-        router: Default::default(),
-    };
-    let db = Db::connect(&settings.database_url, 8).unwrap();
-    db.run_migrations().unwrap();
-    let (admin_token, viewer_token) = {
-        let mut conn = db.get().unwrap();
-        for (name, role) in [("root", Role::Admin), ("viewer", Role::Viewer)] {
-            users::create_user(
-                &mut conn,
-                users::NewLocalUser {
-                    username: name,
-                    role,
-                    groups: &[],
-                    password: PASSWORD,
-                },
-                "test",
-            )
-            .unwrap();
-        }
-        (
-            users::create_token(&mut conn, "root", "tests", "test").unwrap(),
-            users::create_token(&mut conn, "viewer", "tests", "test").unwrap(),
-        )
-    };
-    let secret_key = Arc::new(secrets::SecretKey::generate().unwrap());
     let mut config = EngineConfig::default();
     config.notifications.backoff = Duration::from_millis(100);
     config.notifications.max_attempts = 3;
     config.notifications.poll = Duration::from_millis(200);
-    let (tx, rx) = mpsc::channel();
-    let (server_db, server_key) = (db.clone(), secret_key.clone());
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let state = AppState::with_engine_config(server_db, settings, server_key, config);
-            let engine = state.engine.clone();
-            engine.start().await.unwrap();
-            let server = web::server(state, listener).unwrap();
-            tx.send(server.handle()).unwrap();
-            let _ = server.await;
-            engine.shutdown().await;
-        });
-    });
-    let handle = rx.recv().unwrap();
-    Slipway {
-        backend,
-        base: format!("http://{addr}"),
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        db,
-        secret_key,
-        admin_token,
-        viewer_token,
-        handle: Some(handle),
-        thread: Some(thread),
-        _data: data,
-        _db: test_db,
-    }
+    let app = spawn_app_with_engine(backend, test_db, config);
+    let admin_token = member(&app, "root", Role::Admin, &[]);
+    Slipway { app, admin_token }
 }
 
 fn each_backend(f: impl Fn(&Slipway)) {
@@ -236,10 +149,6 @@ fn each_backend(f: impl Fn(&Slipway)) {
 }
 
 impl Slipway {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// Imports a pipeline with these `notifications:` entries.
     fn pipeline(&self, name: &str, notifications: &str) {
         let yaml = format!(
@@ -257,19 +166,6 @@ notifications:
         let definition = pipelines::parse(&yaml, "test.yaml").unwrap();
         let mut conn = self.db.get().unwrap();
         pipelines::import(&mut conn, definition, None, "test", None).unwrap();
-    }
-
-    fn set_secret(&self, pipeline: &str, name: &str, value: &str) {
-        let mut conn = self.db.get().unwrap();
-        secrets::set_secret(
-            &mut conn,
-            &self.secret_key,
-            pipeline,
-            name,
-            &SecretString::from(value.to_string()),
-            "test",
-        )
-        .unwrap();
     }
 
     /// Enqueues `notice` as the approvals engine does: inside a write

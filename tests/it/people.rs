@@ -15,10 +15,6 @@ use crate::helpers::{
     SPEC_PIPELINE, TestApp, attrs, browser, csrf_of, each_backend, spawn_app_with, texts,
 };
 
-fn signed_in(app: &TestApp, username: &str, role: Role) -> Client {
-    app.signed_in(username, role)
-}
-
 /// A signed-in browser of the first admin (password from the data dir).
 fn admin(app: &TestApp) -> Client {
     let password = std::fs::read_to_string(app.data_dir().join("initial-admin-password")).unwrap();
@@ -26,14 +22,6 @@ fn admin(app: &TestApp) -> Client {
     let res = app.sign_in(&client, "admin", password.trim(), "/");
     assert_eq!(res.status(), 303, "[{}] sign in admin", app.backend);
     client
-}
-
-fn page(app: &TestApp, client: &Client, path: &str) -> Html {
-    let res = client.get(app.url(path)).send().unwrap();
-    let status = res.status();
-    let body = res.text().unwrap();
-    assert_eq!(status, 200, "[{}] GET {path}: {body}", app.backend);
-    Html::parse_document(&body)
 }
 
 fn user_id(app: &TestApp, username: &str) -> i64 {
@@ -136,8 +124,8 @@ fn session_cookies_are_secure_when_the_public_url_is_https() {
 #[test]
 fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
     each_backend(|app| {
-        let mara = signed_in(app, "mara", Role::Deployer);
-        let html = page(app, &mara, "/settings/tokens");
+        let mara = app.signed_in("mara", Role::Deployer);
+        let html = app.page_as(&mara, "/settings/tokens");
         assert_eq!(texts(&html, "h1"), vec!["API tokens of mara"]);
         assert!(texts(&html, "p.empty").join(" ").contains("no API tokens"));
         for id in attrs(&html, "main form label", "for") {
@@ -187,7 +175,7 @@ fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
         assert!(!rows[0].token_hash.contains(&token[4..]));
 
         // Listed with its name and use, never with its value.
-        let html = page(app, &mara, "/settings/tokens");
+        let html = app.page_as(&mara, "/settings/tokens");
         let body = html.html();
         assert!(!body.contains(&token), "shown once only");
         let row = texts(&html, "table.tokens tbody tr").join(" ");
@@ -200,8 +188,8 @@ fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
         // Someone else cannot revoke it; without CSRF nobody can.
         let revoke = attrs(&html, "table.tokens form", "action").remove(0);
         assert_eq!(revoke, format!("/settings/tokens/{}/revoke", rows[0].id));
-        let tim = signed_in(app, "tim", Role::ReleaseManager);
-        let tim_csrf = csrf_of(&page(app, &tim, "/settings/tokens"));
+        let tim = app.signed_in("tim", Role::ReleaseManager);
+        let tim_csrf = csrf_of(&app.page_as(&tim, "/settings/tokens"));
         let res = tim
             .post(app.url(&revoke))
             .form(&[("csrf", tim_csrf.as_str())])
@@ -235,7 +223,7 @@ fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
             401
         );
         let row = texts(
-            &page(app, &mara, "/settings/tokens"),
+            &app.page_as(&mara, "/settings/tokens"),
             "table.tokens tbody tr",
         )
         .join(" ");
@@ -252,7 +240,7 @@ fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
         let other_id =
             storage::list_tokens(&mut app.conn(), user_id(app, "ops-bot")).unwrap()[0].id;
         let root = admin(app);
-        let root_csrf = csrf_of(&page(app, &root, "/settings/tokens"));
+        let root_csrf = csrf_of(&app.page_as(&root, "/settings/tokens"));
         let res = root
             .post(app.url(&format!("/settings/tokens/{other_id}/revoke")))
             .form(&[("csrf", root_csrf.as_str())])
@@ -284,20 +272,20 @@ fn api_tokens_are_created_once_listed_and_revoked_on_the_settings_page() {
 #[test]
 fn admins_change_roles_groups_and_accounts_on_the_users_page() {
     each_backend(|app| {
-        let tim = signed_in(app, "tim", Role::Viewer);
+        let tim = app.signed_in("tim", Role::Viewer);
         assert_eq!(
             tim.get(app.url("/admin/users")).send().unwrap().status(),
             403
         );
-        let html = page(app, &tim, "/");
+        let html = app.page_as(&tim, "/");
         assert!(attrs(&html, "header a[href='/admin/users']", "href").is_empty());
 
         let root = admin(app);
-        let html = page(app, &root, "/admin/users");
+        let html = app.page_as(&root, "/admin/users");
         assert_eq!(texts(&html, "h1"), vec!["Users and groups"]);
         assert!(
             !attrs(
-                &page(app, &root, "/"),
+                &app.page_as(&root, "/"),
                 "header a[href='/admin/users']",
                 "href"
             )
@@ -351,9 +339,9 @@ fn admins_change_roles_groups_and_accounts_on_the_users_page() {
         );
 
         // Tim's session sees the change at once.
-        let who = texts(&page(app, &tim, "/"), "header .who span").join(" ");
+        let who = texts(&app.page_as(&tim, "/"), "header .who span").join(" ");
         assert!(who.contains("Deployer"), "{who}");
-        let html = page(app, &root, "/admin/users");
+        let html = app.page_as(&root, "/admin/users");
         let row = texts(&html, &format!("tr#user-{id}")).join(" ");
         assert!(row.contains("management") && !row.contains(" qa "), "{row}");
         assert_eq!(
@@ -368,7 +356,11 @@ fn admins_change_roles_groups_and_accounts_on_the_users_page() {
         // Disabled: his session and tokens stop working; enabled again: back.
         assert_eq!(post("disable", &[("csrf", &csrf)]).status(), 303);
         assert_eq!(tim.get(app.url("/")).send().unwrap().status(), 303);
-        let row = texts(&page(app, &root, "/admin/users"), &format!("tr#user-{id}")).join(" ");
+        let row = texts(
+            &app.page_as(&root, "/admin/users"),
+            &format!("tr#user-{id}"),
+        )
+        .join(" ");
         assert!(row.contains("disabled"), "{row}");
         assert_eq!(post("enable", &[("csrf", &csrf)]).status(), 303);
 
@@ -431,16 +423,16 @@ fn the_audit_page_filters_and_pages_newest_first() {
             storage::append_audit(&mut conn, "x", "a_b.c", "s", "").unwrap();
             storage::append_audit(&mut conn, "x", "aXb.c", "s", "").unwrap();
         }
-        let viewer = signed_in(app, "vic", Role::Viewer);
+        let viewer = app.signed_in("vic", Role::Viewer);
         assert_eq!(viewer.get(app.url("/audit")).send().unwrap().status(), 403);
-        let deployer = signed_in(app, "dee", Role::Deployer);
+        let deployer = app.signed_in("dee", Role::Deployer);
         assert_eq!(
             deployer.get(app.url("/audit")).send().unwrap().status(),
             403
         );
-        let manager = signed_in(app, "rm", Role::ReleaseManager);
+        let manager = app.signed_in("rm", Role::ReleaseManager);
 
-        let html = page(app, &manager, "/audit");
+        let html = app.page_as(&manager, "/audit");
         for id in attrs(&html, "form.filters label", "for") {
             assert_eq!(
                 attrs(&html, &format!("input#{id}"), "id").len(),
@@ -456,15 +448,14 @@ fn the_audit_page_filters_and_pages_newest_first() {
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
         let older = attrs(&html, "a[rel=next]", "href").remove(0);
         assert_eq!(older, format!("/audit?before={}", ids[49]));
-        let html = page(app, &manager, &older);
+        let html = app.page_as(&manager, &older);
         let more: Vec<i64> = texts(&html, "table.audit tbody tr td:first-child")
             .iter()
             .map(|t| t.parse().unwrap())
             .collect();
         assert!(more[0] < ids[49] && more.windows(2).all(|w| w[0] > w[1]));
 
-        let html = page(
-            app,
+        let html = app.page_as(
             &manager,
             "/audit?actor=mara&action=secret&subject=pipeline%3Ap2",
         );
@@ -480,13 +471,13 @@ fn the_audit_page_filters_and_pages_newest_first() {
                 .all(|r| r.contains("mara") && r.contains("secret.set"))
         );
         assert_eq!(attrs(&html, "input#actor", "value"), vec!["mara"]);
-        let html = page(app, &manager, "/audit?actor=tim&before=20");
+        let html = app.page_as(&manager, "/audit?actor=tim&before=20");
         let rows = texts(&html, "table.audit tbody tr td:first-child");
         assert!(!rows.is_empty());
         assert!(rows.iter().all(|id| id.parse::<i64>().unwrap() < 20));
-        let html = page(app, &manager, "/audit?action=a_b");
+        let html = app.page_as(&manager, "/audit?action=a_b");
         assert_eq!(texts(&html, "table.audit tbody tr td code"), vec!["a_b.c"]);
-        let html = page(app, &manager, "/audit?actor=nobody");
+        let html = app.page_as(&manager, "/audit?actor=nobody");
         assert!(
             texts(&html, "p.empty")
                 .join(" ")
@@ -527,7 +518,7 @@ fn slipway_cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
 fn audit_verify_finds_a_tampered_record_on_both_databases() {
     use slipway::storage::schema::audit_events;
     each_backend(|app| {
-        let _ = signed_in(app, "mara", Role::ReleaseManager);
+        let _ = app.signed_in("mara", Role::ReleaseManager);
         storage::append_audit(
             &mut app.conn(),
             "mara",

@@ -14,8 +14,9 @@ use slipway::domain::{BuildState, DeploymentState, Role};
 use slipway::engine::users;
 use slipway::storage::{self, slots as slot_store};
 
-use crate::builds::post_json;
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, seed_releases, texts};
+use crate::helpers::{
+    SPEC_PIPELINE, TestApp, attrs, each_backend, post_json, seed_releases, texts,
+};
 use crate::idp::{Browser, available, browser_check};
 
 const PIPELINE: &str = "space-game-web";
@@ -205,7 +206,7 @@ fn seed(app: &TestApp) -> Vec<String> {
 fn wait_for<T>(app: &TestApp, token: &str, path: &str, f: impl Fn(&Value) -> Option<T>) -> T {
     let start = std::time::Instant::now();
     loop {
-        let (_, v) = crate::builds::get_json(app, token, path);
+        let (_, v) = crate::helpers::get_json(app, token, path);
         if let Some(found) = f(&v) {
             return found;
         }

@@ -11,9 +11,11 @@ use scraper::{ElementRef, Html, Selector};
 use slipway::domain::Role;
 use slipway::storage;
 
-use crate::builds::{build_json, finished, import, queue};
-use crate::deployments::{build, deployment_to, ended, pipeline, repo};
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, csrf_of, each_backend, texts};
+use crate::deployments::{pipeline, repo};
+use crate::helpers::{
+    SPEC_PIPELINE, TestApp, attrs, build, build_json, csrf_of, deployment_to, each_backend, ended,
+    finished, import, queue, texts,
+};
 
 fn sel(s: &str) -> Selector {
     Selector::parse(s).unwrap()

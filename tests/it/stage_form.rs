@@ -4,32 +4,16 @@
 //! approver and a gate without checks are refused next to their fields
 //! (422, the input kept) and change nothing.
 
-use reqwest::blocking::Client;
 use scraper::Html;
 use serde_json::Value;
 use slipway::domain::{
     ApprovalMode, ApprovalPolicy, Approver, CheckKind, Duration, Role, parse_definition,
 };
 
-use crate::builds::json;
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
+use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, json, texts};
 
 const PIPELINE: &str = "space-game-web";
 const PATH: &str = "/pipelines/space-game-web/stages/test/configure";
-
-fn signed_in(app: &TestApp, name: &str, role: Role) -> Client {
-    app.user(name, role, "a long test password");
-    let client = browser();
-    let res = app.sign_in(&client, name, "a long test password", "/");
-    assert_eq!(res.status(), 303, "sign in as {name}");
-    client
-}
-
-fn get_page(app: &TestApp, client: &Client, path: &str) -> Html {
-    let res = client.get(app.url(path)).send().unwrap();
-    assert_eq!(res.status(), 200, "GET {path}");
-    Html::parse_document(&res.text().unwrap())
-}
 
 /// The stage form's fields as a browser would send them (ticked boxes only,
 /// the selected options), with `changes` applied: a value replaces the
@@ -129,8 +113,8 @@ const GOOD: &[(&str, Option<&str>)] = &[
 fn a_release_manager_sets_approvals_and_gates_through_the_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
-        let manager = signed_in(app, "rita", Role::ReleaseManager);
-        let html = get_page(app, &manager, PATH);
+        let manager = app.member_browser("rita", Role::ReleaseManager);
+        let html = app.page_as(&manager, PATH);
         // Every new field has its label.
         let labels = attrs(&html, "#stage-form label[for]", "for");
         for id in [
@@ -277,7 +261,7 @@ fn a_release_manager_sets_approvals_and_gates_through_the_form() {
             other => panic!("{other:?}"),
         }
         // Only lines were added: every other field is exported as before.
-        let html = get_page(app, &manager, &format!("{PATH}?saved=2"));
+        let html = app.page_as(&manager, &format!("{PATH}?saved=2"));
         assert!(
             texts(&html, "#revision-2 p")
                 .join(" ")
@@ -365,9 +349,9 @@ fn a_release_manager_sets_approvals_and_gates_through_the_form() {
 fn a_stage_with_approvals_and_gates_round_trips_through_its_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
-        let manager = signed_in(app, "rita", Role::ReleaseManager);
+        let manager = app.member_browser("rita", Role::ReleaseManager);
         let path = "/pipelines/space-game-web/stages/production/configure";
-        let html = get_page(app, &manager, path);
+        let html = app.page_as(&manager, path);
         assert_eq!(
             texts(&html, "textarea#approvals-before-approvers"),
             ["group:management"]
@@ -403,8 +387,8 @@ fn a_stage_with_approvals_and_gates_round_trips_through_its_form() {
         assert!(yaml.contains("on_inconclusive: ask"), "{yaml}");
         assert_eq!(only_added(&exported, &yaml), Ok(()));
         // A viewer sees the fields read-only and may not save them.
-        let viewer = signed_in(app, "vera", Role::Viewer);
-        let page = get_page(app, &viewer, path);
+        let viewer = app.member_browser("vera", Role::Viewer);
+        let page = app.page_as(&viewer, path);
         assert_eq!(attrs(&page, "fieldset.form-body", "disabled").len(), 1);
         let fields = form_fields(&page, &[("approvals.before.enabled", None)]);
         let res = viewer.post(app.url(path)).form(&fields).send().unwrap();

@@ -11,14 +11,14 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use scraper::Html;
 use serde_json::Value;
+use slipway::app::Options;
 use slipway::domain::{DeploymentState, Role, TriggerOutcome};
-use slipway::engine::{Engine, EngineConfig, pipelines};
+use slipway::engine::{Engine, pipelines};
 use slipway::storage::schedules::{self as store, TriggerRunRow};
 use slipway::storage::testing::{TestDb, test_databases};
-use slipway::storage::{self, Db, DbConn, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
+use slipway::storage::{self, DbConn, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
 
-use crate::builds::{json, wait_until};
-use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, browser, each_backend, texts};
+use crate::helpers::{SPEC_PIPELINE, TestApp, attrs, each_backend, json, texts, wait_until};
 
 /// dev (manual) then test on a schedule; `extra` is appended to the test stage.
 fn scheduled_pipeline(name: &str, cron: &str, zone: &str, extra: &str) -> String {
@@ -363,20 +363,15 @@ fn a_schedule_deploys_the_newest_release_once_and_skips_when_nothing_is_new() {
     });
 }
 
-/// Starts an engine (with its scheduler) on `db`, as `slipway serve` does
-/// after a restart, runs `f`, and stops it.
-fn with_engine(db: &Db, f: impl FnOnce(&Engine)) {
+/// Starts Slipway (its engine and scheduler) on the database at
+/// `database_url`, as `slipway serve` does after a restart, runs `f`, and
+/// stops it.
+fn with_engine(database_url: &str, f: impl FnOnce(&Engine)) {
     let data = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let engine = Engine::new(
-        db.clone(),
-        data.path().to_path_buf(),
-        std::sync::Arc::new(slipway::engine::secrets::SecretKey::generate().unwrap()),
-        EngineConfig::default(),
-    );
-    rt.block_on(engine.start()).unwrap();
-    f(&engine);
-    rt.block_on(engine.shutdown());
+    let (listener, settings) = crate::helpers::bind(data.path(), database_url);
+    let slipway = crate::helpers::launch(settings, listener, Options::default(), 2);
+    f(slipway.engine());
+    drop(slipway);
 }
 
 #[test]
@@ -419,7 +414,7 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
         assert!((5..=6).contains(&stale_count), "{stale_count}");
         drop(conn);
 
-        with_engine(&db, |_| {
+        with_engine(&test_db.url, |_| {
             wait_until("the catch-up pass", Duration::from_secs(20), || {
                 let mut conn = db.get().unwrap();
                 let eager = runs(&mut conn, "eager", "test").len();
@@ -463,26 +458,13 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
         }
         drop(conn);
         // A second start finds nothing more to catch up.
-        with_engine(&db, |_| std::thread::sleep(Duration::from_millis(1500)));
+        with_engine(&test_db.url, |_| {
+            std::thread::sleep(Duration::from_millis(1500))
+        });
         let mut conn = db.get().unwrap();
         assert_eq!(runs(&mut conn, "eager", "test").len(), stale_count);
         assert_eq!(runs(&mut conn, "patient", "test").len(), stale_count);
     }
-}
-
-/// Signs in a new user with `role`; returns the browser.
-fn signed_in(app: &TestApp, name: &str, role: Role) -> reqwest::blocking::Client {
-    app.user(name, role, "a long test password");
-    let client = browser();
-    let res = app.sign_in(&client, name, "a long test password", "/");
-    assert_eq!(res.status(), 303, "sign in as {name}");
-    client
-}
-
-fn get_page(app: &TestApp, client: &reqwest::blocking::Client, path: &str) -> Html {
-    let res = client.get(app.url(path)).send().unwrap();
-    assert_eq!(res.status(), 200, "GET {path}");
-    Html::parse_document(&res.text().unwrap())
 }
 
 /// The stage form's fields as the page fills them, with `changes` applied
@@ -502,8 +484,8 @@ fn a_release_manager_edits_a_stage_through_the_form() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
         let path = "/pipelines/space-game-web/stages/test/configure";
-        let manager = signed_in(app, "rita", Role::ReleaseManager);
-        let html = get_page(app, &manager, path);
+        let manager = app.member_browser("rita", Role::ReleaseManager);
+        let html = app.page_as(&manager, path);
         assert_eq!(attrs(&html, "#cron", "value"), ["0 0 3 * * *"]);
         assert_eq!(attrs(&html, "#timezone", "value"), ["America/Los_Angeles"]);
         assert_eq!(attrs(&html, "#trigger-schedule", "checked").len(), 1);
@@ -600,7 +582,7 @@ fn a_release_manager_edits_a_stage_through_the_form() {
         let location = res.headers()["location"].to_str().unwrap().to_string();
         assert_eq!(location, format!("{path}?saved=2"));
         assert_eq!(revision_of(app, "space-game-web"), 2);
-        let html = get_page(app, &manager, &location);
+        let html = app.page_as(&manager, &location);
         assert!(texts(&html, ".notice")[0].contains("revision 2"));
         let revision = texts(&html, "#revision-2 p").join(" ");
         assert!(revision.contains("rita"), "{revision}");
@@ -646,8 +628,8 @@ fn a_release_manager_edits_a_stage_through_the_form() {
         assert_eq!(revision_of(app, "space-game-web"), 2);
 
         // A viewer sees the form read-only and may not save.
-        let viewer = signed_in(app, "vera", Role::Viewer);
-        let page = get_page(app, &viewer, path);
+        let viewer = app.member_browser("vera", Role::Viewer);
+        let page = app.page_as(&viewer, path);
         assert_eq!(attrs(&page, "fieldset.form-body", "disabled").len(), 1);
         let fields = form_fields(&page, &[("parallel", "3")]);
         let res = viewer.post(app.url(path)).form(&fields).send().unwrap();

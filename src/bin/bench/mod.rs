@@ -1,14 +1,20 @@
 //! What the latency benchmark harnesses share (included with
 //! `#[path = "bench/mod.rs"] mod bench;`; cargo does not take a directory
-//! without `main.rs` for a binary): their options, git in a temp
-//! repository, durations between stored times, and the figures table.
+//! without `main.rs` for a binary): their options, Slipway started as
+//! `slipway serve` starts it, git in a temp repository, durations between
+//! stored times, and the figures table.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use chrono::NaiveDateTime;
+use slipway::app::{self, Application, Spawned};
+use slipway::config::Settings;
+use slipway::engine::secrets::SecretKey;
 
 /// `--runs N` (default 50) and `--postgres`.
 pub struct Options {
@@ -49,6 +55,33 @@ impl Options {
             "SQLite"
         }
     }
+}
+
+/// Starts Slipway (`slipway::app::Application`: web server and engine) on
+/// 127.0.0.1:0 with this data directory, database and secret key; it runs
+/// until the returned handle is dropped.
+pub fn start(
+    data_dir: &Path,
+    database_url: &str,
+    secret_key: Arc<SecretKey>,
+) -> anyhow::Result<Spawned> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let settings = Settings {
+        listen: addr,
+        data_dir: data_dir.to_path_buf(),
+        database_url: database_url.to_string(),
+        public_url: format!("http://{addr}"),
+        oidc: None,
+        router: Default::default(),
+    };
+    let options = app::Options {
+        listener: Some(listener),
+        secret_key: Some(secret_key),
+        ..app::Options::default()
+    };
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    Application::spawn(settings, options, threads)
 }
 
 /// Runs git in `repo` as a fixed author; its trimmed output.

@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use slipway::domain::Role;
 use slipway::domain::webhook::sign;
 
-use super::{finished, get_json, import, json as parse, pipeline_yaml};
 use crate::git::{TempRepo, git_repo};
-use crate::helpers::{TestApp, each_backend};
+use crate::helpers::{
+    TestApp, each_backend, finished, get_json, import, json as parse, pipeline_yaml, queue,
+};
 
 const SECRET: &str = "It's a Secret to Everybody";
 
@@ -677,7 +678,7 @@ fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
 
         // A person may still build the branch, but its build gets no secret.
         let dana = app.token("dana", Role::Deployer);
-        let n = super::queue(app, &dana, "guarded", json!({"branch": "feature"}));
+        let n = queue(app, &dana, "guarded", json!({"branch": "feature"}));
         let b = finished(app, &dana, "guarded", n);
         assert_eq!(b["state"], "failed", "{b}");
         let error = b["error"].as_str().unwrap();
@@ -685,7 +686,7 @@ fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
         assert!(error.contains("`feature`"), "{b}");
         assert!(b["release"].is_null(), "{b}");
         // A commit of the feature branch cannot borrow main's name.
-        let n = super::queue(
+        let n = queue(
             app,
             &dana,
             "guarded",
@@ -701,7 +702,7 @@ fn pushes_of_unbuilt_branches_are_ignored_and_secrets_stay_on_built_branches() {
             "{b}"
         );
         // The built branch gets them.
-        let n = super::queue(app, &dana, "guarded", json!({"branch": "main"}));
+        let n = queue(app, &dana, "guarded", json!({"branch": "main"}));
         let b = finished(app, &dana, "guarded", n);
         assert_eq!(b["state"], "succeeded", "{b}");
 

@@ -12,7 +12,7 @@ use slipway::domain::Role;
 use slipway::engine::users;
 use slipway::storage::{self, Db, testing::test_databases};
 
-use crate::builds::wait_until;
+use crate::helpers::wait_until;
 
 /// A `slipway serve` child, killed on drop.
 struct Server(Child);
