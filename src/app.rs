@@ -22,8 +22,9 @@ use anyhow::Context;
 use crate::config::{RouterSettings, Settings};
 use crate::engine::changes::Changes;
 use crate::engine::pipelines::demo;
+use crate::engine::runtime::{Engine, EngineConfig};
 use crate::engine::secrets::SecretKey;
-use crate::engine::{Engine, EngineConfig, users};
+use crate::engine::users;
 use crate::storage::Db;
 use crate::web::{self, AppState};
 

@@ -31,4 +31,3 @@ pub mod triggers;
 pub mod users;
 
 pub use base::{ENGINE_ACTOR, EngineError, blocking};
-pub use runtime::{Engine, EngineConfig, SwapDone};

@@ -44,7 +44,7 @@ pub struct AppState {
     pub sso: std::sync::OnceLock<std::sync::Arc<oidc::Sso>>,
     /// The build engine: call `engine.notify()` after queuing a build and
     /// `engine.signal_cancel(id)` after canceling one. Started by `serve`.
-    pub engine: crate::engine::Engine,
+    pub engine: crate::engine::runtime::Engine,
 }
 
 pub type State = web::Data<AppState>;
@@ -57,7 +57,7 @@ impl AppState {
         db: Db,
         settings: Settings,
         secret_key: std::sync::Arc<crate::engine::secrets::SecretKey>,
-        engine: crate::engine::Engine,
+        engine: crate::engine::runtime::Engine,
     ) -> web::Data<AppState> {
         web::Data::new(AppState {
             engine,

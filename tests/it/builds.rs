@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use slipway::app::Spawned;
 use slipway::domain::{DeploymentState, Role};
-use slipway::engine::EngineConfig;
 use slipway::engine::builds::artifacts;
 use slipway::engine::builds::{self, BuildRequest, QueueOutcome};
+use slipway::engine::runtime::EngineConfig;
 use slipway::storage;
 
 use crate::git::{TempRepo, git_repo};

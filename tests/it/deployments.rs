@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use slipway::app::Spawned;
 use slipway::domain::Role;
-use slipway::engine::EngineConfig;
+use slipway::engine::runtime::EngineConfig;
 use slipway::storage;
 
 use crate::git::{TempRepo, git_repo};

@@ -16,7 +16,8 @@ use scraper::Html;
 use sha2::Sha256;
 use slipway::domain::Role;
 use slipway::engine::deploy::notify::{self, Notice, NoticeKind};
-use slipway::engine::{EngineConfig, pipelines};
+use slipway::engine::pipelines;
+use slipway::engine::runtime::EngineConfig;
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, AuditFilter};
 

@@ -401,8 +401,8 @@ fn a_stage_with_approvals_and_gates_round_trips_through_its_form() {
 fn a_tampered_revision_is_refused_and_the_queue_takes_the_yaml_bounds() {
     each_backend(|app| {
         assert_eq!(app.import(SPEC_PIPELINE).status(), 201);
-        let manager = signed_in(app, "rita", Role::ReleaseManager);
-        let html = get_page(app, &manager, PATH);
+        let manager = app.member_browser("rita", Role::ReleaseManager);
+        let html = app.page_as(&manager, PATH);
         let exported = export(app);
         let post =
             |fields: &[(String, String)]| manager.post(app.url(PATH)).form(fields).send().unwrap();

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::authz::Action;
-use crate::engine::SwapDone;
 use crate::engine::deploy::swaps::SwapAsk;
+use crate::engine::runtime::SwapDone;
 use crate::engine::slots::supervisor::Health;
 use crate::engine::slots::{SlotView, SwapOutcome};
 use crate::web::auth::CurrentUser;

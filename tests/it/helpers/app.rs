@@ -10,7 +10,7 @@ use scraper::Html;
 use slipway::app::{Application, Options, Spawned};
 use slipway::config::Settings;
 use slipway::domain::Role;
-use slipway::engine::EngineConfig;
+use slipway::engine::runtime::EngineConfig;
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{Db, DbConn};
 

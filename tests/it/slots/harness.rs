@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use slipway::app::{Options, Router, Spawned};
 use slipway::domain::Role;
 use slipway::engine::builds::artifacts;
+use slipway::engine::runtime::Engine;
 use slipway::engine::slots::{SlotDeploy, SlotDeployed, SwapOutcome};
-use slipway::engine::{Engine, EngineError, pipelines, users};
+use slipway::engine::{EngineError, pipelines, users};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, Db, NewArtifact, NewRelease};
 
