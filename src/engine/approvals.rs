@@ -33,16 +33,11 @@ use super::notify::{self, Notice, NoticeKind};
 use super::{EngineError, git, pipelines};
 use crate::domain::approval::{self, Ballot, Decider, Decision, NotAllowed, Outcome};
 use crate::domain::{
-    ApprovalPolicy, ApprovalState, Approver, DeploymentEvent, DeploymentState, Duration,
+    ApprovalPolicy, ApprovalState, Approver, DeploymentEvent, DeploymentState, Duration, Phase,
     PipelineDefinition, Stage, Upstream, rules,
 };
 use crate::storage::approvals::{self as store, NewApproval, NewDecision};
 use crate::storage::{self, ApprovalDecisionRow, ApprovalRow, DbConn, DeploymentRow, ReleaseRow};
-
-/// `before` or `after` the stage's tasks.
-pub const BEFORE: &str = "before";
-/// See [`BEFORE`].
-pub const AFTER: &str = "after";
 
 /// How many commits an approval keeps.
 const MAX_COMMITS: usize = 100;
@@ -117,10 +112,6 @@ fn ballots(decisions: &[ApprovalDecisionRow]) -> Vec<Ballot> {
         .collect()
 }
 
-fn state_of(row: &ApprovalRow) -> ApprovalState {
-    row.state.parse().unwrap_or(ApprovalState::Pending)
-}
-
 // ---------------------------------------------------------------------------
 // Requesting
 // ---------------------------------------------------------------------------
@@ -154,7 +145,7 @@ fn context(conn: &mut DbConn, d: &DeploymentRow) -> Result<Context, EngineError>
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("Deployment #{} has no release.", d.id)))?;
     let definition = pipelines::load(conn, &pipeline.name)?.definition;
-    let built_with = deployments::release_definition(conn, &pipeline.name, &release).ok();
+    let built_with = deployments::built_with(conn, &pipeline.name, &release)?;
     let stage =
         deployments::stage_of(built_with.as_ref(), &definition, &d.stage).ok_or_else(|| {
             EngineError::NotFound(format!(
@@ -173,11 +164,7 @@ fn context(conn: &mut DbConn, d: &DeploymentRow) -> Result<Context, EngineError>
 fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<bool, EngineError> {
     let ctx = context(conn, d)?;
     let phase = store::phase_of(d);
-    let policy = if phase == AFTER {
-        ctx.stage.approvals.after.clone()
-    } else {
-        ctx.stage.approvals.before.clone()
-    };
+    let policy = ctx.stage.approvals.of(phase).cloned();
     let base = deployments::current_release(conn, d.pipeline_id, &d.stage)?;
     let commits = match &policy {
         Some(_) => commits_between(data_dir, &ctx.pipeline, base.as_ref(), &ctx.release),
@@ -215,7 +202,7 @@ fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<boo
         let new = NewApproval {
             deployment_id: d.id,
             pipeline_id: d.pipeline_id,
-            phase: phase.to_string(),
+            phase,
             approvers: serde_json::to_string(&terms.approvers).unwrap_or_else(|_| "[]".into()),
             policy: approval::mode_text(terms.policy),
             requester_can_approve: terms.requester_can_approve,
@@ -351,7 +338,7 @@ fn notice(kind: NoticeKind, ctx: &Context, row: &ApprovalRow, d: &DeploymentRow)
         pipeline: ctx.pipeline.clone(),
         release: ctx.release.version.clone(),
         stage: d.stage.clone(),
-        phase: row.phase.clone(),
+        phase: row.phase,
         approval_id: row.id,
         deployment_id: d.id,
         requested_by: row.requested_by.clone(),
@@ -480,7 +467,7 @@ pub fn decide(
             return Err(EngineError::NotFound(format!("There is no approval #{id}.")).into());
         };
         if !store::lock_pending(conn, id)? {
-            let state = state_of(&row);
+            let state = row.state;
             return Err(EngineError::Conflict(format!(
                 "Approval #{id} is {} already; decisions are no longer taken.",
                 state.label().to_lowercase()
@@ -635,10 +622,10 @@ fn close(
     reason: &str,
     actor: &str,
 ) -> Result<(), EngineError> {
-    if !store::close_approval(conn, row.id, state.as_str(), Some(reason), actor)? {
+    if !store::close_approval(conn, row.id, state, Some(reason), actor)? {
         return Ok(());
     }
-    let after = row.phase == AFTER;
+    let after = row.phase == Phase::After;
     let subject = subject(&ctx.pipeline, d.id);
     match state {
         ApprovalState::Approved => {
@@ -731,13 +718,8 @@ pub fn close_for_deployment(
         ApprovalState::Superseded => "the deployment was superseded by a newer release",
         _ => "the deployment was canceled",
     };
-    for id in store::close_approvals_of_deployment(
-        conn,
-        deployment_id,
-        state.as_str(),
-        Some(reason),
-        actor,
-    )? {
+    for id in store::close_approvals_of_deployment(conn, deployment_id, state, Some(reason), actor)?
+    {
         storage::append_audit(
             conn,
             actor,
@@ -829,7 +811,7 @@ pub(crate) fn sweep(conn: &mut DbConn) -> Result<bool, EngineError> {
         }
     }
     for (row, deployment_state) in store::orphaned_approvals(conn)? {
-        let state = if deployment_state == DeploymentState::Superseded.as_str() {
+        let state = if deployment_state == DeploymentState::Superseded {
             ApprovalState::Superseded
         } else {
             ApprovalState::Canceled
@@ -935,7 +917,7 @@ fn items(conn: &mut DbConn, rows: Vec<ApprovalRow>) -> Result<Vec<ApprovalItem>,
         let mine: Vec<ApprovalDecisionRow>;
         (mine, decisions) = decisions.into_iter().partition(|x| x.approval_id == row.id);
         let terms = terms(&row)?;
-        let state = state_of(&row);
+        let state = row.state;
         let needed = if state.is_open() {
             match approval::outcome(terms.policy, &terms.approvers, &ballots(&mine)) {
                 Outcome::Pending { needed } => Some(needed),

@@ -18,7 +18,7 @@ use scraper::Html;
 use secrecy::SecretString;
 use sha2::Sha256;
 use slipway::config::Settings;
-use slipway::domain::Role;
+use slipway::domain::{Phase, Role};
 use slipway::engine::notify::{self, Notice, NoticeKind};
 use slipway::engine::{EngineConfig, pipelines, secrets, users};
 use slipway::storage::testing::{TestDb, test_databases};
@@ -317,7 +317,7 @@ fn notice(pipeline: &str, kind: NoticeKind) -> Notice {
         pipeline: pipeline.into(),
         release: "1.0.7".into(),
         stage: "production".into(),
-        phase: "before".into(),
+        phase: Phase::Before,
         approval_id: 12,
         deployment_id: 40,
         requested_by: "dana".into(),
