@@ -1,6 +1,6 @@
 //! Gate benchmark: N gates (default 1,000) of one `http` check each,
 //! sampling every 5 s against a local endpoint, for one minute of steady
-//! state, through the real gate engine (`engine::gates`: one tokio timer
+//! state, through the real gate engine (`engine::deploy::gates`: one tokio timer
 //! per run, one pooled HTTP client, every round stored in SQLite by the
 //! batching writer).
 //!
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use slipway::domain::DeploymentState;
-use slipway::engine::gates::Gates;
+use slipway::engine::deploy::gates::Gates;
 use slipway::engine::{pipelines, secrets};
 use slipway::storage::{self, Db, NewDeployment, NewRelease, testing::TestDb};
 use tokio_util::sync::CancellationToken;

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Common, init_tracing, open_db};
-use crate::engine::{demo, users};
+use crate::engine::pipelines::demo;
+use crate::engine::users;
 use crate::web::{self, AppState};
 
 #[derive(Debug, Args)]

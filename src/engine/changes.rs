@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::builds::blocking;
+use crate::engine::blocking;
 use crate::storage::Db;
 use crate::storage::changes::{self as store, Watermark};
 

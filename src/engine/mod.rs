@@ -1,35 +1,57 @@
 //! The moving parts and application services: everything that changes
 //! state goes through here, calling the domain for every decision and
 //! storage for every write (one transaction per change, with its audit
-//! record). Builds, deployments, triggers, gates and slots arrive with
-//! their issues.
+//! record). One folder per capability (`ARCHITECTURE.md` draws them):
+//!
+//! - `pipelines/` — definitions, the stage form's edits, the demo;
+//! - `builds/` — queue, run, git mirrors, the artifact store;
+//! - `deploy/` — requests and transitions, runs, approvals, gates,
+//!   notifications, what is live, swaps a person asks for;
+//! - `triggers/` — schedules;
+//! - `slots/` — slot processes and the router;
+//! - `jobs/` — what builds and deployments share to run their tasks;
+//! - `runtime/` — the [`Engine`] handle that wires them and runs the loops;
+//! - `users`, `secrets`, `changes` — people, the secret store, live pages.
+//!
+//! This file holds what every part shares: [`EngineError`],
+//! [`ENGINE_ACTOR`] and [`blocking`].
 
-pub mod approvals;
-pub mod artifacts;
 pub mod builds;
 pub mod changes;
-pub mod demo;
-mod deploy_run;
-pub mod deployments;
-pub mod gates;
-pub mod git;
-pub mod live;
-pub mod notify;
+pub mod deploy;
+pub mod jobs;
 pub mod pipelines;
-pub mod runner;
-mod runtime;
-pub mod scheduler;
-pub mod schedules;
+pub mod runtime;
 pub mod secrets;
 pub mod slots;
-pub mod stages;
-pub mod swaps;
+pub mod triggers;
 pub mod users;
 
 pub use runtime::{Engine, EngineConfig, SwapDone};
 
 use crate::domain::DefinitionErrors;
-use crate::storage::StorageError;
+use crate::storage::{Db, DbConn, StorageError};
+
+/// Who the audit log names for what the engine does by itself.
+pub const ENGINE_ACTOR: &str = "slipway";
+
+/// Runs sync database work on the blocking pool.
+pub async fn blocking<T, F>(db: &Db, f: F) -> Result<T, EngineError>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, EngineError> + Send + 'static,
+    T: Send + 'static,
+{
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| EngineError::Io {
+        context: "a database task stopped".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
 
 /// What an engine operation can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -407,7 +407,7 @@ pub fn start_deployment(conn: &mut DbConn, id: i64, runner: &str) -> Result<bool
         deployments::table
             .find(id)
             // Queued, or past its gates or approvals before the stage
-            // (`engine::gates`, `engine::approvals`).
+            // (`engine::deploy::gates`, `engine::deploy::approvals`).
             .filter(deployments::state.eq_any([
                 DeploymentState::Queued.as_str(),
                 DeploymentState::EvaluatingGates.as_str(),

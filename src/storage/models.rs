@@ -433,7 +433,7 @@ pub struct NotificationDeliveryRow {
     pub secret_name: Option<String>,
     /// `approval_requested`, `approval_decided` or `approval_expiring`.
     pub event: String,
-    /// The event as JSON (`engine::notify` renders the sent body from it).
+    /// The event as JSON (`engine::deploy::notify` renders the sent body from it).
     pub body: String,
     /// `pending`, `delivered` or `failed`.
     pub state: DeliveryState,

@@ -1,4 +1,4 @@
-//! The outbox of outgoing notifications (`engine::notify`). A delivery is
+//! The outbox of outgoing notifications (`engine::deploy::notify`). A delivery is
 //! `pending` until it ends `delivered` or `failed`. Instances sharing the
 //! database settle who sends an attempt with a conditional update: a claim
 //! counts the attempt and moves `next_attempt_at` past the attempt's

@@ -143,7 +143,7 @@ async fn count_approvals(req: &ServiceRequest, state: &State, path: &str) {
     };
     match state
         .with_conn::<_, WebError, _>(move |conn| {
-            Ok(crate::engine::approvals::count_waiting_for(
+            Ok(crate::engine::deploy::approvals::count_waiting_for(
                 conn, &name, &groups,
             )?)
         })

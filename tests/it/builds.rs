@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slipway::domain::{DeploymentState, Role};
+use slipway::engine::builds::artifacts;
 use slipway::engine::builds::{self, BuildRequest, QueueOutcome};
-use slipway::engine::{Engine, EngineConfig, artifacts};
+use slipway::engine::{Engine, EngineConfig};
 use slipway::storage;
 
 use crate::git::{TempRepo, git_repo};

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use slipway::engine::{demo, users};
+use slipway::engine::pipelines::demo;
+use slipway::engine::users;
 use slipway::storage::testing::test_databases;
 use slipway::storage::{self, schedules as store};
 
@@ -105,7 +106,7 @@ fn fire_test_schedule(s: &Slipway) {
             .unwrap()
             .unwrap();
         let stage = store::find_stage(&mut conn, p.id, "test").unwrap().unwrap();
-        let schedule = slipway::engine::schedules::schedule_of_stage(&stage).unwrap();
+        let schedule = slipway::engine::triggers::schedules::schedule_of_stage(&stage).unwrap();
         let next = crate::builds::wait_until(
             "the test stage's next fire time",
             std::time::Duration::from_secs(20),

@@ -701,7 +701,7 @@ fn approvers_answer_an_inconclusive_gate_question_once() {
         // The inbox's list: approvers (directly or by group), not others.
         {
             let mut conn = app.conn();
-            use slipway::engine::gates::questions::open_questions_for;
+            use slipway::engine::deploy::gates::questions::open_questions_for;
             let open = open_questions_for(&mut conn, "alice", &[]).unwrap();
             assert_eq!(open.len(), 1);
             assert_eq!(open[0].run_id, run_id);
@@ -815,7 +815,7 @@ fn approvers_answer_an_inconclusive_gate_question_once() {
         assert_eq!(status, 409);
         let mut conn = app.conn();
         assert!(
-            slipway::engine::gates::questions::open_questions_for(&mut conn, "alice", &[])
+            slipway::engine::deploy::gates::questions::open_questions_for(&mut conn, "alice", &[])
                 .unwrap()
                 .is_empty()
         );

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use sha2::Sha256;
 use slipway::config::Settings;
 use slipway::domain::{Phase, Role};
-use slipway::engine::notify::{self, Notice, NoticeKind};
+use slipway::engine::deploy::notify::{self, Notice, NoticeKind};
 use slipway::engine::{EngineConfig, pipelines, secrets, users};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, AuditFilter, Db};

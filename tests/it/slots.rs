@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use slipway::config::{Overrides, Settings};
 use slipway::domain::Role;
+use slipway::engine::builds::artifacts;
 use slipway::engine::slots::{SlotDeploy, SlotDeployed, SwapOutcome};
-use slipway::engine::{Engine, EngineError, artifacts, pipelines, users};
+use slipway::engine::{Engine, EngineError, pipelines, users};
 use slipway::storage::testing::{TestDb, test_databases};
 use slipway::storage::{self, Db, NewArtifact, NewRelease};
 use slipway::web::{self, AppState};

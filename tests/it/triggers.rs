@@ -405,14 +405,14 @@ fn missed_fires_are_listed_and_catch_up_runs_the_newest_one() {
             );
             let id = pipeline_id(&mut conn, name);
             let stage = store::find_stage(&mut conn, id, "test").unwrap().unwrap();
-            let s = slipway::engine::schedules::schedule_of_stage(&stage).unwrap();
+            let s = slipway::engine::triggers::schedules::schedule_of_stage(&stage).unwrap();
             let stale = s.next_fire(Utc::now() - chrono::Duration::days(5)).unwrap();
             store::set_next_fire(&mut conn, stage.id, Some(stale.naive_utc())).unwrap();
         }
         let stale_count = {
             let id = pipeline_id(&mut conn, "eager");
             let stage = store::find_stage(&mut conn, id, "test").unwrap().unwrap();
-            let s = slipway::engine::schedules::schedule_of_stage(&stage).unwrap();
+            let s = slipway::engine::triggers::schedules::schedule_of_stage(&stage).unwrap();
             s.due_fires(stage.next_fire_at.unwrap().and_utc(), Utc::now(), 100)
                 .len()
         };

@@ -8,8 +8,8 @@ use super::{
     settings_json, settings_of, unpack,
 };
 use crate::engine::EngineError;
-use crate::engine::builds::blocking;
-use crate::engine::runner::LogSender;
+use crate::engine::blocking;
+use crate::engine::jobs::runner::LogSender;
 use crate::storage;
 use crate::storage::slots::{self as store, SlotContent};
 

@@ -47,11 +47,11 @@ use tokio_util::task::TaskTracker;
 
 use self::router::RouteTable;
 use self::supervisor::{Health, ProcessSpec, SlotProcess, SupervisorConfig};
-use super::builds::blocking;
-use super::runner::LogSender;
 use super::secrets::SecretKey;
 use super::{EngineError, pipelines, secrets};
 use crate::domain::{App, SwapState};
+use crate::engine::blocking;
+use crate::engine::jobs::runner::LogSender;
 use crate::storage::slots::{self as store};
 use crate::storage::{self, Db, DbConn, SlotRow};
 

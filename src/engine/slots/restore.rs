@@ -9,7 +9,7 @@ use super::router::{self, Route};
 use super::supervisor::{self, Health, ProcessState};
 use super::{Current, ENGINE_ACTOR, Key, ReleaseRef, Slots, key, lock, parse_settings};
 use crate::engine::EngineError;
-use crate::engine::builds::blocking;
+use crate::engine::blocking;
 use crate::storage::slots as store;
 use crate::storage::{AppRow, SlotRow};
 

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ports::{self, Owner, PortLease};
 use super::router::Backend;
-use crate::engine::runner::{self, signal_group};
+use crate::engine::jobs::runner::{self, signal_group};
 
 /// The environment variable that marks Slipway's slot processes.
 const MARKER_VAR: &str = "SLIPWAY_SLOT_PROCESS";

@@ -8,8 +8,8 @@ use super::{
     say, settings_json, swapped_settings,
 };
 use crate::engine::EngineError;
-use crate::engine::builds::blocking;
-use crate::engine::runner::LogSender;
+use crate::engine::blocking;
+use crate::engine::jobs::runner::LogSender;
 use crate::storage::slots::{self as store, SlotContent, SwapRecord};
 use crate::storage::{self, AppRow, DbConn};
 

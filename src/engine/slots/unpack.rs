@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::engine::EngineError;
-use crate::engine::artifacts::artifact_path;
+use crate::engine::builds::artifacts::artifact_path;
 use crate::storage::ArtifactRow;
 
 /// Where the files come from.

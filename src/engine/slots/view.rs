@@ -7,7 +7,7 @@ use super::router;
 use super::supervisor::{self, Health};
 use super::{LastSwap, SlotView, Slots};
 use crate::domain::{SwapState, slot_ops};
-use crate::engine::builds::blocking;
+use crate::engine::blocking;
 use crate::engine::{EngineError, pipelines};
 use crate::storage::slots as store;
 

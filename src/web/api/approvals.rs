@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::Decision;
 use crate::domain::authz::Action;
-use crate::engine::approvals::{self, ApprovalItem, DecideError, DecisionInput, Person};
+use crate::engine::deploy::approvals::{self, ApprovalItem, DecideError, DecisionInput, Person};
 use crate::web::auth::{AuthUser, CurrentUser};
 use crate::web::{ApiError, State, WebError, urls};
 

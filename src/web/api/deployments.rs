@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::builds::{LogQuery, TaskRunDto};
 use crate::domain::authz::Action;
-use crate::engine::deployments::{
+use crate::engine::deploy::requests::{
     self, DeployOutcome, DeployRequest, DeploymentDetail, DeploymentLog,
 };
 use crate::web::auth::CurrentUser;
@@ -193,7 +193,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn answer(state: &State, outcome: DeployOutcome) -> Result<HttpResponse, ApiError> {
     let id = outcome.deployment_id();
     let detail = state
-        .with_conn::<_, ApiError, _>(move |conn| Ok(deployments::deployment_detail(conn, id)?))
+        .with_conn::<_, ApiError, _>(move |conn| Ok(requests::deployment_detail(conn, id)?))
         .await?;
     let mut response = match outcome {
         DeployOutcome::Queued(_) => HttpResponse::Accepted(),
@@ -272,10 +272,10 @@ pub async fn get(
     let (detail, samples, gates, approvals) = state
         .with_conn::<_, ApiError, _>(move |conn| {
             Ok((
-                deployments::deployment_detail(conn, id)?,
+                requests::deployment_detail(conn, id)?,
                 super::gates::deployment_samples(conn, id)?,
                 super::gates::deployment_runs(conn, id)?,
-                crate::engine::approvals::of_deployment(conn, id)?,
+                crate::engine::deploy::approvals::of_deployment(conn, id)?,
             ))
         })
         .await?;
@@ -312,7 +312,7 @@ pub async fn log(
     let (after, limit) = query.window()?;
     let log = state
         .with_conn::<_, ApiError, _>(move |conn| {
-            Ok(deployments::deployment_log(conn, id, after, limit)?)
+            Ok(requests::deployment_log(conn, id, after, limit)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(DeploymentLogDto::new(log, after)))
@@ -341,7 +341,7 @@ pub async fn cancel(
     let id = path.into_inner();
     state.engine.cancel_deployment(id, &actor).await?;
     let detail = state
-        .with_conn::<_, ApiError, _>(move |conn| Ok(deployments::deployment_detail(conn, id)?))
+        .with_conn::<_, ApiError, _>(move |conn| Ok(requests::deployment_detail(conn, id)?))
         .await?;
     Ok(HttpResponse::Ok().json(DeploymentDetailDto::from(&detail)))
 }

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::domain::GateRunState;
 use crate::domain::authz::Action;
-use crate::engine::gates::questions::{Answerer, GateAnswer};
-use crate::engine::gates::{self, GateRunView};
+use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
+use crate::engine::deploy::gates::{self, GateRunView};
 use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError, urls};

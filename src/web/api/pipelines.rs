@@ -51,8 +51,12 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
         .with_conn::<_, ApiError, _>(move |conn| {
             let loaded = pipelines::load(conn, &name)?;
             let row = crate::engine::pipelines::find(conn, &name)?;
-            let mut live =
-                crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
+            let mut live = crate::engine::deploy::live::live_of(
+                conn,
+                loaded.id,
+                &loaded.name,
+                &loaded.definition,
+            )?;
             let def = loaded.definition;
             Ok(PipelineDto {
                 url: urls::pipeline(&loaded.name),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::engine::schedules::{self, FireRecord, MAX_FIRE_TIMES, ScheduleInfo};
+use crate::engine::triggers::schedules::{self, FireRecord, MAX_FIRE_TIMES, ScheduleInfo};
 use crate::web::{ApiError, State, WebError};
 
 /// How many fire times are listed without `count`.

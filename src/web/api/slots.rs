@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 
 use crate::domain::authz::Action;
 use crate::engine::SwapDone;
+use crate::engine::deploy::swaps::SwapAsk;
 use crate::engine::slots::supervisor::Health;
 use crate::engine::slots::{SlotView, SwapOutcome};
-use crate::engine::swaps::SwapAsk;
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError};
 

@@ -16,7 +16,7 @@
 //! the shown releases, queued deployments, what is live per stage, the
 //! newest build per pipeline, the current definitions for the stages'
 //! deployers) plus, per pipeline, its newest releases and what is live in
-//! each stage (`engine::live`); the explanations and offers are derived
+//! each stage (`engine::deploy::live`); the explanations and offers are derived
 //! from those rows, never a query per cell.
 
 use std::collections::{HashMap, HashSet};
@@ -28,7 +28,7 @@ use chrono::Utc;
 use super::render;
 use crate::domain::rules::{self, Offer, OfferFacts, Permission, ReleaseRef};
 use crate::domain::{BuildState, DeploymentState, PipelineDefinition, TriggerOutcome};
-use crate::engine::schedules::{NOTHING_NEW, schedule_of_stage};
+use crate::engine::triggers::schedules::{NOTHING_NEW, schedule_of_stage};
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow, ReleaseRow, StageRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
@@ -462,14 +462,14 @@ impl Viewer<'_> {
     }
 }
 
-/// Each stage's live release (`engine::live`) as the cells need it; a
+/// Each stage's live release (`engine::deploy::live`) as the cells need it; a
 /// pipeline whose definition cannot be read shows none.
 pub fn live_of(
     conn: &mut DbConn,
     pipeline: &storage::PipelineRow,
 ) -> HashMap<String, (i64, Option<String>)> {
     let live = crate::engine::pipelines::load(conn, &pipeline.name).and_then(|loaded| {
-        crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)
+        crate::engine::deploy::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)
     });
     match live {
         Ok(live) => live
@@ -599,7 +599,7 @@ fn load(conn: &mut DbConn, viewer: &Viewer<'_>) -> Result<Vec<BoardPipeline>, We
     let deployments = storage::deployments_for_releases(conn, &release_ids)?;
     let latest = latest_by_release_and_stage(&deployments);
     let positions = queue_positions(&store::queued_deployments(conn)?);
-    let needed = crate::engine::approvals::needed_by_deployment(conn)?;
+    let needed = crate::engine::deploy::approvals::needed_by_deployment(conn)?;
     let last_fires = store::last_fires(conn, &ids)?;
     let next_fires = next_fires_of(&all_stages, now);
     let unfinished = storage::builds::unfinished_builds(conn)?;
@@ -752,7 +752,7 @@ pub fn history_explainer(
             .collect(),
         queue_position: queue_positions(&store::queued_deployments(conn)?),
         versions,
-        approval_needed: crate::engine::approvals::needed_by_deployment(conn)?,
+        approval_needed: crate::engine::deploy::approvals::needed_by_deployment(conn)?,
         live: HashMap::new(),
     })
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::domain::DeploymentState;
 use crate::domain::authz::Action;
-use crate::engine::deployments::{DeployOutcome, DeployRequest, deployment_detail};
+use crate::engine::deploy::requests::{DeployOutcome, DeployRequest, deployment_detail};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, DbConn};
 use crate::web::auth::CurrentUser;
@@ -80,10 +80,11 @@ pub fn deploy_form(
     )?;
     let ids: Vec<i64> = releases.iter().map(|r| r.id).collect();
     let deployments = storage::deployments_for_releases(conn, &ids)?;
-    // What is live in the stage (`engine::live`): what its slot serves, or
+    // What is live in the stage (`engine::deploy::live`): what its slot serves, or
     // what its newest succeeded deployment put there.
-    let live = crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?
-        .remove(stage);
+    let live =
+        crate::engine::deploy::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?
+            .remove(stage);
     let current_version = live.as_ref().map(|l| l.version.clone());
     let mut preselected = false;
     let options = releases

@@ -13,7 +13,7 @@ use super::gates::{GateRunEvidence, gate_evidence};
 use super::render;
 use crate::domain::DeploymentState;
 use crate::domain::authz::Action;
-use crate::engine::deployments::{self, DeploymentDetail, DeploymentLogChunk};
+use crate::engine::deploy::requests::{self, DeploymentDetail, DeploymentLogChunk};
 use crate::web::api::deployments::log_api_url;
 use crate::web::auth::CurrentUser;
 use crate::web::session::{Nav, check_csrf, safe_next, set_flash};
@@ -113,7 +113,7 @@ async fn load(
     id: i64,
 ) -> Result<DeploymentDetail, WebError> {
     let detail = state
-        .with_conn::<_, WebError, _>(move |conn| Ok(deployments::deployment_detail(conn, id)?))
+        .with_conn::<_, WebError, _>(move |conn| Ok(requests::deployment_detail(conn, id)?))
         .await?;
     if detail.pipeline != pipeline || detail.release != version {
         return Err(WebError::NotFound(format!(
@@ -133,7 +133,7 @@ pub async fn detail(
     let (log, evidence, approvals) = state
         .with_conn::<_, WebError, _>(move |conn| {
             Ok((
-                deployments::deployment_log(conn, id, 0, LOG_CHUNKS)?,
+                requests::deployment_log(conn, id, 0, LOG_CHUNKS)?,
                 gate_evidence(conn, id)?,
                 super::approvals::approvals_of_deployment(conn, id)?,
             ))
@@ -237,10 +237,10 @@ pub async fn redeploy(
     set_flash(
         &session,
         match outcome {
-            deployments::DeployOutcome::Queued(_) => {
+            requests::DeployOutcome::Queued(_) => {
                 format!("{version} is queued for {stage} again (deployment #{new}).")
             }
-            deployments::DeployOutcome::AlreadyThere { .. } => {
+            requests::DeployOutcome::AlreadyThere { .. } => {
                 format!("{version} is on its way to {stage} already (deployment #{new}).")
             }
         },

@@ -12,9 +12,9 @@ use super::render;
 use crate::domain::authz::Action;
 use crate::domain::{SwapState, slot_ops};
 use crate::engine::SwapDone;
+use crate::engine::deploy::swaps::{SwapAsk, SwapReview};
 use crate::engine::slots::SlotView;
 use crate::engine::slots::supervisor::Health;
-use crate::engine::swaps::{SwapAsk, SwapReview};
 use crate::web::auth::CurrentUser;
 use crate::web::session::{Nav, check_csrf};
 use crate::web::views::time;
@@ -417,7 +417,9 @@ async fn review_of(state: &State, app: &str, from: &str, to: &str) -> Result<Swa
     let (app, from, to) = (app.to_string(), from.to_string(), to.to_string());
     state
         .with_conn::<_, WebError, _>(move |conn| {
-            Ok(crate::engine::swaps::review(conn, &app, &from, &to)?)
+            Ok(crate::engine::deploy::swaps::review(
+                conn, &app, &from, &to,
+            )?)
         })
         .await
 }

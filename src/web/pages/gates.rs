@@ -19,8 +19,8 @@ use super::render;
 use crate::domain::authz::Action;
 use crate::domain::gate_eval::Verdict;
 use crate::domain::{GateRunState, Role};
-use crate::engine::gates::questions::{Answerer, GateAnswer};
-use crate::engine::gates::{self, GateRunView, RunEvidence};
+use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
+use crate::engine::deploy::gates::{self, GateRunView, RunEvidence};
 use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
 use crate::web::session::{Nav, check_csrf};
@@ -422,7 +422,7 @@ pub struct AnswerForm {
 }
 
 /// `POST /gates/{id}/answer` (the stage's approvers; see
-/// `engine::gates::questions`)
+/// `engine::deploy::gates::questions`)
 pub async fn answer(
     state: State,
     session: Session,

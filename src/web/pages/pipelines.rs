@@ -415,7 +415,8 @@ fn stages_now(
     conn: &mut crate::storage::DbConn,
     loaded: &LoadedPipeline,
 ) -> Result<HashMap<String, StageNow>, WebError> {
-    let live = crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
+    let live =
+        crate::engine::deploy::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
     let newest = storage::deployments::newest_deployment_per_stage(conn, loaded.id)?;
     let ids: Vec<i64> = newest.iter().map(|d| d.release_id).collect();
     let versions: HashMap<i64, String> = storage::find_releases_by_ids(conn, &ids)?

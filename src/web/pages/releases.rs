@@ -266,7 +266,7 @@ fn stage_actions(
     user: Option<&AuthUser>,
 ) -> Result<Vec<(String, CellAction)>, WebError> {
     let current = pipelines::load(conn, pipeline)?.definition;
-    let live = crate::engine::live::live_of(conn, pipeline_id, pipeline, &current)?;
+    let live = crate::engine::deploy::live::live_of(conn, pipeline_id, pipeline, &current)?;
     let mut actions = Vec::new();
     for (i, stage) in current.stages.iter().enumerate() {
         let name = stage.name.as_str();
@@ -343,9 +343,14 @@ pub async fn detail(
             let artifacts = storage::list_artifacts(conn, release.id)?;
             let deployments = storage::deployments_of_release(conn, release.id)?;
             let loaded = crate::engine::pipelines::load(conn, &pipeline.name)?;
-            let live =
-                crate::engine::live::live_of(conn, loaded.id, &loaded.name, &loaded.definition)?;
-            let live_in = crate::engine::live::stages_where(&live, &loaded.definition, release.id);
+            let live = crate::engine::deploy::live::live_of(
+                conn,
+                loaded.id,
+                &loaded.name,
+                &loaded.definition,
+            )?;
+            let live_in =
+                crate::engine::deploy::live::stages_where(&live, &loaded.definition, release.id);
             let fixes = match release.fixes_release_id {
                 Some(id) => storage::find_release_by_id(conn, id)?.map(|r| Lineage {
                     url: urls::release(&pipeline.name, &r.version),
@@ -482,8 +487,11 @@ pub async fn artifact(
                 .ok_or_else(|| {
                     WebError::NotFound(format!("Release {version} has no artifact `{file}`."))
                 })?;
-            let store_path = crate::engine::artifacts::artifact_path(&data_dir, &row.sha256)
-                .ok_or_else(|| WebError::internal(anyhow::anyhow!("stored digest is malformed")))?;
+            let store_path =
+                crate::engine::builds::artifacts::artifact_path(&data_dir, &row.sha256)
+                    .ok_or_else(|| {
+                        WebError::internal(anyhow::anyhow!("stored digest is malformed"))
+                    })?;
             Ok((row, store_path))
         })
         .await?;

@@ -20,7 +20,8 @@ use super::stages::{
 use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, Offer, OfferFacts, ReleaseRef};
 use crate::domain::{QueueMode, Trigger};
-use crate::engine::{live, pipelines};
+use crate::engine::deploy::live;
+use crate::engine::pipelines;
 use crate::storage::schedules as store;
 use crate::storage::{self, DbConn, DeploymentRow};
 use crate::web::auth::{AuthUser, CurrentUser, permission};
@@ -31,7 +32,7 @@ use crate::web::{State, WebError, urls};
 /// How many recent deployments the overview lists.
 pub const RECENT: i64 = 10;
 
-/// The release live in the stage (`engine::live`: what its slot serves,
+/// The release live in the stage (`engine::deploy::live`: what its slot serves,
 /// or what its last successful deployment put there).
 pub struct LiveView {
     pub version: String,

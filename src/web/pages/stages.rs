@@ -11,7 +11,7 @@
 //! before it had its own page) saves (release manager) or previews
 //! (`action=preview`, nothing is stored). Form fields are parsed into domain values here; an error is
 //! shown next to its field (422, the input kept). A save stores a new
-//! revision through `engine::stages::edit_stage`.
+//! revision through `engine::pipelines::stages::edit_stage`.
 
 use std::collections::BTreeMap;
 
@@ -33,8 +33,8 @@ use crate::domain::{
     PipelineDefinition, QueueMode, QueuePolicy, Role, Schedule, Stage, TaskKind, TaskSpec,
     Threshold, Trigger, TriggerOutcome, Upstream, parse_timezone,
 };
-use crate::engine::schedules::{self as sched, FireRecord};
-use crate::engine::stages::{self as edit, StageEdit, TextError};
+use crate::engine::pipelines::stages::{self as edit, StageEdit, TextError};
+use crate::engine::triggers::schedules::{self as sched, FireRecord};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::schedules as store;
 use crate::storage::{self, DefinitionRevisionRow};

@@ -32,15 +32,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::builds::{self, BuildRequest, QueueOutcome, RunContext, blocking};
+mod deploy;
 
-#[path = "deploy_runtime.rs"]
-mod deploy_runtime;
-use super::secrets::SecretKey;
-use super::{EngineError, git, pipelines};
 use crate::domain::BuildState;
+use crate::engine::builds::{self, BuildRequest, QueueOutcome, RunContext, git};
+use crate::engine::jobs::runner;
+use crate::engine::secrets::SecretKey;
+use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines};
 use crate::storage::{self, BuildRow, Db};
-pub use deploy_runtime::SwapDone;
+pub use deploy::SwapDone;
 
 /// How the engine runs; the defaults suit a server.
 #[derive(Debug, Clone)]
@@ -65,8 +65,8 @@ pub struct EngineConfig {
     pub keep_workspaces: bool,
     /// How slot processes run (health time-out, restarts, draining).
     pub slots: super::slots::SlotsConfig,
-    /// How notifications are sent (links, retries; `engine::notify`).
-    pub notifications: super::notify::NotifyConfig,
+    /// How notifications are sent (links, retries; `engine::deploy::notify`).
+    pub notifications: crate::engine::deploy::notify::NotifyConfig,
     /// The live pages' watcher reads the database's watermark this often
     /// (default 300ms; `engine::changes`).
     pub live_interval: Duration,
@@ -77,15 +77,15 @@ impl Default for EngineConfig {
         EngineConfig {
             builds_per_pipeline: 1,
             max_builds: 4,
-            default_task_timeout: super::runner::DEFAULT_TASK_TIMEOUT,
-            kill_grace: super::runner::DEFAULT_KILL_GRACE,
+            default_task_timeout: runner::DEFAULT_TASK_TIMEOUT,
+            kill_grace: runner::DEFAULT_KILL_GRACE,
             safety_poll: Duration::from_secs(2),
             heartbeat: Duration::from_secs(5),
             stale_after: Duration::from_secs(60),
             poll_tick: Duration::from_secs(1),
             keep_workspaces: false,
             slots: super::slots::SlotsConfig::default(),
-            notifications: super::notify::NotifyConfig::default(),
+            notifications: crate::engine::deploy::notify::NotifyConfig::default(),
             live_interval: Duration::from_millis(300),
         }
     }
@@ -125,11 +125,11 @@ struct Inner {
     /// The slots' processes and the router's table (`engine::slots`).
     slots: super::slots::Slots,
     /// The deployment dispatcher's state (`deploy_runtime.rs`).
-    deploy: deploy_runtime::DeployState,
-    /// Gate runs and their timers (`engine::gates`).
-    gates: super::gates::Gates,
-    /// The notification delivery worker (`engine::notify`).
-    notifications: super::notify::Deliveries,
+    deploy: deploy::DeployState,
+    /// Gate runs and their timers (`engine::deploy::gates`).
+    gates: crate::engine::deploy::gates::Gates,
+    /// The notification delivery worker (`engine::deploy::notify`).
+    notifications: crate::engine::deploy::notify::Deliveries,
     /// The live pages' watcher and its subscribers (`engine::changes`).
     changes: super::changes::Changes,
 }
@@ -156,13 +156,13 @@ impl Engine {
         );
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let gates = super::gates::Gates::new(
+        let gates = crate::engine::deploy::gates::Gates::new(
             db.clone(),
             secret_key.clone(),
             shutdown.clone(),
             tracker.clone(),
         );
-        let notifications = super::notify::Deliveries::new(
+        let notifications = crate::engine::deploy::notify::Deliveries::new(
             db.clone(),
             secret_key.clone(),
             config.notifications.clone(),
@@ -188,7 +188,7 @@ impl Engine {
                 polling: Mutex::new(HashSet::new()),
                 tracker,
                 started: AtomicBool::new(false),
-                deploy: deploy_runtime::DeployState::new(),
+                deploy: deploy::DeployState::new(),
             }),
         }
     }
@@ -209,12 +209,12 @@ impl Engine {
     }
 
     /// The gates: runs being sampled, re-evaluate and bypass.
-    pub fn gates(&self) -> &super::gates::Gates {
+    pub fn gates(&self) -> &crate::engine::deploy::gates::Gates {
         &self.inner.gates
     }
 
     /// The notification deliveries: the worker and retry now.
-    pub fn notifications(&self) -> &super::notify::Deliveries {
+    pub fn notifications(&self) -> &crate::engine::deploy::notify::Deliveries {
         &self.inner.notifications
     }
 
@@ -354,7 +354,7 @@ impl Engine {
             self.inner.shutdown.clone(),
             &self.inner.tracker,
         );
-        super::scheduler::run(
+        crate::engine::triggers::scheduler::run(
             self,
             &self.inner.db,
             &self.inner.shutdown,
@@ -438,13 +438,7 @@ impl Engine {
                 // Registered before the claim, so a cancel right after it finds the token.
                 let token = me.inner.shutdown.child_token();
                 lock(&me.inner.running).insert(build.id, token.clone());
-                match storage::claim_build(
-                    conn,
-                    build.id,
-                    &runner,
-                    per_pipeline,
-                    builds::ENGINE_ACTOR,
-                ) {
+                match storage::claim_build(conn, build.id, &runner, per_pipeline, ENGINE_ACTOR) {
                     Ok(Some(build)) => claimed.push((build, token)),
                     Ok(None) => {
                         lock(&me.inner.running).remove(&build.id);

@@ -39,11 +39,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::EngineError;
-use super::builds::{ENGINE_ACTOR, blocking};
-use super::secrets::SecretKey;
 use crate::domain::definition::{NotificationEvent, NotificationFormat};
 use crate::domain::{Phase, PipelineDefinition};
+use crate::engine::EngineError;
+use crate::engine::secrets::SecretKey;
+use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::storage::notifications::{self as store, AttemptOutcome, NewDelivery};
 use crate::storage::{self, Db, DbConn, NotificationDeliveryRow};
 
@@ -516,7 +516,7 @@ impl Deliveries {
                 let (key, pipeline_id) = (self.inner.secret_key.clone(), row.pipeline_id);
                 let lookup = name.clone();
                 let value = blocking(&self.inner.db, move |conn| {
-                    super::secrets::resolve_secret(conn, &key, pipeline_id, &lookup)
+                    crate::engine::secrets::resolve_secret(conn, &key, pipeline_id, &lookup)
                 })
                 .await
                 .map_err(|e| e.to_string())?

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 
-use super::{EngineError, pipelines};
 use crate::domain::slot_ops;
 use crate::domain::{PipelineDefinition, Stage};
+use crate::engine::{EngineError, pipelines};
 use crate::storage::slots as slot_store;
 use crate::storage::{self, DbConn, DeploymentRow};
 

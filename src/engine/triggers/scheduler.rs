@@ -36,11 +36,11 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::builds::{ENGINE_ACTOR, blocking};
-use super::deployments::{self, DeployOutcome, DeployRequest};
-use super::schedules::{self, Pick, rfc3339};
-use super::{Engine, EngineError, pipelines};
 use crate::domain::{Schedule, TriggerOutcome};
+use crate::engine::deploy::requests::{self, DeployOutcome, DeployRequest};
+use crate::engine::triggers::schedules::{self, Pick, rfc3339};
+use crate::engine::{ENGINE_ACTOR, blocking};
+use crate::engine::{Engine, EngineError, pipelines};
 use crate::storage::schedules::{self as store, NewTriggerRun};
 use crate::storage::{self, Db, DbConn, StageRow};
 
@@ -387,7 +387,7 @@ fn run_fire(
         override_reason: None,
     };
     let asked =
-        storage::write_transaction(conn, |conn| deployments::request_deployment(conn, &request));
+        storage::write_transaction(conn, |conn| requests::request_deployment(conn, &request));
     let catch = if catching_up { " (catch-up)" } else { "" };
     Ok(match asked {
         Ok(DeployOutcome::Queued(d)) => FireResult {

@@ -38,10 +38,6 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use super::builds::{ENGINE_ACTOR, blocking, task_label};
-use super::deployments::{self, subject, transition};
-use super::runner::{self, DbLogSink, LogSender, ProgramTask, ShellTask, TaskLog, TaskOutcome};
-use super::{EngineError, artifacts, pipelines, secrets};
 use crate::domain::rules::{self, ReleaseRef};
 use crate::domain::secrets::Masker;
 use crate::domain::slot_ops;
@@ -49,6 +45,15 @@ use crate::domain::{
     DeploymentEvent, DeploymentState, PipelineDefinition, QueuePolicy, SlotOperation, Stage,
     TaskKind, TaskRunState, TaskSpec, Upstream,
 };
+use crate::engine::builds::artifacts;
+use crate::engine::builds::task_label;
+use crate::engine::deploy::requests;
+use crate::engine::deploy::transitions::{self, subject, transition};
+use crate::engine::jobs::runner::{
+    self, DbLogSink, LogSender, ProgramTask, ShellTask, TaskLog, TaskOutcome,
+};
+use crate::engine::{ENGINE_ACTOR, blocking};
+use crate::engine::{EngineError, pipelines, secrets};
 use crate::storage::{self, ArtifactRow, Db, DbConn, DeploymentRow, ReleaseRow, TaskRunRow};
 
 /// What a deployment run needs from the engine.
@@ -116,7 +121,7 @@ impl Plans {
                 EngineError::NotFound(format!("deployment #{} has no release", d.id))
             })?;
             // A revision that no longer parses falls back to the current definition.
-            let definition = deployments::built_with(conn, pipeline, &release)?;
+            let definition = transitions::built_with(conn, pipeline, &release)?;
             e.insert((release, definition));
         }
         let Some((release, release_def)) = self.releases.get(&d.release_id) else {
@@ -128,7 +133,7 @@ impl Plans {
                 d.stage
             ))
         })?;
-        let stage = deployments::stage_of(release_def.as_ref(), current, &d.stage)
+        let stage = transitions::stage_of(release_def.as_ref(), current, &d.stage)
             .ok_or_else(|| EngineError::NotFound(format!("no stage `{}`", d.stage)))?;
         // A swap or rollback of slots runs as the stage with the swap as its
         // one task; an override drops the stage's approvals and gates.
@@ -174,7 +179,7 @@ pub(crate) fn advance(
         d.state,
         DeploymentState::EvaluatingGates | DeploymentState::WaitingForApproval
     ) {
-        // Its gates (`engine::gates`) or approval (`engine::approvals`)
+        // Its gates (`engine::deploy::gates`) or approval (`engine::deploy::approvals`)
         // before the stage passed: claim it.
         return claim(conn, d, plan, runner);
     }
@@ -185,7 +190,7 @@ pub(crate) fn advance(
             } else {
                 "gates before the stage"
             };
-            deployments::apply(
+            transitions::apply(
                 conn,
                 d,
                 DeploymentState::Queued,
@@ -343,7 +348,7 @@ pub(crate) async fn run_deployment(
         Err(Stop::Canceled) if ctx.shutdown.is_cancelled() => {
             let d = d.clone();
             blocking(&ctx.db, move |conn| {
-                deployments::interrupt(
+                transitions::interrupt(
                     conn,
                     &d,
                     "Slipway stopped while this deployment ran; redeploy it",
@@ -392,13 +397,7 @@ async fn succeed(db: &Db, d: &DeploymentRow, plan: &Plan) -> Result<(), EngineEr
             if to == DeploymentState::Succeeded {
                 let current = pipelines::load(conn, &plan.pipeline)?.definition;
                 let upstream = Upstream::Stage(plan.stage.name.clone());
-                deployments::request_after(
-                    conn,
-                    &plan.pipeline,
-                    &current,
-                    &upstream,
-                    &plan.release,
-                )?;
+                requests::request_after(conn, &plan.pipeline, &current, &upstream, &plan.release)?;
             }
             Ok(())
         })
@@ -826,7 +825,7 @@ impl TaskRun<'_> {
 }
 
 /// The JSON document an extension task reads on stdin (`docs/extending.md`).
-pub fn extension_input(
+pub(crate) fn extension_input(
     plan: &Plan,
     d: &DeploymentRow,
     variables: &BTreeMap<String, String>,

@@ -30,19 +30,19 @@ use std::sync::atomic::AtomicI64;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use super::artifacts::{self, StoredArtifact};
-use super::git::{self, CommitInfo, GitError, Revision};
-use super::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
-use super::{EngineError, pipelines, secrets};
+pub mod artifacts;
+pub mod git;
+
+use self::artifacts::StoredArtifact;
+use self::git::{CommitInfo, GitError, Revision};
 use crate::domain::secrets::Masker;
 use crate::domain::{
     self, BuildEvent, BuildState, PastDeployment, PipelineDefinition, TaskKind, TaskRunState,
     TaskSpec, VersionContext,
 };
+use crate::engine::jobs::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
+use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines, secrets};
 use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, TaskRunRow};
-
-/// Who the audit log names for what the engine does by itself.
-pub const ENGINE_ACTOR: &str = "slipway";
 
 /// A request to build a branch or a commit of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,24 +483,6 @@ pub(crate) struct RunContext {
     pub shutdown: CancellationToken,
     /// Serializes the mirror operations of one pipeline.
     pub mirror_lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// Runs sync database work on the blocking pool.
-pub(crate) async fn blocking<T, F>(db: &Db, f: F) -> Result<T, EngineError>
-where
-    F: FnOnce(&mut DbConn) -> Result<T, EngineError> + Send + 'static,
-    T: Send + 'static,
-{
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = db.get()?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| EngineError::Io {
-        context: "a database task stopped".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?
 }
 
 /// How a run ended before its final transaction.
@@ -1065,7 +1047,7 @@ async fn release(
             )?;
             // Continuous deployment: the `after: build` stages are queued in
             // the release's own transaction (the engine wakes their dispatcher).
-            super::deployments::request_after_build(conn, &pipeline, &release)?;
+            crate::engine::deploy::requests::request_after_build(conn, &pipeline, &release)?;
             if !storage::transition_build(conn, b.id, BuildState::Running, to, None)? {
                 return Err(EngineError::Conflict(
                     "the build changed state meanwhile".into(),

@@ -27,15 +27,19 @@ use std::process::{Command, Stdio};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::builds::ENGINE_ACTOR;
-use super::deployments::{self, subject, transition};
-use super::notify::{self, Notice, NoticeKind};
-use super::{EngineError, git, pipelines};
 use crate::domain::approval::{self, Ballot, Decider, Decision, NotAllowed, Outcome};
 use crate::domain::{
     ApprovalPolicy, ApprovalState, Approver, DeploymentEvent, DeploymentState, Duration, Phase,
     PipelineDefinition, Stage, Upstream, rules,
 };
+use crate::engine::ENGINE_ACTOR;
+use crate::engine::builds::git;
+use crate::engine::deploy::notify::{self, Notice, NoticeKind};
+use crate::engine::deploy::requests;
+use crate::engine::deploy::transitions::{
+    self, approval_subject, close_for_deployment, subject, transition,
+};
+use crate::engine::{EngineError, pipelines};
 use crate::storage::approvals::{self as store, NewApproval, NewDecision};
 use crate::storage::{self, ApprovalDecisionRow, ApprovalRow, DbConn, DeploymentRow, ReleaseRow};
 
@@ -59,11 +63,6 @@ impl CommitView {
     pub fn short(&self) -> &str {
         &self.sha[..self.sha.len().min(10)]
     }
-}
-
-/// The audit subject of an approval.
-pub fn approval_subject(pipeline: &str, id: i64) -> String {
-    format!("approval:{pipeline}#{id}")
 }
 
 /// The stage's terms as the approval stored them.
@@ -145,9 +144,9 @@ fn context(conn: &mut DbConn, d: &DeploymentRow) -> Result<Context, EngineError>
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("Deployment #{} has no release.", d.id)))?;
     let definition = pipelines::load(conn, &pipeline.name)?.definition;
-    let built_with = deployments::built_with(conn, &pipeline.name, &release)?;
+    let built_with = transitions::built_with(conn, &pipeline.name, &release)?;
     let stage =
-        deployments::stage_of(built_with.as_ref(), &definition, &d.stage).ok_or_else(|| {
+        transitions::stage_of(built_with.as_ref(), &definition, &d.stage).ok_or_else(|| {
             EngineError::NotFound(format!(
                 "{} has no stage named `{}` any more.",
                 pipeline.name, d.stage
@@ -165,7 +164,7 @@ fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<boo
     let ctx = context(conn, d)?;
     let phase = store::phase_of(d);
     let policy = ctx.stage.approvals.of(phase).cloned();
-    let base = deployments::current_release(conn, d.pipeline_id, &d.stage)?;
+    let base = transitions::current_release(conn, d.pipeline_id, &d.stage)?;
     let commits = match &policy {
         Some(_) => commits_between(data_dir, &ctx.pipeline, base.as_ref(), &ctx.release),
         None => Vec::new(),
@@ -477,7 +476,7 @@ pub fn decide(
         // Read again under the lock: another decision may have landed.
         let row = store::find_approval(conn, id)?
             .ok_or_else(|| EngineError::NotFound(format!("There is no approval #{id}.")))?;
-        let d = deployments::find(conn, row.deployment_id)?;
+        let d = transitions::find(conn, row.deployment_id)?;
         if d.state != DeploymentState::WaitingForApproval {
             return Err(EngineError::Conflict(format!(
                 "Deployment #{} is {}; it no longer waits for approval.",
@@ -651,7 +650,7 @@ fn close(
                         ),
                     )?;
                     if to == DeploymentState::Succeeded {
-                        deployments::request_after(
+                        requests::request_after(
                             conn,
                             &ctx.pipeline,
                             &ctx.definition,
@@ -705,32 +704,6 @@ fn close(
     Ok(())
 }
 
-/// Closes the pending approvals of a deployment that was superseded or
-/// canceled (inside the caller's transaction), audited by `actor`.
-pub fn close_for_deployment(
-    conn: &mut DbConn,
-    pipeline: &str,
-    deployment_id: i64,
-    state: ApprovalState,
-    actor: &str,
-) -> Result<(), EngineError> {
-    let reason = match state {
-        ApprovalState::Superseded => "the deployment was superseded by a newer release",
-        _ => "the deployment was canceled",
-    };
-    for id in store::close_approvals_of_deployment(conn, deployment_id, state, Some(reason), actor)?
-    {
-        storage::append_audit(
-            conn,
-            actor,
-            &format!("approval.{}", state.as_str()),
-            &approval_subject(pipeline, id),
-            &format!("deployment=#{deployment_id} {reason}"),
-        )?;
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------
 // Time
 // ---------------------------------------------------------------------------
@@ -753,7 +726,7 @@ pub(crate) fn sweep(conn: &mut DbConn) -> Result<bool, EngineError> {
     let mut moved = false;
     for row in store::pending_approvals(conn)? {
         if row.deadline <= now {
-            let d = deployments::find(conn, row.deployment_id)?;
+            let d = transitions::find(conn, row.deployment_id)?;
             if d.state != DeploymentState::WaitingForApproval {
                 continue;
             }
@@ -794,7 +767,7 @@ pub(crate) fn sweep(conn: &mut DbConn) -> Result<bool, EngineError> {
                 Ok(())
             })?;
         } else if row.warned_at.is_none() && row.deadline - warn_window(&row) <= now {
-            let d = deployments::find(conn, row.deployment_id)?;
+            let d = transitions::find(conn, row.deployment_id)?;
             let Ok(ctx) = context(conn, &d) else {
                 continue;
             };
@@ -902,7 +875,7 @@ fn items(conn: &mut DbConn, rows: Vec<ApprovalRow>) -> Result<Vec<ApprovalItem>,
     for row in rows {
         let d = match by_id.get(&row.deployment_id) {
             Some(d) => d.clone(),
-            None => deployments::find(conn, row.deployment_id)?,
+            None => transitions::find(conn, row.deployment_id)?,
         };
         by_id.entry(d.id).or_insert_with(|| d.clone());
         let pipeline = match pipelines.get(&row.pipeline_id) {

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use super::EngineError;
-use super::pipelines::{self, ImportOutcome};
 use crate::domain::{
     self, Approvals, DefinitionError, DefinitionErrors, Gates, PipelineDefinition, QueuePolicy,
     Stage, TaskSpec, Trigger,
 };
+use crate::engine::EngineError;
+use crate::engine::pipelines::{self, ImportOutcome};
 use crate::storage::{self, DbConn};
 
 /// What the stage form changes; everything else (name, environment,

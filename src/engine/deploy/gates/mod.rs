@@ -43,16 +43,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::checks::{CheckContext, Sample};
-use super::builds::{ENGINE_ACTOR, blocking};
-use super::deployments::{self, subject};
-use super::secrets::{self, SecretKey};
-use super::{EngineError, pipelines};
 use crate::domain::gate_eval::{self, CheckResult, GateDecision, GateProgress, GateTiming};
 use crate::domain::secrets::Masker;
 use crate::domain::{
     ApprovalOrder, DeploymentEvent, DeploymentState, GatePolicy, GateRunState, Phase, Stage,
     Upstream,
 };
+use crate::engine::deploy::requests;
+use crate::engine::deploy::transitions::{self, subject};
+use crate::engine::secrets::{self, SecretKey};
+use crate::engine::{ENGINE_ACTOR, blocking};
+use crate::engine::{EngineError, pipelines};
 use crate::storage::gates::{self as store, NewGateRun, NewGateSample, RoundUpdate};
 use crate::storage::{self, Db, DbConn, DeploymentRow, GateRunRow, GateSampleRow};
 
@@ -331,7 +332,7 @@ impl Gates {
         blocking(&self.inner.db, move |conn| {
             storage::write_transaction(conn, |conn| {
                 let run = evaluating(conn, id)?;
-                let d = deployments::find(conn, run.deployment_id)?;
+                let d = transitions::find(conn, run.deployment_id)?;
                 if !store::finish_gate_run(conn, id, GateRunState::Bypassed, Some(&reason), &actor)?
                 {
                     return Err(EngineError::Conflict("the gate run has ended".into()));
@@ -396,9 +397,9 @@ fn stage_and_variables(
 ) -> Result<(Stage, BTreeMap<String, String>), EngineError> {
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("deployment #{} has no release", d.id)))?;
-    let own = deployments::built_with(conn, pipeline, &release)?;
+    let own = transitions::built_with(conn, pipeline, &release)?;
     let current = pipelines::load(conn, pipeline)?.definition;
-    let stage = deployments::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
+    let stage = transitions::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
         EngineError::NotFound(format!("the stage `{}` is not in the pipeline", d.stage))
     })?;
     let mut variables = own.as_ref().unwrap_or(&current).variables.clone();
@@ -511,7 +512,7 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
     if run.state != GateRunState::Evaluating {
         return Ok(None);
     }
-    let d = deployments::find(conn, run.deployment_id)?;
+    let d = transitions::find(conn, run.deployment_id)?;
     let (stage, variables) = stage_and_variables(conn, &run.pipeline, &d)?;
     let Some(policy) = policy_of(&stage, run.phase).cloned() else {
         let reason = format!("the stage has no gates {} it any more", run.phase);
@@ -816,12 +817,12 @@ fn record_round<'a>(
                     run.stage, run.phase, progress.round
                 ),
             )?;
-            let d = deployments::find(conn, run.deployment_id)?;
+            let d = transitions::find(conn, run.deployment_id)?;
             passed(conn, run, &d, &l.shared.stage, ENGINE_ACTOR)?;
             Ok(None)
         }
         GateDecision::Fail { reason } => {
-            let d = deployments::find(conn, run.deployment_id)?;
+            let d = transitions::find(conn, run.deployment_id)?;
             failed(conn, run, &d, &reason, ENGINE_ACTOR)?;
             Ok(None)
         }
@@ -837,7 +838,7 @@ fn failed(
     actor: &str,
 ) -> Result<(), EngineError> {
     store::finish_gate_run(conn, run.id, GateRunState::Failed, Some(reason), actor)?;
-    let to = deployments::transition(DeploymentState::EvaluatingGates, DeploymentEvent::Fail)?;
+    let to = transitions::transition(DeploymentState::EvaluatingGates, DeploymentEvent::Fail)?;
     let message = format!("gates {} the stage failed: {reason}", run.phase);
     if storage::deployments::transition_deployment(
         conn,
@@ -877,7 +878,7 @@ fn passed(
         // The deployment dispatcher claims it (see `deploy_run::advance`).
         return Ok(());
     };
-    let to = deployments::transition(DeploymentState::EvaluatingGates, event)?;
+    let to = transitions::transition(DeploymentState::EvaluatingGates, event)?;
     if !storage::deployments::transition_deployment(
         conn,
         d.id,
@@ -901,7 +902,7 @@ fn passed(
         && let Some(release) = storage::find_release_by_id(conn, d.release_id)?
     {
         let current = pipelines::load(conn, &run.pipeline)?.definition;
-        deployments::request_after(
+        requests::request_after(
             conn,
             &run.pipeline,
             &current,

@@ -20,8 +20,8 @@ use super::{Gates, failed, passed, stage_for};
 use crate::domain::gate_eval::GateProgress;
 use crate::domain::{GateRunState, Phase, Role, Stage, authz};
 use crate::engine::EngineError;
-use crate::engine::builds::blocking;
-use crate::engine::deployments::{self, subject};
+use crate::engine::blocking;
+use crate::engine::deploy::transitions::{self, subject};
 use crate::storage::gates as store;
 use crate::storage::{self, DbConn, GateRunRow};
 
@@ -127,7 +127,7 @@ pub fn open_questions_for(
     }
     let mut open = Vec::new();
     for run in store::gate_runs_asking(conn)? {
-        let d = deployments::find(conn, run.deployment_id)?;
+        let d = transitions::find(conn, run.deployment_id)?;
         let stage = match stage_for(conn, &run.pipeline, &d) {
             Ok(stage) => stage,
             Err(EngineError::NotFound(_)) => continue,
@@ -159,7 +159,7 @@ pub fn can_answer(conn: &mut DbConn, id: i64, who: &Answerer) -> Result<bool, En
     if run.state != GateRunState::Evaluating || run.question.is_none() {
         return Ok(false);
     }
-    let d = deployments::find(conn, run.deployment_id)?;
+    let d = transitions::find(conn, run.deployment_id)?;
     let stage = stage_for(conn, &run.pipeline, &d)?;
     Ok(may_answer(
         &stage,
@@ -182,7 +182,7 @@ fn answer_in(
     storage::write_transaction(conn, |conn| {
         let run = store::find_gate_run(conn, id)?
             .ok_or_else(|| EngineError::NotFound(format!("no gate run #{id}")))?;
-        let d = deployments::find(conn, run.deployment_id)?;
+        let d = transitions::find(conn, run.deployment_id)?;
         let stage = stage_for(conn, &run.pipeline, &d)?;
         if !may_answer(&stage, run.phase, who.role, &who.username, &who.groups) {
             return Err(EngineError::Forbidden(format!(

@@ -31,11 +31,12 @@ use super::{Engine, lock, stale_before};
 use crate::domain::rules;
 use crate::domain::{DeploymentEvent, DeploymentState};
 use crate::engine::EngineError;
-use crate::engine::builds::{ENGINE_ACTOR, blocking};
-use crate::engine::deploy_run::{self, DeployContext};
-use crate::engine::deployments::{self, DeployOutcome, DeployRequest};
+use crate::engine::deploy::requests::{self, DeployOutcome, DeployRequest};
+use crate::engine::deploy::run::{self, DeployContext};
+use crate::engine::deploy::swaps::{self, SwapAsk, SwapRoute};
+use crate::engine::deploy::transitions;
 use crate::engine::slots::SwapOutcome;
-use crate::engine::swaps::{self, SwapAsk, SwapRoute};
+use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::storage::{self, DeploymentRow};
 
 /// What a swap a person asked for ([`Engine::swap_slots`]) did.
@@ -88,18 +89,18 @@ impl DeployState {
 }
 
 impl Engine {
-    /// Asks for a deployment ([`deployments::request_deployment`]) and
+    /// Asks for a deployment ([`requests::request_deployment`]) and
     /// wakes the dispatcher so it starts at once.
     pub async fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, EngineError> {
         let outcome = blocking(&self.inner.db, move |conn| {
-            deployments::request_deployment(conn, &req)
+            requests::request_deployment(conn, &req)
         })
         .await?;
         self.notify_deployments();
         Ok(outcome)
     }
 
-    /// A swap (or rollback) of slots a person asked for (`engine::swaps`):
+    /// A swap (or rollback) of slots a person asked for (`engine::deploy::swaps`):
     /// a deployment of the stage that owns the target slot — answered once
     /// it swapped, failed or stopped at the stage's approvals or gates (or
     /// after [`SWAP_ANSWER_WAIT`]) — or, for a slot no stage owns, the
@@ -174,7 +175,7 @@ impl Engine {
     async fn wait_for_first_steps(&self, id: i64) -> Result<DeploymentRow, EngineError> {
         let deadline = tokio::time::Instant::now() + SWAP_ANSWER_WAIT;
         loop {
-            let row = blocking(&self.inner.db, move |conn| deployments::find(conn, id)).await?;
+            let row = blocking(&self.inner.db, move |conn| transitions::find(conn, id)).await?;
             let moving = matches!(
                 row.state,
                 DeploymentState::Queued | DeploymentState::Running
@@ -190,7 +191,7 @@ impl Engine {
     pub async fn redeploy(&self, id: i64, actor: &str) -> Result<DeployOutcome, EngineError> {
         let actor = actor.to_string();
         let req = blocking(&self.inner.db, move |conn| {
-            deployments::redeploy_request(conn, id, &actor)
+            requests::redeploy_request(conn, id, &actor)
         })
         .await?;
         self.deploy(req).await
@@ -204,7 +205,7 @@ impl Engine {
     ) -> Result<DeploymentRow, EngineError> {
         let actor = actor.to_string();
         let d = blocking(&self.inner.db, move |conn| {
-            deployments::cancel_deployment(conn, id, &actor)
+            requests::cancel_deployment(conn, id, &actor)
         })
         .await?;
         self.signal_cancel_deployment(id);
@@ -212,16 +213,21 @@ impl Engine {
         Ok(d)
     }
 
-    /// Records a decision on an approval (`engine::approvals::decide`) and
+    /// Records a decision on an approval (`engine::deploy::approvals::decide`) and
     /// wakes the dispatcher and the gates when the deployment moved on.
     pub async fn decide_approval(
         &self,
         id: i64,
-        person: crate::engine::approvals::Person,
-        input: crate::engine::approvals::DecisionInput,
-    ) -> Result<crate::engine::approvals::Decided, crate::engine::approvals::DecideError> {
+        person: crate::engine::deploy::approvals::Person,
+        input: crate::engine::deploy::approvals::DecisionInput,
+    ) -> Result<
+        crate::engine::deploy::approvals::Decided,
+        crate::engine::deploy::approvals::DecideError,
+    > {
         let decided = blocking(&self.inner.db, move |conn| {
-            Ok(crate::engine::approvals::decide(conn, id, &person, &input))
+            Ok(crate::engine::deploy::approvals::decide(
+                conn, id, &person, &input,
+            ))
         })
         .await??;
         // Its notices were committed with it: deliver them now.
@@ -240,7 +246,7 @@ impl Engine {
     }
 
     /// Stops the running task of a deployment this instance runs (after
-    /// [`deployments::cancel_deployment`] recorded the cancellation).
+    /// [`requests::cancel_deployment`] recorded the cancellation).
     /// Returns whether it runs here.
     pub fn signal_cancel_deployment(&self, id: i64) -> bool {
         match lock(&self.inner.deploy.running).get(&id) {
@@ -264,7 +270,7 @@ impl Engine {
     pub(super) async fn start_deployments(&self, runner: String) -> Result<(), EngineError> {
         let stale = stale_before(self.inner.config.stale_after);
         let recovered = blocking(&self.inner.db, move |conn| {
-            deployments::interrupt_orphans(conn, Some(&runner), stale)
+            transitions::interrupt_orphans(conn, Some(&runner), stale)
         })
         .await?;
         for d in &recovered {
@@ -316,7 +322,7 @@ impl Engine {
             queued.extend(storage::gates::deployments_past_gates(conn, 200)?);
             queued.extend(storage::approvals::deployments_past_approvals(conn, 200)?);
             queued.sort_by_key(|d| d.id);
-            let mut plans = deploy_run::Plans::default();
+            let mut plans = run::Plans::default();
             let mut claimed = Vec::new();
             // Stages where a claim found no room (or an older deployment
             // first): later deployments of the stage wait too.
@@ -326,7 +332,7 @@ impl Engine {
                     Ok(plan) => plan,
                     Err(EngineError::NotFound(why)) => {
                         // Its stage left the pipeline: it can never run.
-                        if let Err(e) = deployments::apply(
+                        if let Err(e) = transitions::apply(
                             conn,
                             &d,
                             d.state,
@@ -353,7 +359,7 @@ impl Engine {
                 }
                 let token = me.inner.shutdown.child_token();
                 lock(&me.inner.deploy.running).insert(d.id, token.clone());
-                match deploy_run::advance(conn, &d, &plan, &runner) {
+                match run::advance(conn, &d, &plan, &runner) {
                     Ok(Some(started)) => claimed.push((started, plan, token)),
                     Ok(None) => {
                         lock(&me.inner.deploy.running).remove(&d.id);
@@ -369,10 +375,10 @@ impl Engine {
             }
             // Deployments waiting for approval get their approvals; due
             // ones time out.
-            if crate::engine::approvals::open_waiting(conn, &data_dir)? > 0 {
+            if crate::engine::deploy::approvals::open_waiting(conn, &data_dir)? > 0 {
                 me.notify_notifications();
             }
-            if crate::engine::approvals::sweep(conn)? {
+            if crate::engine::deploy::approvals::sweep(conn)? {
                 me.notify_deployments();
                 me.notify_notifications();
             }
@@ -396,7 +402,7 @@ impl Engine {
             let me = self.clone();
             self.inner.tracker.spawn(async move {
                 let id = started.deployment.id;
-                deploy_run::run_deployment(ctx, started, plan, token).await;
+                run::run_deployment(ctx, started, plan, token).await;
                 lock(&me.inner.deploy.running).remove(&id);
                 // A place in the stage is free, and `after` triggers may have queued more.
                 me.notify_deployments();
@@ -425,7 +431,7 @@ impl Engine {
         let (states, recovered) = blocking(&self.inner.db, move |conn| {
             storage::deployments::heartbeat_deployments(conn, &runner)?;
             let states = storage::deployments::deployment_states(conn, &local)?;
-            let recovered = deployments::interrupt_orphans(conn, None, stale)?;
+            let recovered = transitions::interrupt_orphans(conn, None, stale)?;
             Ok((states, recovered))
         })
         .await?;

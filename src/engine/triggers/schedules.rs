@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::EngineError;
-use super::pipelines;
 use crate::domain::{Cron, Schedule, Trigger, TriggerOutcome, parse_timezone};
+use crate::engine::EngineError;
+use crate::engine::pipelines;
 use crate::storage::schedules::{self as store, SCHEDULE_KIND, TriggerRunRow};
 use crate::storage::{DbConn, StageRow};
 

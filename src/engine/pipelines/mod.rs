@@ -1,5 +1,8 @@
 //! Pipeline definitions: import (a new revision when changed), export, load.
 
+pub mod demo;
+pub mod stages;
+
 use std::path::Path;
 
 use super::EngineError;

@@ -1,7 +1,7 @@
 //! Deployments: ask for one (a person, the API, a trigger), cancel it,
 //! redeploy it, recover the ones a dead process left running, and read
 //! them back for pages and the API. Running one is `deploy_run`; the
-//! dispatcher that starts them is on the [`super::Engine`].
+//! dispatcher that starts them is on the [`crate::engine::Engine`].
 //!
 //! Every change of state is one transaction with its audit record, on the
 //! subject `deployment:<pipeline>#<id>`: `deployment.queue` (by the
@@ -18,8 +18,9 @@ use crate::domain::{
 };
 use crate::storage::{self, DbConn, DeploymentRow, LogChunkRow, ReleaseRow, TaskRunRow};
 
-use super::builds::ENGINE_ACTOR;
-use super::{EngineError, pipelines};
+use super::transitions::{close_for_deployment, find, subject, transition};
+use crate::engine::ENGINE_ACTOR;
+use crate::engine::{EngineError, pipelines};
 
 /// A request to deploy a release to a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,25 +65,6 @@ impl DeployOutcome {
             DeployOutcome::AlreadyThere { deployment_id } => *deployment_id,
         }
     }
-}
-
-/// The audit subject of a deployment.
-pub fn subject(pipeline: &str, id: i64) -> String {
-    format!("deployment:{pipeline}#{id}")
-}
-
-/// The audit action of an event: `deployment.start`, ….
-fn action(event: DeploymentEvent) -> String {
-    format!("deployment.{}", event.as_str())
-}
-
-/// The domain's transition, as an engine error.
-pub(crate) fn transition(
-    from: DeploymentState,
-    event: DeploymentEvent,
-) -> Result<DeploymentState, EngineError> {
-    from.transition(event)
-        .map_err(|e| EngineError::Conflict(e.to_string()))
 }
 
 /// Whether `trigger` is one of the known trigger texts.
@@ -148,8 +130,8 @@ fn require_stage_deployer(
 /// Asks for a deployment of a release to a stage: checks the stage rules,
 /// queues it and applies the stage's queue policy (older waiting
 /// deployments superseded with `latest_only`), in one transaction with its
-/// audit records. Call [`super::Engine::notify_deployments`] afterwards (or
-/// use [`super::Engine::deploy`]) so it starts at once.
+/// audit records. Call [`crate::engine::Engine::notify_deployments`] afterwards (or
+/// use [`crate::engine::Engine::deploy`]) so it starts at once.
 ///
 /// Unknown pipeline, stage or release → `NotFound`; an unknown trigger text
 /// → `Invalid`; a rule says no → `Refused` (HTTP 409) with the reason; the
@@ -228,8 +210,9 @@ pub fn request_deployment(
             )?,
             None => true,
         };
-        // "The one there" is the stage's live release (`engine::live`).
-        let current = super::live::live_of_stage(conn, loaded.id, &loaded.name, stage)?;
+        // "The one there" is the stage's live release (`engine::deploy::live`).
+        let current =
+            crate::engine::deploy::live::live_of_stage(conn, loaded.id, &loaded.name, stage)?;
         let deployed_here_before =
             storage::deployments::release_has_deployment(conn, release.id, &req.stage, None)?;
         let this = ReleaseRef {
@@ -338,7 +321,7 @@ pub fn request_deployment(
         for w in waiting.iter().filter(|w| supersede.contains(&w.id)) {
             transition(w.state, DeploymentEvent::Supersede)?;
             if storage::deployments::supersede_deployment(conn, w.id, w.state, release.id)? {
-                super::approvals::close_for_deployment(
+                close_for_deployment(
                     conn,
                     &pipeline_name,
                     w.id,
@@ -367,18 +350,6 @@ pub fn request_deployment(
         }
         Ok(DeployOutcome::Queued(Box::new(row)))
     })
-}
-
-/// The release in a stage now: the one of its newest succeeded deployment.
-pub(crate) fn current_release(
-    conn: &mut DbConn,
-    pipeline_id: i64,
-    stage: &str,
-) -> Result<Option<ReleaseRow>, EngineError> {
-    match storage::deployments::current_deployment(conn, pipeline_id, stage)? {
-        Some(d) => Ok(storage::find_release_by_id(conn, d.release_id)?),
-        None => Ok(None),
-    }
 }
 
 /// Requests the deployments that an `after` trigger starts when `upstream`
@@ -443,7 +414,7 @@ pub fn request_after_build(
 
 /// Cancels a waiting or running deployment (`deployment.cancel`, by
 /// `actor`); its pending tasks are skipped and a running one is marked
-/// canceled. Call [`super::Engine::signal_cancel_deployment`] afterwards
+/// canceled. Call [`crate::engine::Engine::signal_cancel_deployment`] afterwards
 /// to stop its process. An ended deployment is a `Conflict`.
 pub fn cancel_deployment(
     conn: &mut DbConn,
@@ -487,13 +458,7 @@ pub fn cancel_deployment(
             )));
         }
         storage::deployments::close_task_runs_of_deployment(conn, id, TaskRunState::Canceled)?;
-        super::approvals::close_for_deployment(
-            conn,
-            &pipeline.name,
-            id,
-            ApprovalState::Canceled,
-            actor,
-        )?;
+        close_for_deployment(conn, &pipeline.name, id, ApprovalState::Canceled, actor)?;
         storage::append_audit(
             conn,
             actor,
@@ -526,138 +491,6 @@ pub fn redeploy_request(
         operation: SlotOperation::from_json(d.operation.as_deref()),
         override_reason: None,
     })
-}
-
-/// A deployment by id.
-pub fn find(conn: &mut DbConn, id: i64) -> Result<DeploymentRow, EngineError> {
-    storage::find_deployment(conn, id)?
-        .ok_or_else(|| EngineError::NotFound(format!("There is no deployment #{id}.")))
-}
-
-/// Marks running deployments whose runner is gone as `interrupted` (with a
-/// reason), with their running tasks. `runner`: this instance, just
-/// started (its running deployments are left from its previous process).
-/// Returns the deployments it changed.
-pub fn interrupt_orphans(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<DeploymentRow>, EngineError> {
-    let orphans = storage::deployments::orphaned_deployments(conn, runner, stale_before)?;
-    let mut changed = Vec::new();
-    for d in orphans {
-        let reason = match (&d.runner, runner) {
-            (Some(r), Some(me)) if r == me => {
-                "Slipway was restarted while this deployment ran; redeploy it".to_string()
-            }
-            (Some(r), _) => {
-                format!("the Slipway instance running it ({r}) stopped answering; redeploy it")
-            }
-            (None, _) => "no Slipway instance was running it; redeploy it".to_string(),
-        };
-        if interrupt(conn, &d, &reason)? {
-            changed.push(d);
-        }
-    }
-    Ok(changed)
-}
-
-/// `running → interrupted` with `reason` (one transaction, `deployment.interrupt`).
-pub(crate) fn interrupt(
-    conn: &mut DbConn,
-    d: &DeploymentRow,
-    reason: &str,
-) -> Result<bool, EngineError> {
-    let to = transition(DeploymentState::Running, DeploymentEvent::Interrupt)?;
-    storage::write_transaction(conn, |conn| {
-        if !storage::deployments::transition_deployment(
-            conn,
-            d.id,
-            DeploymentState::Running,
-            to,
-            Some(reason),
-        )? {
-            return Ok(false);
-        }
-        storage::deployments::close_task_runs_of_deployment(conn, d.id, TaskRunState::Interrupted)?;
-        let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?;
-        storage::append_audit(
-            conn,
-            ENGINE_ACTOR,
-            &action(DeploymentEvent::Interrupt),
-            &subject(&pipeline.name, d.id),
-            reason,
-        )?;
-        Ok(true)
-    })
-}
-
-/// Moves a deployment by `event` from the state it is in, recording
-/// `error`, with its audit record by `actor` (one transaction). `false`
-/// when another actor moved it first.
-pub(crate) fn apply(
-    conn: &mut DbConn,
-    d: &DeploymentRow,
-    from: DeploymentState,
-    event: DeploymentEvent,
-    actor: &str,
-    error: Option<&str>,
-    detail: &str,
-) -> Result<bool, EngineError> {
-    let to = transition(from, event)?;
-    storage::write_transaction(conn, |conn| {
-        if !storage::deployments::transition_deployment(conn, d.id, from, to, error)? {
-            return Ok(false);
-        }
-        let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?;
-        storage::append_audit(
-            conn,
-            actor,
-            &action(event),
-            &subject(&pipeline.name, d.id),
-            detail,
-        )?;
-        Ok(true)
-    })
-}
-
-/// The stage a deployment runs: as the release's own definition revision
-/// has it (releases keep the revision they were built with), else as the
-/// current definition has it (a stage added after the release was built).
-pub fn stage_of(
-    release_definition: Option<&PipelineDefinition>,
-    current: &PipelineDefinition,
-    stage: &str,
-) -> Option<Stage> {
-    release_definition
-        .and_then(|d| d.stage(stage))
-        .or_else(|| current.stage(stage))
-        .cloned()
-}
-
-/// The definition a release was built with, or `None` when its stored
-/// revision no longer parses (the database was changed by hand; logged):
-/// callers then use the current definition. A database error is an error,
-/// never `None`.
-pub fn built_with(
-    conn: &mut DbConn,
-    pipeline: &str,
-    release: &ReleaseRow,
-) -> Result<Option<PipelineDefinition>, EngineError> {
-    let revision = storage::revision_by_id(conn, release.revision_id)?;
-    match pipelines::parse_stored(&revision.yaml, pipeline, revision.revision) {
-        Ok(definition) => Ok(Some(definition)),
-        Err(e) => {
-            tracing::warn!(
-                pipeline,
-                release = %release.version,
-                revision = revision.revision,
-                error = %e,
-                "a release's stored revision does not parse; using the current definition"
-            );
-            Ok(None)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

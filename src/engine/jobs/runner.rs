@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::EngineError;
 use crate::domain::TaskRunState;
 use crate::domain::secrets::Masker;
+use crate::engine::EngineError;
 use crate::storage::{self, Db};
 
 /// How long a task may run when it sets no `timeout`.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{EngineError, pipelines, users};
+use crate::engine::{EngineError, pipelines, users};
 use crate::storage::{self, DbConn};
 
 /// The demo pipeline's name.

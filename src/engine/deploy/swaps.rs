@@ -15,9 +15,9 @@ use crate::domain::slot_ops::{self, SlotOperation};
 use crate::storage::slots as store;
 use crate::storage::{self, DbConn};
 
-use super::deployments::DeployRequest;
-use super::slots::{SlotSettings, parse_settings, swapped_settings};
-use super::{EngineError, pipelines};
+use crate::engine::deploy::requests::DeployRequest;
+use crate::engine::slots::{SlotSettings, parse_settings, swapped_settings};
+use crate::engine::{EngineError, pipelines};
 
 /// A setting of the target slot that the swap changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn settings_that_move_are_listed() {
-        use super::super::slots::SlotSetting;
+        use crate::engine::slots::SlotSetting;
         let s = |v: &str, sticky| SlotSetting {
             value: v.into(),
             sticky,

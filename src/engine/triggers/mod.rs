@@ -1,0 +1,5 @@
+//! What starts deployments by itself: the cron schedules of stages
+//! (`scheduler`, `schedules`).
+
+pub mod scheduler;
+pub mod schedules;
