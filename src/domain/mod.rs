@@ -43,5 +43,5 @@ pub use error::DomainError;
 pub use names::{AppName, PipelineName, SlotName, StageName};
 pub use schedule::{Cron, Schedule, TriggerOutcome, parse_timezone};
 pub use slot_ops::SlotOperation;
-pub use states::{DeliveryState, GateRunState, Phase, SwapState};
+pub use states::{DeliveryState, GateRunState, Phase, SlotProcessState, SwapState};
 pub use version::{Version, VersionContext, VersionTemplate};

@@ -1,6 +1,6 @@
 //! Small enums that are stored as text: the phase of a stage (before or
-//! after its tasks), a gate run's state, a slot swap's state and a
-//! notification delivery's state.
+//! after its tasks), a gate run's state, a slot swap's state, a slot
+//! process's recorded state and a notification delivery's state.
 //!
 //! Each has exactly one text mapping, written once in [`stored_enum!`]:
 //! `as_str` for writes and JSON, `FromStr` for reads (an unknown value is a
@@ -144,6 +144,25 @@ stored_enum! {
 }
 
 stored_enum! {
+    /// What a slot's process was doing when last recorded (the supervisor's
+    /// live state, or `failed` when it could not be started again).
+    SlotProcessState ("slot process state") {
+        /// Being started.
+        Starting => "starting",
+        /// Its process runs.
+        Running => "running",
+        /// It exited and waits to be started again.
+        Restarting => "restarting",
+        /// Being stopped.
+        Stopping => "stopping",
+        /// Stopped (or never started).
+        Stopped => "stopped",
+        /// It could not be started again.
+        Failed => "failed",
+    }
+}
+
+stored_enum! {
     /// Where one notification delivery stands.
     DeliveryState ("delivery state") {
         /// Waiting for its (next) attempt.
@@ -187,6 +206,11 @@ mod tests {
         round_trips(GateRunState::ALL, GateRunState::as_str, "gate run state");
         round_trips(SwapState::ALL, SwapState::as_str, "swap state");
         round_trips(DeliveryState::ALL, DeliveryState::as_str, "delivery state");
+        round_trips(
+            SlotProcessState::ALL,
+            SlotProcessState::as_str,
+            "slot process state",
+        );
     }
 
     #[test]
@@ -203,6 +227,14 @@ mod tests {
             .map(DeliveryState::as_str)
             .collect();
         assert_eq!(texts(&deliveries), "pending,delivered,failed");
+        let processes: Vec<_> = SlotProcessState::ALL
+            .iter()
+            .map(SlotProcessState::as_str)
+            .collect();
+        assert_eq!(
+            texts(&processes),
+            "starting,running,restarting,stopping,stopped,failed"
+        );
     }
 
     #[test]

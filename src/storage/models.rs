@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::schema::*;
 use crate::domain::{
     ApprovalState, BuildState, DeliveryState, DeploymentState, GateRunState, Phase, Role,
-    SwapState, TaskRunState,
+    SlotProcessState, SwapState, TaskRunState,
 };
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -270,7 +270,7 @@ pub struct SlotRow {
     pub app_id: i64,
     pub name: String,
     pub release_id: Option<i64>,
-    pub process_state: String,
+    pub process_state: SlotProcessState,
     pub port: Option<i32>,
     pub workdir: Option<String>,
     pub created_at: NaiveDateTime,

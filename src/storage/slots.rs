@@ -12,7 +12,7 @@ use super::audit::append_audit;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::{AppRow, SlotRow, SlotSwapRow};
 use super::schema::{apps, pipelines, releases, slot_swaps, slots};
-use crate::domain::SwapState;
+use crate::domain::{SlotProcessState, SwapState};
 
 /// A swap with preview waiting for a person, as stored.
 const SWAP_PENDING: &str = SwapState::Pending.as_str();
@@ -38,7 +38,7 @@ pub struct SlotContent {
     /// JSON `{"NAME": {"value", "sticky"}}`.
     pub settings: String,
     pub since: Option<NaiveDateTime>,
-    pub process_state: String,
+    pub process_state: SlotProcessState,
 }
 
 impl SlotContent {
@@ -50,7 +50,7 @@ impl SlotContent {
             port: row.port,
             settings: row.settings.clone(),
             since: row.since,
-            process_state: row.process_state.clone(),
+            process_state: row.process_state,
         }
     }
 }
@@ -149,7 +149,7 @@ pub fn record_slot_deploy(
                 slots::port.eq(content.port),
                 slots::settings.eq(&content.settings),
                 slots::since.eq(content.since),
-                slots::process_state.eq(&content.process_state),
+                slots::process_state.eq(content.process_state.as_str()),
                 slots::previous_release_id.eq(previous),
                 slots::error.eq(None::<String>),
                 slots::updated_at.eq(at),
@@ -187,12 +187,12 @@ pub fn record_slot_failure(
 pub fn set_slot_process(
     conn: &mut DbConn,
     slot_id: i64,
-    process_state: &str,
+    process_state: SlotProcessState,
     port: Option<i32>,
 ) -> Result<(), StorageError> {
     diesel::update(slots::table.find(slot_id))
         .set((
-            slots::process_state.eq(process_state),
+            slots::process_state.eq(process_state.as_str()),
             slots::port.eq(port),
             slots::updated_at.eq(now()),
         ))
@@ -240,7 +240,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
                     slots::port.eq(content.port),
                     slots::settings.eq(&content.settings),
                     slots::since.eq(content.since),
-                    slots::process_state.eq(&content.process_state),
+                    slots::process_state.eq(content.process_state.as_str()),
                     slots::previous_release_id.eq(previous),
                     slots::last_swap_at.eq(at),
                     slots::error.eq(None::<String>),

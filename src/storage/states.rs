@@ -8,7 +8,7 @@ use diesel::sql_types::Text;
 
 use crate::domain::{
     ApprovalState, BuildState, DeliveryState, DeploymentState, GateRunState, Phase, Role,
-    SwapState, TaskRunState, TriggerOutcome,
+    SlotProcessState, SwapState, TaskRunState, TriggerOutcome,
 };
 
 macro_rules! text_enum {
@@ -49,4 +49,5 @@ text_enum!(
     GateRunState,
     SwapState,
     DeliveryState,
+    SlotProcessState,
 );

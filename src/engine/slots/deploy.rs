@@ -2,11 +2,11 @@
 //! the route, drain and stop the old process.
 
 use super::router::{Route, RouteTable};
-use super::supervisor::ProcessState;
 use super::{
     Current, ReleaseRef, SlotDeploy, SlotDeployed, Slots, first_line, key, lock, say,
     settings_json, settings_of, unpack,
 };
+use crate::domain::SlotProcessState;
 use crate::engine::EngineError;
 use crate::engine::blocking;
 use crate::engine::jobs::runner::LogSender;
@@ -119,7 +119,7 @@ impl Slots {
             port: Some(i32::from(new.process.port())),
             settings: settings_json(&settings),
             since: Some(storage::now()),
-            process_state: ProcessState::Running.as_str().into(),
+            process_state: SlotProcessState::Running,
         };
         let (slot_id, actor) = (prepared.slot.id, request.actor.clone());
         let detail = serde_json::json!({

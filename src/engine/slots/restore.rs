@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::router::{self, Route};
 use super::supervisor::{self, Health, ProcessState};
 use super::{Current, ENGINE_ACTOR, Key, ReleaseRef, Slots, key, lock, parse_settings};
+use crate::domain::SlotProcessState;
 use crate::engine::EngineError;
 use crate::engine::blocking;
 use crate::storage::slots as store;
@@ -53,8 +54,8 @@ impl Slots {
                     let (slot_id, message) = (listing.slot.id, e.to_string());
                     let _ = blocking(&self.inner.db, move |conn| {
                         Ok(
-                            store::set_slot_process(conn, slot_id, "failed", None).and_then(
-                                |()| {
+                            store::set_slot_process(conn, slot_id, SlotProcessState::Failed, None)
+                                .and_then(|()| {
                                     store::record_slot_failure(
                                         conn,
                                         slot_id,
@@ -63,8 +64,7 @@ impl Slots {
                                         "slot:restart",
                                         "{}",
                                     )
-                                },
-                            )?,
+                                })?,
                         )
                     })
                     .await;
@@ -112,7 +112,7 @@ impl Slots {
                 Ok(store::set_slot_process(
                     conn,
                     slot_id,
-                    ProcessState::Running.as_str(),
+                    SlotProcessState::Running,
                     Some(new_port),
                 )?)
             })

@@ -2,11 +2,11 @@
 //! source, then exchange routes, releases and non-sticky settings at once.
 
 use super::router::{Route, RouteTable};
-use super::supervisor::ProcessState;
 use super::{
     Current, ReleaseRef, SlotSettings, Slots, SwapOutcome, first_line, key, lock, parse_settings,
     say, settings_json, swapped_settings,
 };
+use crate::domain::SlotProcessState;
 use crate::engine::EngineError;
 use crate::engine::blocking;
 use crate::engine::jobs::runner::LogSender;
@@ -188,7 +188,7 @@ impl Slots {
             port: Some(i32::from(warm.process.port())),
             settings: settings_json(&new_to_settings),
             since: Some(at),
-            process_state: ProcessState::Running.as_str().into(),
+            process_state: SlotProcessState::Running,
         };
         record.from_content = match &target {
             Some(t) => SlotContent {
@@ -197,7 +197,7 @@ impl Slots {
                 port: Some(i32::from(t.process.port())),
                 settings: settings_json(&new_from_settings),
                 since: Some(at),
-                process_state: ProcessState::Running.as_str().into(),
+                process_state: SlotProcessState::Running,
             },
             None => SlotContent {
                 release_id: None,
@@ -205,7 +205,7 @@ impl Slots {
                 port: None,
                 settings: settings_json(&new_from_settings),
                 since: None,
-                process_state: ProcessState::Stopped.as_str().into(),
+                process_state: SlotProcessState::Stopped,
             },
         };
         let to_save = record.clone();

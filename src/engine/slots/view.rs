@@ -97,7 +97,7 @@ impl Slots {
                         .as_ref()
                         .map(|s| s.state.as_str().to_string())
                         .unwrap_or_else(|| match l.slot.release_id {
-                            Some(_) => l.slot.process_state.clone(),
+                            Some(_) => l.slot.process_state.as_str().to_string(),
                             None => "empty".to_string(),
                         }),
                     restarts: status.as_ref().map(|s| s.restarts).unwrap_or(0),
