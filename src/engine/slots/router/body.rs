@@ -11,11 +11,12 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 
+use super::client::ClientConn;
 use super::headers::Framing;
 use super::limits::Upload;
 use super::page::Page;
 use super::table::InFlight;
-use super::upstream::{ClientConn, ProxyError};
+use super::upstream::ProxyError;
 use super::{ProxyBody, RouterCtx};
 
 /// The request's body for the app: read whole when it is at most

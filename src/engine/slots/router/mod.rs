@@ -55,6 +55,7 @@
 //!   large), and the connection closes.
 
 mod body;
+mod client;
 mod headers;
 mod limits;
 mod page;
@@ -77,6 +78,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use self::body::{ReadAhead, Streamed, Tracked, request_body};
+use self::client::{ClientConn, send};
 use self::headers::{
     Framing, forwarded_headers, framing, label_of, request_host, response_headers,
     strip_hop_by_hop, wants_upgrade,
@@ -89,7 +91,6 @@ pub use self::limits::{
 use self::page::Page;
 use self::table::InFlight;
 pub use self::table::{Backend, Route, RouteTable, host_names, labels};
-use self::upstream::{ClientConn, send};
 
 /// The default address of the router (`--router-listen`).
 pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:8081";
