@@ -57,7 +57,7 @@ impl ApprovalState {
     ];
 
     /// The stored and JSON form.
-    pub fn as_str(&self) -> &'static str {
+    pub const fn as_str(&self) -> &'static str {
         match self {
             ApprovalState::Pending => "pending",
             ApprovalState::Approved => "approved",

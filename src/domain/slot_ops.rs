@@ -115,10 +115,7 @@ pub fn is_guarded(stage: &Stage) -> bool {
 /// the gate before the deployment"); empty when it has none.
 pub fn guards_in_words(stage: &Stage) -> Vec<String> {
     let mut out = Vec::new();
-    for (phase, policy) in [
-        ("before", &stage.approvals.before),
-        ("after", &stage.approvals.after),
-    ] {
+    for (phase, policy) in stage.approvals.by_phase() {
         if let Some(p) = policy {
             let who = p
                 .approvers
@@ -129,10 +126,7 @@ pub fn guards_in_words(stage: &Stage) -> Vec<String> {
             out.push(format!("approval {phase} the deployment by {who}"));
         }
     }
-    for (phase, gate) in [
-        ("before", &stage.gates.before),
-        ("after", &stage.gates.after),
-    ] {
+    for (phase, gate) in stage.gates.by_phase() {
         if let Some(g) = gate {
             let checks = g
                 .checks

@@ -11,17 +11,17 @@ use super::StorageError;
 use super::conn::{DbConn, now};
 use super::models::{ApprovalDecisionRow, ApprovalRow, DeploymentRow};
 use super::schema::{approval_decisions, approvals, deployments};
-use crate::domain::DeploymentState;
+use crate::domain::{ApprovalState, DeploymentState, Phase};
 
 /// The state of an approval still taking decisions.
-pub const PENDING: &str = "pending";
+const PENDING: &str = ApprovalState::Pending.as_str();
 
 /// An approval to insert.
 #[derive(Clone, Debug)]
 pub struct NewApproval {
     pub deployment_id: i64,
     pub pipeline_id: i64,
-    pub phase: String,
+    pub phase: Phase,
     pub approvers: String,
     pub policy: String,
     pub requester_can_approve: bool,
@@ -50,7 +50,7 @@ pub fn insert_approval(conn: &mut DbConn, a: &NewApproval) -> Result<i64, Storag
         .values((
             approvals::deployment_id.eq(a.deployment_id),
             approvals::pipeline_id.eq(a.pipeline_id),
-            approvals::phase.eq(&a.phase),
+            approvals::phase.eq(a.phase.as_str()),
             approvals::state.eq(PENDING),
             approvals::approvers.eq(&a.approvers),
             approvals::policy.eq(&a.policy),
@@ -80,11 +80,11 @@ pub fn find_approval(conn: &mut DbConn, id: i64) -> Result<Option<ApprovalRow>, 
 pub fn approval_of(
     conn: &mut DbConn,
     deployment_id: i64,
-    phase: &str,
+    phase: Phase,
 ) -> Result<Option<ApprovalRow>, StorageError> {
     Ok(approvals::table
         .filter(approvals::deployment_id.eq(deployment_id))
-        .filter(approvals::phase.eq(phase))
+        .filter(approvals::phase.eq(phase.as_str()))
         .select(ApprovalRow::as_select())
         .first(conn)
         .optional()?)
@@ -128,7 +128,7 @@ pub fn lock_pending(conn: &mut DbConn, id: i64) -> Result<bool, StorageError> {
 pub fn close_approval(
     conn: &mut DbConn,
     id: i64,
-    state: &str,
+    state: ApprovalState,
     reason: Option<&str>,
     by: &str,
 ) -> Result<bool, StorageError> {
@@ -138,7 +138,7 @@ pub fn close_approval(
             .filter(approvals::state.eq(PENDING)),
     )
     .set((
-        approvals::state.eq(state),
+        approvals::state.eq(state.as_str()),
         approvals::reason.eq(reason),
         approvals::closed_by.eq(by),
         approvals::closed_at.eq(Some(now())),
@@ -152,7 +152,7 @@ pub fn close_approval(
 pub fn close_approvals_of_deployment(
     conn: &mut DbConn,
     deployment_id: i64,
-    state: &str,
+    state: ApprovalState,
     reason: Option<&str>,
     by: &str,
 ) -> Result<Vec<i64>, StorageError> {
@@ -251,8 +251,8 @@ pub fn deployments_past_approvals(
     limit: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
     let approved = approvals::table
-        .filter(approvals::phase.eq("before"))
-        .filter(approvals::state.eq("approved"))
+        .filter(approvals::phase.eq(Phase::Before.as_str()))
+        .filter(approvals::state.eq(ApprovalState::Approved.as_str()))
         .select(approvals::deployment_id);
     Ok(deployments::table
         .filter(deployments::state.eq(DeploymentState::WaitingForApproval.as_str()))
@@ -280,7 +280,7 @@ pub fn deployments_without_approval(
         return Ok(waiting);
     }
     let ids: Vec<i64> = waiting.iter().map(|d| d.id).collect();
-    let existing: Vec<(i64, String)> = approvals::table
+    let existing: Vec<(i64, Phase)> = approvals::table
         .filter(approvals::deployment_id.eq_any(&ids))
         .select((approvals::deployment_id, approvals::phase))
         .load(conn)?;
@@ -288,23 +288,21 @@ pub fn deployments_without_approval(
         .into_iter()
         .filter(|d| {
             let phase = phase_of(d);
-            !existing.iter().any(|(id, p)| *id == d.id && p == phase)
+            !existing.iter().any(|(id, p)| *id == d.id && *p == phase)
         })
         .collect())
 }
 
 /// The phase a waiting deployment is in: `after` once its tasks started.
-pub fn phase_of(d: &DeploymentRow) -> &'static str {
-    if d.started_at.is_some() {
-        "after"
-    } else {
-        "before"
-    }
+pub fn phase_of(d: &DeploymentRow) -> Phase {
+    Phase::of_started(d.started_at.is_some())
 }
 
 /// Pending approvals whose deployment is no longer waiting for approval
 /// (superseded, canceled … by a path that did not close them).
-pub fn orphaned_approvals(conn: &mut DbConn) -> Result<Vec<(ApprovalRow, String)>, StorageError> {
+pub fn orphaned_approvals(
+    conn: &mut DbConn,
+) -> Result<Vec<(ApprovalRow, DeploymentState)>, StorageError> {
     Ok(approvals::table
         .inner_join(deployments::table)
         .filter(approvals::state.eq(PENDING))

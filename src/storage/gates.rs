@@ -9,10 +9,10 @@ use super::StorageError;
 use super::conn::{DbConn, now};
 use super::models::{DeploymentRow, GateRunRow, GateSampleRow};
 use super::schema::{deployments, gate_runs, gate_samples};
-use crate::domain::DeploymentState;
+use crate::domain::{DeploymentState, GateRunState, Phase};
 
 /// The state of a run being sampled.
-pub const EVALUATING: &str = "evaluating";
+const EVALUATING: &str = GateRunState::Evaluating.as_str();
 
 /// A gate run to insert.
 #[derive(Clone, Debug)]
@@ -21,7 +21,7 @@ pub struct NewGateRun {
     pub pipeline: String,
     pub release_version: String,
     pub stage: String,
-    pub phase: String,
+    pub phase: Phase,
     pub started_at: NaiveDateTime,
     pub deadline_at: NaiveDateTime,
     pub next_at: NaiveDateTime,
@@ -34,7 +34,7 @@ pub struct NewGateRun {
 pub struct NewGateSample<'a> {
     pub gate_run_id: i64,
     pub deployment_id: i64,
-    pub phase: &'a str,
+    pub phase: Phase,
     pub round: i32,
     pub check_name: &'a str,
     pub scheduled_at: NaiveDateTime,
@@ -65,7 +65,7 @@ pub fn insert_gate_run(conn: &mut DbConn, run: &NewGateRun) -> Result<i64, Stora
             gate_runs::pipeline.eq(&run.pipeline),
             gate_runs::release_version.eq(&run.release_version),
             gate_runs::stage.eq(&run.stage),
-            gate_runs::phase.eq(&run.phase),
+            gate_runs::phase.eq(run.phase.as_str()),
             gate_runs::state.eq(EVALUATING),
             gate_runs::started_at.eq(run.started_at),
             gate_runs::deadline_at.eq(run.deadline_at),
@@ -94,11 +94,11 @@ pub fn find_gate_run(conn: &mut DbConn, id: i64) -> Result<Option<GateRunRow>, S
 pub fn gate_run_of(
     conn: &mut DbConn,
     deployment_id: i64,
-    phase: &str,
+    phase: Phase,
 ) -> Result<Option<GateRunRow>, StorageError> {
     Ok(gate_runs::table
         .filter(gate_runs::deployment_id.eq(deployment_id))
-        .filter(gate_runs::phase.eq(phase))
+        .filter(gate_runs::phase.eq(phase.as_str()))
         .order(gate_runs::id.desc())
         .select(GateRunRow::as_select())
         .first(conn)
@@ -129,7 +129,7 @@ pub fn evaluating_gate_run_ids(conn: &mut DbConn) -> Result<Vec<i64>, StorageErr
 pub fn gate_runs_now(
     conn: &mut DbConn,
     ids: &[i64],
-) -> Result<Vec<(i64, String, String, i64)>, StorageError> {
+) -> Result<Vec<(i64, GateRunState, String, i64)>, StorageError> {
     Ok(gate_runs::table
         .filter(gate_runs::id.eq_any(ids))
         .select((
@@ -146,7 +146,7 @@ pub fn gate_runs_now(
 pub fn deployments_now(
     conn: &mut DbConn,
     ids: &[i64],
-) -> Result<Vec<(i64, String, bool)>, StorageError> {
+) -> Result<Vec<(i64, DeploymentState, bool)>, StorageError> {
     Ok(deployments::table
         .filter(deployments::id.eq_any(ids))
         .select((
@@ -284,7 +284,7 @@ pub fn count_samples_of_run(conn: &mut DbConn, gate_run_id: i64) -> Result<i64, 
 pub fn finish_gate_run(
     conn: &mut DbConn,
     id: i64,
-    state: &str,
+    state: GateRunState,
     reason: Option<&str>,
     by: &str,
 ) -> Result<bool, StorageError> {
@@ -295,7 +295,7 @@ pub fn finish_gate_run(
             .filter(gate_runs::state.eq(EVALUATING)),
     )
     .set((
-        gate_runs::state.eq(state),
+        gate_runs::state.eq(state.as_str()),
         gate_runs::reason.eq(reason),
         gate_runs::finished_by.eq(Some(by)),
         gate_runs::finished_at.eq(Some(at)),
@@ -312,7 +312,7 @@ pub fn insert_gate_sample(conn: &mut DbConn, s: &NewGateSample<'_>) -> Result<()
         .values((
             gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
             gate_samples::deployment_id.eq(s.deployment_id),
-            gate_samples::phase.eq(s.phase),
+            gate_samples::phase.eq(s.phase.as_str()),
             gate_samples::round.eq(s.round),
             gate_samples::check_name.eq(s.check_name),
             gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
@@ -341,7 +341,7 @@ pub fn insert_gate_samples(
                 (
                     gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
                     gate_samples::deployment_id.eq(s.deployment_id),
-                    gate_samples::phase.eq(s.phase),
+                    gate_samples::phase.eq(s.phase.as_str()),
                     gate_samples::round.eq(s.round),
                     gate_samples::check_name.eq(s.check_name),
                     gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
@@ -419,7 +419,7 @@ pub fn deployments_evaluating_gates_brief(
 /// deployments in `evaluating_gates`.
 pub fn gate_run_phases_of_evaluating_deployments(
     conn: &mut DbConn,
-) -> Result<Vec<(i64, String)>, StorageError> {
+) -> Result<Vec<(i64, Phase)>, StorageError> {
     let waiting = deployments::table
         .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))
         .select(deployments::id);
@@ -437,8 +437,15 @@ pub fn deployments_past_gates(
     limit: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
     let passed = gate_runs::table
-        .filter(gate_runs::phase.eq("before"))
-        .filter(gate_runs::state.eq_any(["passed", "bypassed"]))
+        .filter(gate_runs::phase.eq(Phase::Before.as_str()))
+        .filter(
+            gate_runs::state.eq_any(
+                GateRunState::ALL
+                    .iter()
+                    .filter(|s| s.lets_through())
+                    .map(GateRunState::as_str),
+            ),
+        )
         .select(gate_runs::deployment_id);
     Ok(deployments::table
         .filter(deployments::state.eq(DeploymentState::EvaluatingGates.as_str()))

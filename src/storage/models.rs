@@ -5,7 +5,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::*;
-use crate::domain::{BuildState, DeploymentState, Role, TaskRunState};
+use crate::domain::{
+    ApprovalState, BuildState, DeliveryState, DeploymentState, GateRunState, Phase, Role,
+    SlotProcessState, SwapState, TaskRunState,
+};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = pipelines, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -158,9 +161,9 @@ pub struct ApprovalRow {
     pub deployment_id: i64,
     pub pipeline_id: i64,
     /// `before` or `after` the stage's tasks.
-    pub phase: String,
+    pub phase: Phase,
     /// `pending`, `approved`, `rejected`, `timed_out`, `superseded`, `canceled`.
-    pub state: String,
+    pub state: ApprovalState,
     /// JSON list: `["group:management", "alice"]`.
     pub approvers: String,
     /// `any`, `all` or `n:K`.
@@ -204,7 +207,7 @@ pub struct ApprovalDecisionRow {
 pub struct GateSampleRow {
     pub id: i64,
     pub deployment_id: i64,
-    pub phase: String,
+    pub phase: Phase,
     pub round: i32,
     pub check_name: String,
     pub sampled_at: NaiveDateTime,
@@ -230,9 +233,9 @@ pub struct GateRunRow {
     pub release_version: String,
     pub stage: String,
     /// `before` or `after`.
-    pub phase: String,
+    pub phase: Phase,
     /// `evaluating`, `passed`, `failed`, `bypassed` or `canceled`.
-    pub state: String,
+    pub state: GateRunState,
     pub started_at: NaiveDateTime,
     pub deadline_at: NaiveDateTime,
     pub next_at: Option<NaiveDateTime>,
@@ -267,7 +270,7 @@ pub struct SlotRow {
     pub app_id: i64,
     pub name: String,
     pub release_id: Option<i64>,
-    pub process_state: String,
+    pub process_state: SlotProcessState,
     pub port: Option<i32>,
     pub workdir: Option<String>,
     pub created_at: NaiveDateTime,
@@ -292,7 +295,7 @@ pub struct SlotSwapRow {
     pub from_slot: String,
     pub to_slot: String,
     /// `pending`, `succeeded`, `failed` or `canceled`.
-    pub state: String,
+    pub state: SwapState,
     pub preview: bool,
     pub from_release_id: Option<i64>,
     pub to_release_id: Option<i64>,
@@ -433,7 +436,7 @@ pub struct NotificationDeliveryRow {
     /// The event as JSON (`engine::deploy::notify` renders the sent body from it).
     pub body: String,
     /// `pending`, `delivered` or `failed`.
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
     pub last_attempt_at: Option<NaiveDateTime>,

@@ -10,13 +10,12 @@ use super::StorageError;
 use super::conn::{DbConn, now};
 use super::models::NotificationDeliveryRow;
 use super::schema::notification_deliveries as nd;
+use crate::domain::DeliveryState;
 
-/// Waiting for its next attempt.
-pub const PENDING: &str = "pending";
-/// A 2xx answer was received.
-pub const DELIVERED: &str = "delivered";
-/// Every attempt failed.
-pub const FAILED: &str = "failed";
+/// Waiting for its next attempt, as stored.
+const PENDING: &str = DeliveryState::Pending.as_str();
+/// Every attempt failed, as stored.
+const FAILED: &str = DeliveryState::Failed.as_str();
 
 /// A delivery to insert (`pending`, due at once).
 #[derive(Clone, Debug)]
@@ -149,7 +148,7 @@ pub fn finish_attempt(
     let n = match outcome {
         AttemptOutcome::Delivered { status } => diesel::update(target)
             .set((
-                nd::state.eq(DELIVERED),
+                nd::state.eq(DeliveryState::Delivered.as_str()),
                 nd::last_status.eq(Some(*status)),
                 nd::last_error.eq(None::<String>),
                 nd::delivered_at.eq(Some(now())),

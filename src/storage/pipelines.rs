@@ -6,6 +6,7 @@ use super::audit::append_audit;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::{AppRow, DefinitionRevisionRow, PipelineRow, SlotRow, StageRow};
 use super::schema::{apps, definition_revisions, pipelines, slots, stages};
+use crate::domain::SlotProcessState;
 
 /// A stage of the definition being saved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct SavedRevision {
 }
 
 /// Process state of a slot created from a definition.
-const NEW_SLOT_STATE: &str = "stopped";
+const NEW_SLOT_STATE: &str = SlotProcessState::Stopped.as_str();
 
 /// All pipelines, by name.
 pub fn list_pipelines(conn: &mut DbConn) -> Result<Vec<PipelineRow>, StorageError> {

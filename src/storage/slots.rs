@@ -12,15 +12,10 @@ use super::audit::append_audit;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::{AppRow, SlotRow, SlotSwapRow};
 use super::schema::{apps, pipelines, releases, slot_swaps, slots};
+use crate::domain::{SlotProcessState, SwapState};
 
-/// `pending`: a swap with preview waits for a person.
-pub const SWAP_PENDING: &str = "pending";
-/// The swap went through.
-pub const SWAP_SUCCEEDED: &str = "succeeded";
-/// It failed and was reverted.
-pub const SWAP_FAILED: &str = "failed";
-/// A person canceled the pending swap.
-pub const SWAP_CANCELED: &str = "canceled";
+/// A swap with preview waiting for a person, as stored.
+const SWAP_PENDING: &str = SwapState::Pending.as_str();
 
 /// A slot with its app and pipeline, and the versions it ran.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +38,7 @@ pub struct SlotContent {
     /// JSON `{"NAME": {"value", "sticky"}}`.
     pub settings: String,
     pub since: Option<NaiveDateTime>,
-    pub process_state: String,
+    pub process_state: SlotProcessState,
 }
 
 impl SlotContent {
@@ -55,7 +50,7 @@ impl SlotContent {
             port: row.port,
             settings: row.settings.clone(),
             since: row.since,
-            process_state: row.process_state.clone(),
+            process_state: row.process_state,
         }
     }
 }
@@ -154,7 +149,7 @@ pub fn record_slot_deploy(
                 slots::port.eq(content.port),
                 slots::settings.eq(&content.settings),
                 slots::since.eq(content.since),
-                slots::process_state.eq(&content.process_state),
+                slots::process_state.eq(content.process_state.as_str()),
                 slots::previous_release_id.eq(previous),
                 slots::error.eq(None::<String>),
                 slots::updated_at.eq(at),
@@ -192,12 +187,12 @@ pub fn record_slot_failure(
 pub fn set_slot_process(
     conn: &mut DbConn,
     slot_id: i64,
-    process_state: &str,
+    process_state: SlotProcessState,
     port: Option<i32>,
 ) -> Result<(), StorageError> {
     diesel::update(slots::table.find(slot_id))
         .set((
-            slots::process_state.eq(process_state),
+            slots::process_state.eq(process_state.as_str()),
             slots::port.eq(port),
             slots::updated_at.eq(now()),
         ))
@@ -245,7 +240,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
                     slots::port.eq(content.port),
                     slots::settings.eq(&content.settings),
                     slots::since.eq(content.since),
-                    slots::process_state.eq(&content.process_state),
+                    slots::process_state.eq(content.process_state.as_str()),
                     slots::previous_release_id.eq(previous),
                     slots::last_swap_at.eq(at),
                     slots::error.eq(None::<String>),
@@ -261,7 +256,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
                         .filter(slot_swaps::state.eq(SWAP_PENDING)),
                 )
                 .set((
-                    slot_swaps::state.eq(SWAP_SUCCEEDED),
+                    slot_swaps::state.eq(SwapState::Succeeded.as_str()),
                     slot_swaps::decided_by.eq(&swap.actor),
                     slot_swaps::finished_at.eq(at),
                 ))
@@ -273,7 +268,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
                 }
                 id
             }
-            None => insert_swap(conn, swap, SWAP_SUCCEEDED, false, None, Some(at), at)?,
+            None => insert_swap(conn, swap, SwapState::Succeeded, false, None, Some(at), at)?,
         };
         append_audit(conn, &swap.actor, "slot.swap", &swap.subject, &swap.detail)?;
         Ok(slot_swaps::table
@@ -286,7 +281,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
 fn insert_swap(
     conn: &mut DbConn,
     swap: &SwapRecord,
-    state: &str,
+    state: SwapState,
     preview: bool,
     error: Option<&str>,
     finished_at: Option<NaiveDateTime>,
@@ -297,7 +292,7 @@ fn insert_swap(
             slot_swaps::app_id.eq(swap.app_id),
             slot_swaps::from_slot.eq(&swap.from_slot),
             slot_swaps::to_slot.eq(&swap.to_slot),
-            slot_swaps::state.eq(state),
+            slot_swaps::state.eq(state.as_str()),
             slot_swaps::preview.eq(preview),
             slot_swaps::from_release_id.eq(swap.from_release_id),
             slot_swaps::to_release_id.eq(swap.to_release_id),
@@ -324,7 +319,7 @@ pub fn insert_pending_swap(
                 other.from_slot, other.to_slot
             )));
         }
-        let id = insert_swap(conn, swap, SWAP_PENDING, true, None, None, now())?;
+        let id = insert_swap(conn, swap, SwapState::Pending, true, None, None, now())?;
         append_audit(
             conn,
             &swap.actor,
@@ -352,7 +347,7 @@ pub fn record_swap_failure(
             Some(id) => {
                 diesel::update(slot_swaps::table.find(id))
                     .set((
-                        slot_swaps::state.eq(SWAP_FAILED),
+                        slot_swaps::state.eq(SwapState::Failed.as_str()),
                         slot_swaps::error.eq(error),
                         slot_swaps::decided_by.eq(&swap.actor),
                         slot_swaps::finished_at.eq(at),
@@ -360,7 +355,15 @@ pub fn record_swap_failure(
                     .execute(conn)?;
             }
             None => {
-                insert_swap(conn, swap, SWAP_FAILED, false, Some(error), Some(at), at)?;
+                insert_swap(
+                    conn,
+                    swap,
+                    SwapState::Failed,
+                    false,
+                    Some(error),
+                    Some(at),
+                    at,
+                )?;
             }
         }
         append_audit(
@@ -390,7 +393,7 @@ pub fn cancel_pending_swap(
                 .filter(slot_swaps::state.eq(SWAP_PENDING)),
         )
         .set((
-            slot_swaps::state.eq(SWAP_CANCELED),
+            slot_swaps::state.eq(SwapState::Canceled.as_str()),
             slot_swaps::decided_by.eq(actor),
             slot_swaps::finished_at.eq(now()),
         ))

@@ -1,11 +1,15 @@
 //! Domain enums stored as text: one `FromSql` per type, so rows carry
-//! `DeploymentState`, `BuildState` and `Role` rather than strings. Writes use
+//! `DeploymentState`, `BuildState`, `Role`, `ApprovalState`, `Phase`,
+//! `GateRunState`, `SwapState` and `DeliveryState` rather than strings. Writes use
 //! `as_str()`; an unknown stored value is a deserialization error.
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, Queryable};
 use diesel::sql_types::Text;
 
-use crate::domain::{BuildState, DeploymentState, Role, TaskRunState, TriggerOutcome};
+use crate::domain::{
+    ApprovalState, BuildState, DeliveryState, DeploymentState, GateRunState, Phase, Role,
+    SlotProcessState, SwapState, TaskRunState, TriggerOutcome,
+};
 
 macro_rules! text_enum {
     ($($ty:ty),* $(,)?) => {$(
@@ -39,5 +43,11 @@ text_enum!(
     BuildState,
     Role,
     TaskRunState,
-    TriggerOutcome
+    TriggerOutcome,
+    ApprovalState,
+    Phase,
+    GateRunState,
+    SwapState,
+    DeliveryState,
+    SlotProcessState,
 );

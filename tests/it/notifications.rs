@@ -14,7 +14,7 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use scraper::Html;
 use sha2::Sha256;
-use slipway::domain::Role;
+use slipway::domain::{Phase, Role};
 use slipway::engine::deploy::notify::{self, Notice, NoticeKind};
 use slipway::engine::pipelines;
 use slipway::engine::runtime::EngineConfig;
@@ -214,7 +214,7 @@ fn notice(pipeline: &str, kind: NoticeKind) -> Notice {
         pipeline: pipeline.into(),
         release: "1.0.7".into(),
         stage: "production".into(),
-        phase: "before".into(),
+        phase: Phase::Before,
         approval_id: 12,
         deployment_id: 40,
         requested_by: "dana".into(),

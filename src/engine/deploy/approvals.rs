@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::approval::{self, Ballot, Decider, Decision, NotAllowed, Outcome};
 use crate::domain::{
-    ApprovalPolicy, ApprovalState, Approver, DeploymentEvent, DeploymentState, Duration,
+    ApprovalPolicy, ApprovalState, Approver, DeploymentEvent, DeploymentState, Duration, Phase,
     PipelineDefinition, Stage, Upstream, rules,
 };
 use crate::engine::ENGINE_ACTOR;
@@ -42,11 +42,6 @@ use crate::engine::deploy::transitions::{
 use crate::engine::{EngineError, pipelines};
 use crate::storage::approvals::{self as store, NewApproval, NewDecision};
 use crate::storage::{self, ApprovalDecisionRow, ApprovalRow, DbConn, DeploymentRow, ReleaseRow};
-
-/// `before` or `after` the stage's tasks.
-pub const BEFORE: &str = "before";
-/// See [`BEFORE`].
-pub const AFTER: &str = "after";
 
 /// How many commits an approval keeps.
 const MAX_COMMITS: usize = 100;
@@ -116,10 +111,6 @@ fn ballots(decisions: &[ApprovalDecisionRow]) -> Vec<Ballot> {
         .collect()
 }
 
-fn state_of(row: &ApprovalRow) -> ApprovalState {
-    row.state.parse().unwrap_or(ApprovalState::Pending)
-}
-
 // ---------------------------------------------------------------------------
 // Requesting
 // ---------------------------------------------------------------------------
@@ -153,7 +144,7 @@ fn context(conn: &mut DbConn, d: &DeploymentRow) -> Result<Context, EngineError>
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("Deployment #{} has no release.", d.id)))?;
     let definition = pipelines::load(conn, &pipeline.name)?.definition;
-    let built_with = transitions::release_definition(conn, &pipeline.name, &release).ok();
+    let built_with = transitions::built_with(conn, &pipeline.name, &release)?;
     let stage =
         transitions::stage_of(built_with.as_ref(), &definition, &d.stage).ok_or_else(|| {
             EngineError::NotFound(format!(
@@ -172,11 +163,7 @@ fn context(conn: &mut DbConn, d: &DeploymentRow) -> Result<Context, EngineError>
 fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<bool, EngineError> {
     let ctx = context(conn, d)?;
     let phase = store::phase_of(d);
-    let policy = if phase == AFTER {
-        ctx.stage.approvals.after.clone()
-    } else {
-        ctx.stage.approvals.before.clone()
-    };
+    let policy = ctx.stage.approvals.of(phase).cloned();
     let base = transitions::current_release(conn, d.pipeline_id, &d.stage)?;
     let commits = match &policy {
         Some(_) => commits_between(data_dir, &ctx.pipeline, base.as_ref(), &ctx.release),
@@ -214,7 +201,7 @@ fn open_one(conn: &mut DbConn, d: &DeploymentRow, data_dir: &Path) -> Result<boo
         let new = NewApproval {
             deployment_id: d.id,
             pipeline_id: d.pipeline_id,
-            phase: phase.to_string(),
+            phase,
             approvers: serde_json::to_string(&terms.approvers).unwrap_or_else(|_| "[]".into()),
             policy: approval::mode_text(terms.policy),
             requester_can_approve: terms.requester_can_approve,
@@ -350,7 +337,7 @@ fn notice(kind: NoticeKind, ctx: &Context, row: &ApprovalRow, d: &DeploymentRow)
         pipeline: ctx.pipeline.clone(),
         release: ctx.release.version.clone(),
         stage: d.stage.clone(),
-        phase: row.phase.clone(),
+        phase: row.phase,
         approval_id: row.id,
         deployment_id: d.id,
         requested_by: row.requested_by.clone(),
@@ -479,7 +466,7 @@ pub fn decide(
             return Err(EngineError::NotFound(format!("There is no approval #{id}.")).into());
         };
         if !store::lock_pending(conn, id)? {
-            let state = state_of(&row);
+            let state = row.state;
             return Err(EngineError::Conflict(format!(
                 "Approval #{id} is {} already; decisions are no longer taken.",
                 state.label().to_lowercase()
@@ -634,10 +621,10 @@ fn close(
     reason: &str,
     actor: &str,
 ) -> Result<(), EngineError> {
-    if !store::close_approval(conn, row.id, state.as_str(), Some(reason), actor)? {
+    if !store::close_approval(conn, row.id, state, Some(reason), actor)? {
         return Ok(());
     }
-    let after = row.phase == AFTER;
+    let after = row.phase == Phase::After;
     let subject = subject(&ctx.pipeline, d.id);
     match state {
         ApprovalState::Approved => {
@@ -797,7 +784,7 @@ pub(crate) fn sweep(conn: &mut DbConn) -> Result<bool, EngineError> {
         }
     }
     for (row, deployment_state) in store::orphaned_approvals(conn)? {
-        let state = if deployment_state == DeploymentState::Superseded.as_str() {
+        let state = if deployment_state == DeploymentState::Superseded {
             ApprovalState::Superseded
         } else {
             ApprovalState::Canceled
@@ -903,7 +890,7 @@ fn items(conn: &mut DbConn, rows: Vec<ApprovalRow>) -> Result<Vec<ApprovalItem>,
         let mine: Vec<ApprovalDecisionRow>;
         (mine, decisions) = decisions.into_iter().partition(|x| x.approval_id == row.id);
         let terms = terms(&row)?;
-        let state = state_of(&row);
+        let state = row.state;
         let needed = if state.is_open() {
             match approval::outcome(terms.policy, &terms.approvers, &ballots(&mine)) {
                 Outcome::Pending { needed } => Some(needed),

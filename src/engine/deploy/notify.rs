@@ -39,8 +39,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::PipelineDefinition;
 use crate::domain::definition::{NotificationEvent, NotificationFormat};
+use crate::domain::{Phase, PipelineDefinition};
 use crate::engine::EngineError;
 use crate::engine::secrets::SecretKey;
 use crate::engine::{ENGINE_ACTOR, blocking};
@@ -67,7 +67,7 @@ pub struct Notice {
     pub release: String,
     pub stage: String,
     /// `before` or `after` the stage's tasks.
-    pub phase: String,
+    pub phase: Phase,
     pub approval_id: i64,
     pub deployment_id: i64,
     pub requested_by: String,
@@ -584,7 +584,7 @@ mod tests {
             pipeline: "shop".into(),
             release: "1.0.7".into(),
             stage: "production".into(),
-            phase: "before".into(),
+            phase: Phase::Before,
             approval_id: 12,
             deployment_id: 40,
             requested_by: "dana".into(),

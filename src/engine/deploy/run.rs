@@ -123,7 +123,7 @@ impl Plans {
                 EngineError::NotFound(format!("deployment #{} has no release", d.id))
             })?;
             // A revision that no longer parses falls back to the current definition.
-            let definition = transitions::release_definition(conn, pipeline, &release).ok();
+            let definition = transitions::built_with(conn, pipeline, &release)?;
             e.insert((release, definition));
         }
         let Some((release, release_def)) = self.releases.get(&d.release_id) else {

@@ -108,14 +108,29 @@ pub fn stage_of(
         .cloned()
 }
 
-/// The definition revision a release was built with.
-pub fn release_definition(
+/// The definition a release was built with, or `None` when its stored
+/// revision no longer parses (the database was changed by hand; logged):
+/// callers then use the current definition. A database error is an error,
+/// never `None`.
+pub fn built_with(
     conn: &mut DbConn,
     pipeline: &str,
     release: &ReleaseRow,
-) -> Result<PipelineDefinition, EngineError> {
+) -> Result<Option<PipelineDefinition>, EngineError> {
     let revision = storage::revision_by_id(conn, release.revision_id)?;
-    pipelines::parse_stored(&revision.yaml, pipeline, revision.revision)
+    match pipelines::parse_stored(&revision.yaml, pipeline, revision.revision) {
+        Ok(definition) => Ok(Some(definition)),
+        Err(e) => {
+            tracing::warn!(
+                pipeline,
+                release = %release.version,
+                revision = revision.revision,
+                error = %e,
+                "a release's stored revision does not parse; using the current definition"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The release in a stage now: the one of its newest succeeded deployment.
@@ -151,7 +166,7 @@ pub fn close_for_deployment(
     for id in approval_store::close_approvals_of_deployment(
         conn,
         deployment_id,
-        state.as_str(),
+        state,
         Some(reason),
         actor,
     )? {

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ports::{self, Owner, PortLease};
 use super::router::Backend;
+use crate::domain::SlotProcessState;
 use crate::engine::jobs::runner::{self, signal_group};
 
 /// The environment variable that marks Slipway's slot processes.
@@ -113,14 +114,21 @@ pub enum ProcessState {
 }
 
 impl ProcessState {
-    /// `starting`, `running`, `restarting`, `stopping`, `stopped`.
+    /// `starting`, `running`, `restarting`, `stopping`, `stopped`: the
+    /// text of the [`SlotProcessState`] it is recorded as.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessState::Starting => "starting",
-            ProcessState::Running => "running",
-            ProcessState::Restarting => "restarting",
-            ProcessState::Stopping => "stopping",
-            ProcessState::Stopped => "stopped",
+        SlotProcessState::from(self).as_str()
+    }
+}
+
+impl From<ProcessState> for SlotProcessState {
+    fn from(state: ProcessState) -> SlotProcessState {
+        match state {
+            ProcessState::Starting => SlotProcessState::Starting,
+            ProcessState::Running => SlotProcessState::Running,
+            ProcessState::Restarting => SlotProcessState::Restarting,
+            ProcessState::Stopping => SlotProcessState::Stopping,
+            ProcessState::Stopped => SlotProcessState::Stopped,
         }
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::GateRunState;
 use crate::domain::authz::Action;
 use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
 use crate::engine::deploy::gates::{self, GateRunView};
@@ -47,7 +48,7 @@ impl From<&GateSampleRow> for GateSampleDto {
         GateSampleDto {
             id: s.id,
             gate_run_id: s.gate_run_id,
-            phase: s.phase.clone(),
+            phase: s.phase.to_string(),
             check: s.check_name.clone(),
             round: s.round,
             sampled_at: utc(&s.sampled_at),
@@ -104,7 +105,7 @@ pub struct GateRunDto {
 impl From<&GateRunView> for GateRunDto {
     fn from(v: &GateRunView) -> Self {
         let r = &v.run;
-        let left = if r.state == "evaluating" {
+        let left = if r.state == GateRunState::Evaluating {
             (r.deadline_at - crate::storage::now()).num_seconds().max(0)
         } else {
             0
@@ -115,8 +116,8 @@ impl From<&GateRunView> for GateRunDto {
             pipeline: r.pipeline.clone(),
             release: r.release_version.clone(),
             stage: r.stage.clone(),
-            phase: r.phase.clone(),
-            state: r.state.clone(),
+            phase: r.phase.to_string(),
+            state: r.state.to_string(),
             started_at: utc(&r.started_at),
             deadline_at: utc(&r.deadline_at),
             next_at: r.next_at.as_ref().map(utc),

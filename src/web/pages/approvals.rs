@@ -261,7 +261,7 @@ pub fn approvals_of_deployment(
             ApprovalSummary {
                 id: a.id,
                 url: urls::approval(a.id),
-                phase: a.phase.clone(),
+                phase: a.phase.to_string(),
                 state: StateMark::of(item.state),
                 approvers: item.approvers.join(", "),
                 policy_words: item.policy_words.clone(),
@@ -352,7 +352,7 @@ fn item_view(
         stage_url: urls::stage(&item.pipeline, &d.stage),
         pipeline: item.pipeline.clone(),
         release: item.release.clone(),
-        phase: a.phase.clone(),
+        phase: a.phase.to_string(),
         requested_by: a.requested_by.clone(),
         created: time(&a.created_at),
         created_iso: iso(&a.created_at),
@@ -479,7 +479,7 @@ async fn inbox_page(
             pipeline: q.pipeline.clone(),
             release: q.release.clone(),
             stage: q.stage.clone(),
-            phase: q.phase.clone(),
+            phase: q.phase.to_string(),
             question: q.question.clone(),
         })
         .collect();
@@ -563,7 +563,7 @@ pub async fn index(
                         pipeline: item.pipeline.clone(),
                         release: item.release.clone(),
                         stage: item.deployment.stage.clone(),
-                        phase: item.approval.phase.clone(),
+                        phase: item.approval.phase.to_string(),
                         outcome: StateMark::of(item.state),
                         reason: item.approval.reason.clone(),
                     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::render;
 use crate::domain::authz::Action;
-use crate::domain::slot_ops;
+use crate::domain::{SwapState, slot_ops};
 use crate::engine::deploy::swaps::{SwapAsk, SwapReview};
 use crate::engine::runtime::SwapDone;
 use crate::engine::slots::SlotView;
@@ -175,7 +175,7 @@ pub fn sections(views: &[SlotView], domain: &str, port: u16) -> Vec<AppSection> 
             let partner = views
                 .iter()
                 .find(|v| v.app == view.app && v.slot == s.from)?;
-            (s.state == "succeeded"
+            (s.state == SwapState::Succeeded
                 && s.to == view.slot
                 && slot_ops::is_rollback(
                     view.release_id,
@@ -219,7 +219,7 @@ pub fn sections(views: &[SlotView], domain: &str, port: u16) -> Vec<AppSection> 
                     s.to,
                     time(&s.at),
                     s.by,
-                    if s.state == "succeeded" {
+                    if s.state == SwapState::Succeeded {
                         String::new()
                     } else {
                         format!(" ({})", s.state)
@@ -261,7 +261,7 @@ fn swap_done(views: &[SlotView], app: &str) -> Option<String> {
         .max_by_key(|s| s.at)?;
     let into = views.iter().find(|v| v.app == app && v.slot == last.to)?;
     let out = views.iter().find(|v| v.app == app && v.slot == last.from)?;
-    Some(if last.state == "succeeded" {
+    Some(if last.state == SwapState::Succeeded {
         format!(
             "Swapped {} into {} ({}): {} now serves {}; {} holds {}.",
             last.from,

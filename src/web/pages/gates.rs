@@ -16,9 +16,9 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::render;
-use crate::domain::Role;
 use crate::domain::authz::Action;
 use crate::domain::gate_eval::Verdict;
+use crate::domain::{GateRunState, Role};
 use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
 use crate::engine::deploy::gates::{self, GateRunView, RunEvidence};
 use crate::storage::{DbConn, GateSampleRow};
@@ -225,13 +225,13 @@ fn green_text(v: &GateRunView, now: chrono::NaiveDateTime) -> String {
 fn run_view(v: &GateRunView) -> RunView {
     let r = &v.run;
     let now = crate::storage::now();
-    let evaluating = r.state == "evaluating";
-    let state_symbol = match r.state.as_str() {
-        "evaluating" => "◐",
-        "passed" => "●",
-        "bypassed" => "↷",
-        "failed" => "✕",
-        _ => "■",
+    let evaluating = r.state == GateRunState::Evaluating;
+    let state_symbol = match r.state {
+        GateRunState::Evaluating => "◐",
+        GateRunState::Passed => "●",
+        GateRunState::Bypassed => "↷",
+        GateRunState::Failed => "✕",
+        GateRunState::Canceled => "■",
     };
     let seconds = (r.deadline_at - now).num_seconds();
     RunView {
@@ -243,8 +243,8 @@ fn run_view(v: &GateRunView) -> RunView {
         release_url: urls::release(&r.pipeline, &r.release_version),
         deployment_url: urls::deployment(&r.pipeline, &r.release_version, r.deployment_id),
         stage: r.stage.clone(),
-        phase: r.phase.clone(),
-        state: r.state.clone(),
+        phase: r.phase.to_string(),
+        state: r.state.to_string(),
         state_symbol,
         started: time(&r.started_at),
         time_left: if evaluating {
@@ -500,6 +500,7 @@ pub async fn bypass(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::domain::Phase;
 
     #[test]
     fn progress_reads_in_words_with_plurals_right() {
@@ -516,8 +517,8 @@ mod tests {
                 pipeline: "web".into(),
                 release_version: "1.0.1".into(),
                 stage: "prod".into(),
-                phase: "before".into(),
-                state: "evaluating".into(),
+                phase: Phase::Before,
+                state: GateRunState::Evaluating,
                 started_at: at,
                 deadline_at: at + chrono::TimeDelta::minutes(10),
                 next_at: None,
@@ -565,7 +566,7 @@ mod tests {
         let sample = |verdict: &str| GateSampleRow {
             id: 1,
             deployment_id: 1,
-            phase: "before".into(),
+            phase: Phase::Before,
             round: 1,
             check_name: "health".into(),
             sampled_at: at,

@@ -9,8 +9,9 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use crate::domain::DeliveryState;
 use crate::domain::authz::Action;
-use crate::storage::notifications::{self as store, DELIVERED, FAILED};
+use crate::storage::notifications as store;
 use crate::web::auth::CurrentUser;
 use crate::web::nav::Nav;
 use crate::web::session::check_csrf;
@@ -84,11 +85,11 @@ pub async fn list(
         .into_iter()
         .take(PAGE_SIZE as usize)
         .map(|r| {
-            let (state_class, symbol, state) = match r.state.as_str() {
-                DELIVERED => ("ok", "✔", "delivered".to_string()),
-                FAILED => ("bad", "✖", "failed".to_string()),
-                _ if r.attempts == 0 => ("queued", "◷", "pending".to_string()),
-                _ => (
+            let (state_class, symbol, state) = match r.state {
+                DeliveryState::Delivered => ("ok", "✔", "delivered".to_string()),
+                DeliveryState::Failed => ("bad", "✖", "failed".to_string()),
+                DeliveryState::Pending if r.attempts == 0 => ("queued", "◷", "pending".to_string()),
+                DeliveryState::Pending => (
                     "waiting",
                     "↻",
                     format!("pending, next attempt {}", time(&r.next_attempt_at)),
@@ -113,7 +114,7 @@ pub async fn list(
                     .map(|s| format!("HTTP {s}"))
                     .unwrap_or_default(),
                 last_error: r.last_error.unwrap_or_default(),
-                failed: r.state == FAILED,
+                failed: r.state == DeliveryState::Failed,
                 retry_url: format!("{NOTIFICATIONS_URL}/{}/retry", r.id),
             }
         })

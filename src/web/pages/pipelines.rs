@@ -172,10 +172,11 @@ fn environment_words(env: &Option<Environment>, one_app: bool) -> Option<String>
 
 /// "⚑ approval before: group:management" (who signs off, in words).
 fn approval_words(approvals: &Approvals) -> Vec<String> {
-    [("before", &approvals.before), ("after", &approvals.after)]
+    approvals
+        .by_phase()
         .into_iter()
         .filter_map(|(phase, policy)| {
-            let policy = policy.as_ref()?;
+            let policy = policy?;
             let who = policy
                 .approvers
                 .iter()

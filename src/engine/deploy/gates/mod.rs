@@ -45,19 +45,17 @@ use tokio_util::task::TaskTracker;
 use self::checks::{CheckContext, Sample};
 use crate::domain::gate_eval::{self, CheckResult, GateDecision, GateProgress, GateTiming};
 use crate::domain::secrets::Masker;
-use crate::domain::{ApprovalOrder, DeploymentEvent, DeploymentState, GatePolicy, Stage, Upstream};
+use crate::domain::{
+    ApprovalOrder, DeploymentEvent, DeploymentState, GatePolicy, GateRunState, Phase, Stage,
+    Upstream,
+};
 use crate::engine::deploy::requests;
 use crate::engine::deploy::transitions::{self, subject};
 use crate::engine::secrets::{self, SecretKey};
 use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::engine::{EngineError, pipelines};
-use crate::storage::gates::{self as store, EVALUATING, NewGateRun, NewGateSample, RoundUpdate};
+use crate::storage::gates::{self as store, NewGateRun, NewGateSample, RoundUpdate};
 use crate::storage::{self, Db, DbConn, DeploymentRow, GateRunRow, GateSampleRow};
-
-/// `before` or `after` the stage's tasks.
-pub const BEFORE: &str = "before";
-/// See [`BEFORE`].
-pub const AFTER: &str = "after";
 
 /// The last result of one check, as stored with its run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,13 +180,13 @@ impl Gates {
         let runs = blocking(&self.inner.db, |conn| {
             let waiting = store::deployments_evaluating_gates_brief(conn)?;
             if !waiting.is_empty() {
-                let existing: HashSet<(i64, String)> =
+                let existing: HashSet<(i64, Phase)> =
                     store::gate_run_phases_of_evaluating_deployments(conn)?
                         .into_iter()
                         .collect();
                 for (id, started) in waiting {
-                    let phase = if started { AFTER } else { BEFORE };
-                    if existing.contains(&(id, phase.to_owned())) {
+                    let phase = Phase::of_started(started);
+                    if existing.contains(&(id, phase)) {
                         continue;
                     }
                     let Some(d) = storage::find_deployment(conn, id)? else {
@@ -252,7 +250,7 @@ impl Gates {
                 _ = wake.notified() => {
                     // Re-evaluated or bypassed: read the run again.
                     match blocking(&self.inner.db, move |conn| Ok(store::find_gate_run(conn, id)?)).await? {
-                        Some(run) if run.state == EVALUATING => {
+                        Some(run) if run.state == GateRunState::Evaluating => {
                             next = run.next_at;
                             loaded.run = Arc::new(run);
                             continue;
@@ -335,7 +333,8 @@ impl Gates {
             storage::write_transaction(conn, |conn| {
                 let run = evaluating(conn, id)?;
                 let d = transitions::find(conn, run.deployment_id)?;
-                if !store::finish_gate_run(conn, id, "bypassed", Some(&reason), &actor)? {
+                if !store::finish_gate_run(conn, id, GateRunState::Bypassed, Some(&reason), &actor)?
+                {
                     return Err(EngineError::Conflict("the gate run has ended".into()));
                 }
                 storage::append_audit(
@@ -370,7 +369,7 @@ impl Gates {
 fn evaluating(conn: &mut DbConn, id: i64) -> Result<GateRunRow, EngineError> {
     let run = store::find_gate_run(conn, id)?
         .ok_or_else(|| EngineError::NotFound(format!("no gate run #{id}")))?;
-    if run.state != EVALUATING {
+    if run.state != GateRunState::Evaluating {
         return Err(EngineError::Conflict(format!(
             "gate run #{id} has ended ({})",
             run.state
@@ -380,12 +379,8 @@ fn evaluating(conn: &mut DbConn, id: i64) -> Result<GateRunRow, EngineError> {
 }
 
 /// `before` while the deployment's tasks have not started, else `after`.
-pub fn phase_of(d: &DeploymentRow) -> &'static str {
-    if d.started_at.is_some() {
-        AFTER
-    } else {
-        BEFORE
-    }
+pub fn phase_of(d: &DeploymentRow) -> Phase {
+    Phase::of_started(d.started_at.is_some())
 }
 
 fn stage_for(conn: &mut DbConn, pipeline: &str, d: &DeploymentRow) -> Result<Stage, EngineError> {
@@ -402,7 +397,7 @@ fn stage_and_variables(
 ) -> Result<(Stage, BTreeMap<String, String>), EngineError> {
     let release = storage::find_release_by_id(conn, d.release_id)?
         .ok_or_else(|| EngineError::NotFound(format!("deployment #{} has no release", d.id)))?;
-    let own = transitions::release_definition(conn, pipeline, &release).ok();
+    let own = transitions::built_with(conn, pipeline, &release)?;
     let current = pipelines::load(conn, pipeline)?.definition;
     let stage = transitions::stage_of(own.as_ref(), &current, &d.stage).ok_or_else(|| {
         EngineError::NotFound(format!("the stage `{}` is not in the pipeline", d.stage))
@@ -412,16 +407,12 @@ fn stage_and_variables(
     Ok((stage, variables))
 }
 
-fn policy_of<'s>(stage: &'s Stage, phase: &str) -> Option<&'s GatePolicy> {
-    if phase == AFTER {
-        stage.gates.after.as_ref()
-    } else {
-        stage.gates.before.as_ref()
-    }
+fn policy_of(stage: &Stage, phase: Phase) -> Option<&GatePolicy> {
+    stage.gates.of(phase)
 }
 
 /// Inserts a run for a deployment in `evaluating_gates` (`gate.start`).
-fn start_run(conn: &mut DbConn, d: &DeploymentRow, phase: &str) -> Result<(), EngineError> {
+fn start_run(conn: &mut DbConn, d: &DeploymentRow, phase: Phase) -> Result<(), EngineError> {
     storage::write_transaction(conn, |conn| {
         let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?.name;
         let release = storage::find_release_by_id(conn, d.release_id)?
@@ -447,7 +438,7 @@ fn start_run(conn: &mut DbConn, d: &DeploymentRow, phase: &str) -> Result<(), En
                 pipeline: pipeline.clone(),
                 release_version: release.version.clone(),
                 stage: d.stage.clone(),
-                phase: phase.to_owned(),
+                phase,
                 started_at,
                 deadline_at: timing.deadline(started_at),
                 next_at: timing.due(started_at, 0),
@@ -518,12 +509,12 @@ fn load_run(conn: &mut DbConn, key: &SecretKey, id: i64) -> Result<Option<Loaded
     let Some(run) = store::find_gate_run(conn, id)? else {
         return Ok(None);
     };
-    if run.state != EVALUATING {
+    if run.state != GateRunState::Evaluating {
         return Ok(None);
     }
     let d = transitions::find(conn, run.deployment_id)?;
     let (stage, variables) = stage_and_variables(conn, &run.pipeline, &d)?;
-    let Some(policy) = policy_of(&stage, &run.phase).cloned() else {
+    let Some(policy) = policy_of(&stage, run.phase).cloned() else {
         let reason = format!("the stage has no gates {} it any more", run.phase);
         storage::write_transaction(conn, |conn| failed(conn, &run, &d, &reason, ENGINE_ACTOR))?;
         return Ok(None);
@@ -642,14 +633,14 @@ fn no_result() -> EngineError {
 
 /// A run as a round finds it in the database.
 struct RunNow {
-    state: String,
+    state: GateRunState,
     progress: String,
     deployment_id: i64,
 }
 
 /// A deployment as a round finds it in the database.
 struct DeploymentNow {
-    state: String,
+    state: DeploymentState,
     started: bool,
 }
 
@@ -719,7 +710,7 @@ fn record_round<'a>(
     let Some(now_run) = now_run else {
         return Ok(None);
     };
-    if now_run.state != EVALUATING {
+    if now_run.state != GateRunState::Evaluating {
         return Ok(None);
     }
     let Some(d) = now_deployment else {
@@ -728,13 +719,13 @@ fn record_round<'a>(
             now_run.deployment_id
         )));
     };
-    let phase = if d.started { AFTER } else { BEFORE };
-    if d.state != DeploymentState::EvaluatingGates.as_str() || phase != run.phase {
+    let phase = Phase::of_started(d.started);
+    if d.state != DeploymentState::EvaluatingGates || phase != run.phase {
         // Canceled or superseded meanwhile.
         store::finish_gate_run(
             conn,
             id,
-            "canceled",
+            GateRunState::Canceled,
             Some(&format!("the deployment is {}", d.state)),
             ENGINE_ACTOR,
         )?;
@@ -748,7 +739,7 @@ fn record_round<'a>(
         samples.push(NewGateSample {
             gate_run_id: id,
             deployment_id: run.deployment_id,
-            phase: &run.phase,
+            phase: run.phase,
             round: number,
             check_name: name,
             scheduled_at: round.scheduled_at,
@@ -815,7 +806,7 @@ fn record_round<'a>(
             Ok(Some(next_at))
         }
         GateDecision::Pass => {
-            store::finish_gate_run(conn, id, "passed", None, ENGINE_ACTOR)?;
+            store::finish_gate_run(conn, id, GateRunState::Passed, None, ENGINE_ACTOR)?;
             storage::append_audit(
                 conn,
                 ENGINE_ACTOR,
@@ -846,7 +837,7 @@ fn failed(
     reason: &str,
     actor: &str,
 ) -> Result<(), EngineError> {
-    store::finish_gate_run(conn, run.id, "failed", Some(reason), actor)?;
+    store::finish_gate_run(conn, run.id, GateRunState::Failed, Some(reason), actor)?;
     let to = transitions::transition(DeploymentState::EvaluatingGates, DeploymentEvent::Fail)?;
     let message = format!("gates {} the stage failed: {reason}", run.phase);
     if storage::deployments::transition_deployment(
@@ -878,14 +869,10 @@ fn passed(
     actor: &str,
 ) -> Result<(), EngineError> {
     let approvals_next = stage.approvals.order == ApprovalOrder::AfterGates
-        && if run.phase == AFTER {
-            stage.approvals.after.is_some()
-        } else {
-            stage.approvals.before.is_some()
-        };
+        && stage.approvals.of(run.phase).is_some();
     let event = if approvals_next {
         DeploymentEvent::RequestApproval
-    } else if run.phase == AFTER {
+    } else if run.phase == Phase::After {
         DeploymentEvent::Succeed
     } else {
         // The deployment dispatcher claims it (see `deploy_run::advance`).
@@ -968,7 +955,7 @@ fn steady_of(
     conn: &mut DbConn,
     run: &GateRunRow,
 ) -> Result<Option<chrono::TimeDelta>, EngineError> {
-    if run.state != EVALUATING {
+    if run.state != GateRunState::Evaluating {
         return Ok(None);
     }
     let Some(d) = storage::find_deployment(conn, run.deployment_id)? else {
@@ -978,7 +965,7 @@ fn steady_of(
     let Ok(stage) = stage_for(conn, &run.pipeline, &d) else {
         return Ok(None);
     };
-    Ok(policy_of(&stage, &run.phase).map(|p| GateTiming::of(p).steady))
+    Ok(policy_of(&stage, run.phase).map(|p| GateTiming::of(p).steady))
 }
 
 /// Evaluating runs and recently finished ones.

@@ -16,13 +16,13 @@
 //! second is told it was answered already.
 use serde::{Deserialize, Serialize};
 
-use super::{AFTER, Gates, failed, passed, stage_for};
+use super::{Gates, failed, passed, stage_for};
 use crate::domain::gate_eval::GateProgress;
-use crate::domain::{Role, Stage, authz};
+use crate::domain::{GateRunState, Phase, Role, Stage, authz};
 use crate::engine::EngineError;
 use crate::engine::blocking;
 use crate::engine::deploy::transitions::{self, subject};
-use crate::storage::gates::{self as store, EVALUATING};
+use crate::storage::gates as store;
 use crate::storage::{self, DbConn, GateRunRow};
 
 /// An approver's answer to a gate's question.
@@ -81,7 +81,7 @@ pub struct OpenQuestion {
     pub release: String,
     pub stage: String,
     /// `before` or `after` the stage.
-    pub phase: String,
+    pub phase: Phase,
     pub question: String,
     /// The run, for its evidence (`super::run_view`).
     pub run: GateRunRow,
@@ -91,19 +91,16 @@ pub struct OpenQuestion {
 /// `after`) `stage`.
 pub fn may_answer(
     stage: &Stage,
-    phase: &str,
+    phase: Phase,
     role: Role,
     username: &str,
     groups: &[String],
 ) -> bool {
-    let policy = if phase == AFTER {
-        stage
-            .approvals
-            .after
-            .as_ref()
-            .or(stage.approvals.before.as_ref())
-    } else {
-        stage.approvals.before.as_ref()
+    // After the tasks, the approvers after them, else those before.
+    let before = stage.approvals.of(Phase::Before);
+    let policy = match phase {
+        Phase::After => stage.approvals.of(Phase::After).or(before),
+        Phase::Before => before,
     };
     match policy {
         Some(p) => p
@@ -136,7 +133,7 @@ pub fn open_questions_for(
             Err(EngineError::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        if !may_answer(&stage, &run.phase, user.role, username, groups) {
+        if !may_answer(&stage, run.phase, user.role, username, groups) {
             continue;
         }
         open.push(OpenQuestion {
@@ -145,7 +142,7 @@ pub fn open_questions_for(
             pipeline: run.pipeline.clone(),
             release: run.release_version.clone(),
             stage: run.stage.clone(),
-            phase: run.phase.clone(),
+            phase: run.phase,
             question: run.question.clone().unwrap_or_default(),
             run,
         });
@@ -159,14 +156,14 @@ pub fn can_answer(conn: &mut DbConn, id: i64, who: &Answerer) -> Result<bool, En
     let Some(run) = store::find_gate_run(conn, id)? else {
         return Ok(false);
     };
-    if run.state != EVALUATING || run.question.is_none() {
+    if run.state != GateRunState::Evaluating || run.question.is_none() {
         return Ok(false);
     }
     let d = transitions::find(conn, run.deployment_id)?;
     let stage = stage_for(conn, &run.pipeline, &d)?;
     Ok(may_answer(
         &stage,
-        &run.phase,
+        run.phase,
         who.role,
         &who.username,
         &who.groups,
@@ -187,13 +184,13 @@ fn answer_in(
             .ok_or_else(|| EngineError::NotFound(format!("no gate run #{id}")))?;
         let d = transitions::find(conn, run.deployment_id)?;
         let stage = stage_for(conn, &run.pipeline, &d)?;
-        if !may_answer(&stage, &run.phase, who.role, &who.username, &who.groups) {
+        if !may_answer(&stage, run.phase, who.role, &who.username, &who.groups) {
             return Err(EngineError::Forbidden(format!(
                 "{} is not an approver of {}; only they answer the questions of its gates",
                 who.username, run.stage
             )));
         }
-        if run.state != EVALUATING {
+        if run.state != GateRunState::Evaluating {
             return Err(EngineError::Conflict(format!(
                 "gate run #{id} has ended ({}); there is nothing to answer",
                 run.state
@@ -238,7 +235,13 @@ fn answer_in(
             GateAnswer::Continue => Ok(()),
             GateAnswer::Pass => {
                 let reason = format!("{} answered pass: {comment}", who.username);
-                if !store::finish_gate_run(conn, id, "passed", Some(&reason), &who.username)? {
+                if !store::finish_gate_run(
+                    conn,
+                    id,
+                    GateRunState::Passed,
+                    Some(&reason),
+                    &who.username,
+                )? {
                     return Err(EngineError::Conflict("the gate run has ended".into()));
                 }
                 passed(conn, &run, &d, &stage, &who.username)
@@ -300,13 +303,49 @@ stages:
     fn approvers_answer_else_release_managers() {
         let listed = stage("    approvals:\n      before: { approvers: [alice, \"group:ops\"] }\n");
         let ops = vec!["ops".to_string()];
-        assert!(may_answer(&listed, "before", Role::Viewer, "alice", &[]));
-        assert!(may_answer(&listed, "before", Role::Viewer, "bob", &ops));
-        assert!(!may_answer(&listed, "before", Role::Admin, "root", &[]));
-        assert!(may_answer(&listed, "after", Role::Viewer, "alice", &[]));
+        assert!(may_answer(
+            &listed,
+            Phase::Before,
+            Role::Viewer,
+            "alice",
+            &[]
+        ));
+        assert!(may_answer(
+            &listed,
+            Phase::Before,
+            Role::Viewer,
+            "bob",
+            &ops
+        ));
+        assert!(!may_answer(
+            &listed,
+            Phase::Before,
+            Role::Admin,
+            "root",
+            &[]
+        ));
+        assert!(may_answer(
+            &listed,
+            Phase::After,
+            Role::Viewer,
+            "alice",
+            &[]
+        ));
         let none = stage("");
-        assert!(may_answer(&none, "before", Role::ReleaseManager, "rm", &[]));
-        assert!(!may_answer(&none, "before", Role::Deployer, "dev", &[]));
+        assert!(may_answer(
+            &none,
+            Phase::Before,
+            Role::ReleaseManager,
+            "rm",
+            &[]
+        ));
+        assert!(!may_answer(
+            &none,
+            Phase::Before,
+            Role::Deployer,
+            "dev",
+            &[]
+        ));
     }
 
     #[test]
