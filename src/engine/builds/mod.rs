@@ -37,11 +37,14 @@ use self::git::{CommitInfo, GitError, Revision};
 use crate::domain::secrets::Masker;
 use crate::domain::{
     self, BuildEvent, BuildState, PastDeployment, PipelineDefinition, TaskKind, TaskRunState,
-    TaskSpec, VersionContext,
+    VersionContext,
 };
 use crate::engine::jobs::env::{resolve_value, resolve_variables};
 use crate::engine::jobs::runner::{self, DbLogSink, ShellTask, TaskLog, TaskOutcome};
-use crate::engine::jobs::{JobContext, JobId, stopped_reason};
+use crate::engine::jobs::{
+    JobContext, JobId, LogChunk, Stop, finish_task, log_chunks, stopped_reason, task_kind,
+    task_label,
+};
 use crate::engine::{ENGINE_ACTOR, EngineError, blocking, pipelines};
 use crate::storage::{self, BuildRow, Db, DbConn, LogChunkRow, ReleaseRow, TaskRunRow};
 
@@ -252,20 +255,31 @@ pub(crate) fn interrupt(
     build: &BuildRow,
     reason: &str,
 ) -> Result<bool, EngineError> {
-    let to = transition(BuildState::Running, BuildEvent::Interrupt)?;
+    let (event, tasks) = (BuildEvent::Interrupt, TaskRunState::Interrupted);
+    end_running(conn, build, event, tasks, "build.interrupt", reason)
+}
+
+/// Ends a running build by `event` with `reason`: its open task runs are
+/// closed as `tasks`, and the audit record `action` is written, in one
+/// transaction. `false` when the build left `running` meanwhile (canceled
+/// or interrupted: that state stands).
+fn end_running(
+    conn: &mut DbConn,
+    build: &BuildRow,
+    event: BuildEvent,
+    tasks: TaskRunState,
+    action: &str,
+    reason: &str,
+) -> Result<bool, EngineError> {
+    let to = transition(BuildState::Running, event)?;
     storage::write_transaction(conn, |conn| {
         if !storage::transition_build(conn, build.id, BuildState::Running, to, Some(reason))? {
             return Ok(false);
         }
-        storage::close_task_runs_of_build(conn, build.id, TaskRunState::Interrupted)?;
+        storage::close_task_runs_of_build(conn, build.id, tasks)?;
         let pipeline = storage::pipeline_by_id(conn, build.pipeline_id)?;
-        storage::append_audit(
-            conn,
-            ENGINE_ACTOR,
-            "build.interrupt",
-            &subject(&pipeline.name, build.number),
-            reason,
-        )?;
+        let subject = subject(&pipeline.name, build.number);
+        storage::append_audit(conn, ENGINE_ACTOR, action, &subject, reason)?;
         Ok(true)
     })
 }
@@ -351,20 +365,8 @@ pub fn list_builds(
         .collect())
 }
 
-/// One chunk of a build's log, with the task it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildLogChunk {
-    /// The cursor: pass the last one seen as `after` to get what follows.
-    pub seq: i64,
-    /// The task's name and position.
-    pub task: String,
-    pub task_position: i32,
-    /// `stdout`, `stderr` or `system`.
-    pub stream: String,
-    /// Whole lines, secrets masked.
-    pub text: String,
-    pub created_at: chrono::NaiveDateTime,
-}
+/// One chunk of a build's log (`jobs::LogChunk`).
+pub type BuildLogChunk = LogChunk;
 
 /// A build's log after `after` (a `seq`; 0 for the start), for live tailing.
 #[derive(Debug, Clone, PartialEq)]
@@ -387,60 +389,12 @@ pub fn build_log(
     let build = find_build(conn, pipeline, number)?;
     let tasks = storage::task_runs_of_build(conn, build.id)?;
     let rows: Vec<LogChunkRow> = storage::log_chunks_of_build_after(conn, build.id, after, limit)?;
-    let chunks = rows
-        .into_iter()
-        .map(|c| {
-            let task = tasks.iter().find(|t| t.id == c.task_run_id);
-            BuildLogChunk {
-                seq: c.seq,
-                task: task.map(|t| t.name.clone()).unwrap_or_default(),
-                task_position: task.map(|t| t.position).unwrap_or_default(),
-                stream: c.stream,
-                text: c.text,
-                created_at: c.created_at,
-            }
-        })
-        .collect();
+    let chunks = log_chunks(&tasks, rows);
     Ok(BuildLog {
         finished: build.state.is_terminal(),
         build,
         chunks,
     })
-}
-
-/// The label of a task: its `name:`, else its kind and the first line of its script.
-pub fn task_label(spec: &TaskSpec) -> String {
-    if let Some(name) = spec.name.as_deref().filter(|n| !n.trim().is_empty()) {
-        return name.to_string();
-    }
-    match &spec.kind {
-        TaskKind::Shell { script } => {
-            let line = script
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("shell");
-            let mut label: String = line.chars().take(60).collect();
-            if line.chars().count() > 60 {
-                label.push('…');
-            }
-            label
-        }
-        TaskKind::Http { url, .. } => format!("http {url}"),
-        TaskKind::DeploySlot { app, slot } => format!("deploy_slot {app}/{slot}"),
-        TaskKind::SwapSlots { app, from, to } => format!("swap_slots {app} {from}→{to}"),
-        TaskKind::Extension { name, .. } => format!("task {name}"),
-    }
-}
-
-fn task_kind(spec: &TaskSpec) -> &'static str {
-    match spec.kind {
-        TaskKind::Shell { .. } => "shell",
-        TaskKind::Http { .. } => "http",
-        TaskKind::DeploySlot { .. } => "deploy_slot",
-        TaskKind::SwapSlots { .. } => "swap_slots",
-        TaskKind::Extension { .. } => "task",
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -467,20 +421,6 @@ impl std::ops::Deref for RunContext {
     type Target = JobContext;
     fn deref(&self) -> &JobContext {
         &self.job
-    }
-}
-
-/// How a run ended before its final transaction.
-enum Stop {
-    /// Fail the build with this message.
-    Fail(String),
-    /// The token fired: canceled by a person, or the engine is stopping.
-    Canceled,
-}
-
-impl From<EngineError> for Stop {
-    fn from(e: EngineError) -> Self {
-        Stop::Fail(e.to_string())
     }
 }
 
@@ -558,23 +498,8 @@ pub(crate) async fn run_build(
 async fn fail(db: &Db, build: &BuildRow, message: String) -> Result<(), EngineError> {
     let b = build.clone();
     blocking(db, move |conn| {
-        let to = transition(BuildState::Running, BuildEvent::Fail)?;
-        storage::write_transaction(conn, |conn| {
-            if !storage::transition_build(conn, b.id, BuildState::Running, to, Some(&message))? {
-                // Canceled or interrupted meanwhile: that state stands.
-                return Ok(());
-            }
-            storage::close_task_runs_of_build(conn, b.id, TaskRunState::Failed)?;
-            let pipeline = storage::pipeline_by_id(conn, b.pipeline_id)?;
-            storage::append_audit(
-                conn,
-                ENGINE_ACTOR,
-                "build.fail",
-                &subject(&pipeline.name, b.number),
-                &message,
-            )?;
-            Ok(())
-        })
+        let (event, tasks) = (BuildEvent::Fail, TaskRunState::Failed);
+        end_running(conn, &b, event, tasks, "build.fail", &message).map(drop)
     })
     .await
 }
@@ -688,17 +613,7 @@ async fn execute(
             .map(|t| t.to_std())
             .unwrap_or(ctx.default_task_timeout);
         let outcome = run_task(ctx, task, script, task_env, timeout, seq, &masker, cancel).await?;
-        match outcome {
-            TaskOutcome::Succeeded => {}
-            TaskOutcome::Canceled => return Err(Stop::Canceled),
-            other => {
-                return Err(Stop::Fail(format!(
-                    "task `{}` {}",
-                    task.name,
-                    other.describe()
-                )));
-            }
-        }
+        Stop::after_task(&task.name, &outcome)?;
     }
     if cancel.is_cancelled() {
         return Err(Stop::Canceled);
@@ -907,20 +822,7 @@ async fn run_task(
         kill_grace: ctx.kill_grace,
     };
     let outcome = runner::run_shell(&shell, &log.sender(), cancel).await;
-    match &outcome {
-        TaskOutcome::Succeeded => {}
-        other => log.system(format!("task {}", other.describe())).await,
-    }
-    log.finish().await;
-    let state = match (&outcome, ctx.shutdown.is_cancelled()) {
-        (TaskOutcome::Canceled, true) => TaskRunState::Interrupted,
-        (o, _) => o.state(),
-    };
-    let exit_code = outcome.exit_code();
-    blocking(&ctx.db, move |conn| {
-        Ok(storage::finish_task_run(conn, id, state, exit_code)?)
-    })
-    .await?;
+    finish_task(ctx, id, log, &outcome).await?;
     Ok(outcome)
 }
 

@@ -14,12 +14,13 @@ use crate::domain::authz::{self, Action};
 use crate::domain::rules::{self, DeployCheck, DeployKind, ReleaseRef, WaitingDeployment};
 use crate::domain::{
     ApprovalState, DeploymentEvent, DeploymentState, PipelineDefinition, Role, SlotOperation,
-    Stage, TaskRunState, Upstream,
+    Stage, StageName, TaskRunState, Upstream,
 };
 use crate::storage::{self, DbConn, DeploymentRow, LogChunkRow, ReleaseRow, TaskRunRow};
 
 use super::transitions::{close_for_deployment, find, subject, transition};
 use crate::engine::ENGINE_ACTOR;
+use crate::engine::jobs::{LogChunk, log_chunks};
 use crate::engine::{EngineError, pipelines};
 
 /// A request to deploy a release to a stage.
@@ -400,6 +401,20 @@ pub fn request_after(
     Ok(queued)
 }
 
+/// Requests the `after: <stage>` deployments of `release`, whose
+/// deployment to `stage` just succeeded (inside that transaction; the
+/// current definition says which stages follow).
+pub fn request_after_success(
+    conn: &mut DbConn,
+    pipeline: &str,
+    stage: &StageName,
+    release: &ReleaseRow,
+) -> Result<Vec<DeploymentRow>, EngineError> {
+    let current = pipelines::load(conn, pipeline)?.definition;
+    let upstream = Upstream::Stage(stage.clone());
+    request_after(conn, pipeline, &current, &upstream, release)
+}
+
 /// Requests the `after: build` deployments of a release just created. Call
 /// it inside the release's transaction, so a release never exists without
 /// them (the build's success path does); then wake the dispatcher.
@@ -531,20 +546,8 @@ pub fn deployment_detail(conn: &mut DbConn, id: i64) -> Result<DeploymentDetail,
     })
 }
 
-/// One chunk of a deployment's log, with the task it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentLogChunk {
-    /// The cursor: pass the last one seen as `after` to get what follows.
-    pub seq: i64,
-    /// The task's name and position.
-    pub task: String,
-    pub task_position: i32,
-    /// `stdout`, `stderr` or `system`.
-    pub stream: String,
-    /// Whole lines, secrets masked.
-    pub text: String,
-    pub created_at: chrono::NaiveDateTime,
-}
+/// One chunk of a deployment's log (`jobs::LogChunk`).
+pub type DeploymentLogChunk = LogChunk;
 
 /// A deployment's log after a cursor.
 #[derive(Debug, Clone, PartialEq)]
@@ -567,20 +570,7 @@ pub fn deployment_log(
     let tasks = storage::deployments::task_runs_of_deployment(conn, id)?;
     let rows: Vec<LogChunkRow> =
         storage::deployments::log_chunks_of_deployment_after(conn, id, after, limit)?;
-    let chunks = rows
-        .into_iter()
-        .map(|c| {
-            let task = tasks.iter().find(|t| t.id == c.task_run_id);
-            DeploymentLogChunk {
-                seq: c.seq,
-                task: task.map(|t| t.name.clone()).unwrap_or_default(),
-                task_position: task.map(|t| t.position).unwrap_or_default(),
-                stream: c.stream,
-                text: c.text,
-                created_at: c.created_at,
-            }
-        })
-        .collect();
+    let chunks = log_chunks(&tasks, rows);
     Ok(DeploymentLog {
         finished: deployment.state.is_terminal(),
         deployment,

@@ -42,17 +42,18 @@ use crate::domain::secrets::Masker;
 use crate::domain::slot_ops;
 use crate::domain::{
     DeploymentEvent, DeploymentState, PipelineDefinition, QueuePolicy, SlotOperation, Stage,
-    TaskKind, TaskRunState, TaskSpec, Upstream,
+    TaskKind, TaskRunState, TaskSpec,
 };
 use crate::engine::builds::artifacts;
-use crate::engine::builds::task_label;
 use crate::engine::deploy::requests;
 use crate::engine::deploy::transitions::{self, subject, transition};
 use crate::engine::jobs::env::{resolve_value, resolve_variables};
 use crate::engine::jobs::runner::{
     self, DbLogSink, LogSender, ProgramTask, ShellTask, TaskLog, TaskOutcome,
 };
-use crate::engine::jobs::{JobContext, JobId, stopped_reason};
+use crate::engine::jobs::{
+    JobContext, JobId, Stop, finish_task, stopped_reason, task_kind, task_label,
+};
 use crate::engine::{ENGINE_ACTOR, blocking};
 use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, ArtifactRow, Db, DbConn, DeploymentRow, ReleaseRow, TaskRunRow};
@@ -303,31 +304,6 @@ fn claim(
     })
 }
 
-/// The stored kind of a task: `shell`, `http`, `deploy_slot`, `swap_slots`, `task`.
-pub fn task_kind(spec: &TaskSpec) -> &'static str {
-    match spec.kind {
-        TaskKind::Shell { .. } => "shell",
-        TaskKind::Http { .. } => "http",
-        TaskKind::DeploySlot { .. } => "deploy_slot",
-        TaskKind::SwapSlots { .. } => "swap_slots",
-        TaskKind::Extension { .. } => "task",
-    }
-}
-
-/// How a run ended before its final transaction.
-enum Stop {
-    /// Fail the deployment with this (masked) message.
-    Fail(String),
-    /// The token fired: canceled by a person, or the engine is stopping.
-    Canceled,
-}
-
-impl From<EngineError> for Stop {
-    fn from(e: EngineError) -> Self {
-        Stop::Fail(e.to_string())
-    }
-}
-
 /// The working directory of deployment `id`.
 pub fn working_dir(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("deployments").join(id.to_string())
@@ -346,7 +322,7 @@ pub(crate) async fn run_deployment(
     let result = execute(&ctx, &started, &plan, &workdir, &cancel, &mut masker).await;
     let finished = match result {
         Ok(()) => succeed(&ctx.db, &d, &plan).await,
-        Err(Stop::Fail(message)) => fail(&ctx.db, &d, &plan, masker.mask(&message)).await,
+        Err(Stop::Fail(message)) => fail(&ctx.db, &d, masker.mask(&message)).await,
         Err(Stop::Canceled) if ctx.shutdown.is_cancelled() => {
             let d = d.clone();
             blocking(&ctx.db, move |conn| {
@@ -372,30 +348,17 @@ async fn succeed(db: &Db, d: &DeploymentRow, plan: &Plan) -> Result<(), EngineEr
     let d = d.clone();
     let plan = plan.clone();
     blocking(db, move |conn| {
-        let event = rules::after_tasks(&plan.stage);
-        let to = transition(DeploymentState::Running, event)?;
+        let (from, event) = (DeploymentState::Running, rules::after_tasks(&plan.stage));
+        let to = transition(from, event)?;
+        let detail = format!("stage={} release={}", d.stage, plan.release.version);
         storage::write_transaction(conn, |conn| {
-            if !storage::deployments::transition_deployment(
-                conn,
-                d.id,
-                DeploymentState::Running,
-                to,
-                None,
-            )? {
+            if !transitions::apply(conn, &d, from, event, ENGINE_ACTOR, None, &detail)? {
                 // Canceled or interrupted meanwhile: that state stands.
                 return Ok(());
             }
-            storage::append_audit(
-                conn,
-                ENGINE_ACTOR,
-                &format!("deployment.{}", event.as_str()),
-                &subject(&plan.pipeline, d.id),
-                &format!("stage={} release={}", d.stage, plan.release.version),
-            )?;
             if to == DeploymentState::Succeeded {
-                let current = pipelines::load(conn, &plan.pipeline)?.definition;
-                let upstream = Upstream::Stage(plan.stage.name.clone());
-                requests::request_after(conn, &plan.pipeline, &current, &upstream, &plan.release)?;
+                let (pipeline, stage) = (&plan.pipeline, &plan.stage.name);
+                requests::request_after_success(conn, pipeline, stage, &plan.release)?;
             }
             Ok(())
         })
@@ -403,31 +366,11 @@ async fn succeed(db: &Db, d: &DeploymentRow, plan: &Plan) -> Result<(), EngineEr
     .await
 }
 
-async fn fail(db: &Db, d: &DeploymentRow, plan: &Plan, message: String) -> Result<(), EngineError> {
+async fn fail(db: &Db, d: &DeploymentRow, message: String) -> Result<(), EngineError> {
     let d = d.clone();
-    let pipeline = plan.pipeline.clone();
     blocking(db, move |conn| {
-        let to = transition(DeploymentState::Running, DeploymentEvent::Fail)?;
-        storage::write_transaction(conn, |conn| {
-            if !storage::deployments::transition_deployment(
-                conn,
-                d.id,
-                DeploymentState::Running,
-                to,
-                Some(&message),
-            )? {
-                return Ok(());
-            }
-            storage::deployments::close_task_runs_of_deployment(conn, d.id, TaskRunState::Failed)?;
-            storage::append_audit(
-                conn,
-                ENGINE_ACTOR,
-                "deployment.fail",
-                &subject(&pipeline, d.id),
-                &message,
-            )?;
-            Ok(())
-        })
+        let (event, tasks) = (DeploymentEvent::Fail, TaskRunState::Failed);
+        transitions::end_running(conn, &d, event, tasks, &message).map(drop)
     })
     .await
 }
@@ -489,17 +432,8 @@ async fn execute(
             workdir,
             timeout,
         };
-        match run.run(&seq, &masker, cancel).await? {
-            TaskOutcome::Succeeded => {}
-            TaskOutcome::Canceled => return Err(Stop::Canceled),
-            other => {
-                return Err(Stop::Fail(format!(
-                    "task `{}` {}",
-                    task.name,
-                    other.describe()
-                )));
-            }
-        }
+        let outcome = run.run(&seq, &masker, cancel).await?;
+        Stop::after_task(&task.name, &outcome)?;
     }
     if cancel.is_cancelled() {
         return Err(Stop::Canceled);
@@ -731,21 +665,8 @@ impl TaskRun<'_> {
                 }
             }
         };
-        match &outcome {
-            TaskOutcome::Succeeded => {}
-            other => sender.system(format!("task {}", other.describe())).await,
-        }
         drop(sender);
-        log.finish().await;
-        let state = match (&outcome, ctx.shutdown.is_cancelled()) {
-            (TaskOutcome::Canceled, true) => TaskRunState::Interrupted,
-            (o, _) => o.state(),
-        };
-        let exit_code = outcome.exit_code();
-        blocking(&ctx.db, move |conn| {
-            Ok(storage::finish_task_run(conn, id, state, exit_code)?)
-        })
-        .await?;
+        finish_task(ctx, id, log, &outcome).await?;
         Ok(outcome)
     }
 

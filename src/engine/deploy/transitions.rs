@@ -41,26 +41,38 @@ pub(crate) fn interrupt(
     d: &DeploymentRow,
     reason: &str,
 ) -> Result<bool, EngineError> {
-    let to = transition(DeploymentState::Running, DeploymentEvent::Interrupt)?;
+    end_running(
+        conn,
+        d,
+        DeploymentEvent::Interrupt,
+        TaskRunState::Interrupted,
+        reason,
+    )
+}
+
+/// Ends a running deployment by `event` (fail, interrupt) with `reason`:
+/// its open task runs are closed as `tasks`, with the audit record, in one
+/// transaction. `false` when it left `running` meanwhile (canceled or
+/// interrupted: that state stands).
+pub(crate) fn end_running(
+    conn: &mut DbConn,
+    d: &DeploymentRow,
+    event: DeploymentEvent,
+    tasks: TaskRunState,
+    reason: &str,
+) -> Result<bool, EngineError> {
+    let (from, to) = (
+        DeploymentState::Running,
+        transition(DeploymentState::Running, event)?,
+    );
     storage::write_transaction(conn, |conn| {
-        if !storage::deployments::transition_deployment(
-            conn,
-            d.id,
-            DeploymentState::Running,
-            to,
-            Some(reason),
-        )? {
+        if !storage::deployments::transition_deployment(conn, d.id, from, to, Some(reason))? {
             return Ok(false);
         }
-        storage::deployments::close_task_runs_of_deployment(conn, d.id, TaskRunState::Interrupted)?;
+        storage::deployments::close_task_runs_of_deployment(conn, d.id, tasks)?;
         let pipeline = storage::pipeline_by_id(conn, d.pipeline_id)?;
-        storage::append_audit(
-            conn,
-            ENGINE_ACTOR,
-            &action(DeploymentEvent::Interrupt),
-            &subject(&pipeline.name, d.id),
-            reason,
-        )?;
+        let subject = subject(&pipeline.name, d.id);
+        storage::append_audit(conn, ENGINE_ACTOR, &action(event), &subject, reason)?;
         Ok(true)
     })
 }

@@ -11,7 +11,7 @@ use crate::engine::EngineError;
 use crate::engine::blocking;
 use crate::engine::jobs::runner::LogSender;
 use crate::storage::slots::{self as store, SlotContent, SwapRecord};
-use crate::storage::{self, AppRow, DbConn};
+use crate::storage::{self, AppRow, DbConn, SlotRow};
 
 impl Slots {
     /// Swaps two slots of an app (see the module docs): warm `from`, then
@@ -124,27 +124,16 @@ impl Slots {
         let to_settings = parse_settings(&to_row.settings);
         let new_to_settings = swapped_settings(&to_settings, &from_settings);
         let new_from_settings = swapped_settings(&from_settings, &to_settings);
-        let mut record = SwapRecord {
-            app_id: app_row.id,
-            from_slot_id: from_row.id,
-            to_slot_id: to_row.id,
-            from_slot: from.to_string(),
-            to_slot: to.to_string(),
-            from_content: SlotContent::of(&from_row),
-            to_content: SlotContent::of(&to_row),
-            from_release_id: from_row.release_id,
-            to_release_id: to_row.release_id,
-            pending_id,
-            actor: actor.to_string(),
-            subject: format!("app:{app}"),
-            detail: serde_json::json!({
-                "from": from,
-                "to": to,
-                "release": source.version,
-                "replaced": target.as_ref().map(|t| t.version.clone()),
-            })
-            .to_string(),
-        };
+        let detail = swap_detail(from, to, &source.version, target.as_ref(), false);
+        let mut record = swap_record(
+            app,
+            &app_row,
+            (from, &from_row),
+            (to, &to_row),
+            actor,
+            detail,
+        );
+        record.pending_id = pending_id;
         // Warm the source: with the target's sticky settings it must run with.
         let restarted = source.settings != new_to_settings;
         let warm = if restarted {
@@ -368,28 +357,15 @@ impl Slots {
             &parse_settings(&to_row.settings),
             &parse_settings(&from_row.settings),
         );
-        let record = SwapRecord {
-            app_id: app_row.id,
-            from_slot_id: from_row.id,
-            to_slot_id: to_row.id,
-            from_slot: from.to_string(),
-            to_slot: to.to_string(),
-            from_content: SlotContent::of(&from_row),
-            to_content: SlotContent::of(&to_row),
-            from_release_id: from_row.release_id,
-            to_release_id: to_row.release_id,
-            pending_id: None,
-            actor: actor.to_string(),
-            subject: format!("app:{app}"),
-            detail: serde_json::json!({
-                "from": from,
-                "to": to,
-                "release": source.version,
-                "replaced": target.as_ref().map(|t| t.version.clone()),
-                "preview": true,
-            })
-            .to_string(),
-        };
+        let detail = swap_detail(from, to, &source.version, target.as_ref(), true);
+        let record = swap_record(
+            app,
+            &app_row,
+            (from, &from_row),
+            (to, &to_row),
+            actor,
+            detail,
+        );
         let pending = blocking(&self.inner.db, {
             let record = record.clone();
             move |conn| Ok(store::insert_pending_swap(conn, &record)?)
@@ -539,4 +515,53 @@ impl Slots {
 pub(super) struct SwapCheck<'a> {
     pending_id: Option<i64>,
     expected: Option<&'a str>,
+}
+
+/// The record of a swap of `from` into `to` of `app`: what each slot holds
+/// after it, the releases, who, and the audit detail (not completing a
+/// pending swap: set `pending_id` for that).
+fn swap_record(
+    app: &str,
+    app_row: &AppRow,
+    (from, from_row): (&str, &SlotRow),
+    (to, to_row): (&str, &SlotRow),
+    actor: &str,
+    detail: serde_json::Value,
+) -> SwapRecord {
+    SwapRecord {
+        app_id: app_row.id,
+        from_slot_id: from_row.id,
+        to_slot_id: to_row.id,
+        from_slot: from.to_string(),
+        to_slot: to.to_string(),
+        from_content: SlotContent::of(from_row),
+        to_content: SlotContent::of(to_row),
+        from_release_id: from_row.release_id,
+        to_release_id: to_row.release_id,
+        pending_id: None,
+        actor: actor.to_string(),
+        subject: format!("app:{app}"),
+        detail: detail.to_string(),
+    }
+}
+
+/// The audit detail of a swap: the slots, the release going live and the
+/// one it replaces; `preview` when it waits for confirmation.
+fn swap_detail(
+    from: &str,
+    to: &str,
+    release: &str,
+    replaced: Option<&Current>,
+    preview: bool,
+) -> serde_json::Value {
+    let mut detail = serde_json::json!({
+        "from": from,
+        "to": to,
+        "release": release,
+        "replaced": replaced.map(|t| t.version.clone()),
+    });
+    if preview {
+        detail["preview"] = serde_json::Value::Bool(true);
+    }
+    detail
 }

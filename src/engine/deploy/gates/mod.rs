@@ -47,7 +47,6 @@ use crate::domain::gate_eval::{self, CheckResult, GateDecision, GateProgress, Ga
 use crate::domain::secrets::Masker;
 use crate::domain::{
     ApprovalOrder, DeploymentEvent, DeploymentState, GatePolicy, GateRunState, Phase, Stage,
-    Upstream,
 };
 use crate::engine::deploy::requests;
 use crate::engine::deploy::transitions::{self, subject};
@@ -878,37 +877,19 @@ fn passed(
         // The deployment dispatcher claims it (see `deploy_run::advance`).
         return Ok(());
     };
-    let to = transitions::transition(DeploymentState::EvaluatingGates, event)?;
-    if !storage::deployments::transition_deployment(
-        conn,
-        d.id,
-        DeploymentState::EvaluatingGates,
-        to,
-        None,
-    )? {
+    let from = DeploymentState::EvaluatingGates;
+    let to = transitions::transition(from, event)?;
+    let detail = format!(
+        "stage={} release={} after gates",
+        d.stage, run.release_version
+    );
+    if !transitions::apply(conn, d, from, event, actor, None, &detail)? {
         return Ok(());
     }
-    storage::append_audit(
-        conn,
-        actor,
-        &format!("deployment.{}", event.as_str()),
-        &subject(&run.pipeline, d.id),
-        &format!(
-            "stage={} release={} after gates",
-            d.stage, run.release_version
-        ),
-    )?;
     if to == DeploymentState::Succeeded
         && let Some(release) = storage::find_release_by_id(conn, d.release_id)?
     {
-        let current = pipelines::load(conn, &run.pipeline)?.definition;
-        requests::request_after(
-            conn,
-            &run.pipeline,
-            &current,
-            &Upstream::Stage(stage.name.clone()),
-            &release,
-        )?;
+        requests::request_after_success(conn, &run.pipeline, &stage.name, &release)?;
     }
     Ok(())
 }
