@@ -338,6 +338,7 @@ impl SlotProcess {
         let exits_before = *exits.borrow_and_update();
         let url = format!("http://127.0.0.1:{}{}", self.spec.port, path);
         let mut last = String::from("no answer yet");
+        let mut learned = false;
         loop {
             if self.stop.is_cancelled() {
                 return Err("the process was stopped before it answered its health check".into());
@@ -366,8 +367,13 @@ impl SlotProcess {
                 .await
             {
                 Health::Healthy => return Ok(()),
-                Health::Unhealthy(why) => last = why,
-                Health::Unknown => {}
+                // A probe the deadline cut short says less than an answer
+                // the app gave before it ("answered 500"): keep that one.
+                Health::Unhealthy(why) if !(learned && Instant::now() >= deadline) => {
+                    last = why;
+                    learned = true;
+                }
+                Health::Unhealthy(_) | Health::Unknown => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep(HEALTH_POLL.min(deadline.saturating_duration_since(Instant::now()))) => {}

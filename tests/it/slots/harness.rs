@@ -267,7 +267,9 @@ impl Slipway {
             slot: slot.into(),
             release: version.into(),
             artifacts_dir: None,
-            health_timeout: Some(Duration::from_secs(3)),
+            // Long enough for the app to start on a loaded machine; a
+            // release that answers 500 fails when it runs out.
+            health_timeout: Some(Duration::from_secs(10)),
             actor: "test".into(),
         };
         running
