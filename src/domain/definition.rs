@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +23,7 @@ mod roundtrip_tests;
 mod tree;
 pub mod yaml;
 
+use super::text::parse_impls;
 use super::{
     AppName, DomainError, Duration, PipelineName, Schedule, SlotName, StageName, VersionTemplate,
 };
@@ -709,19 +709,7 @@ impl fmt::Display for SecretRef {
     }
 }
 
-impl FromStr for SecretRef {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SecretRef::parse(s)
-    }
-}
-
-impl TryFrom<String> for SecretRef {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        SecretRef::parse(&value)
-    }
-}
+parse_impls!(SecretRef);
 
 impl From<SecretRef> for String {
     fn from(value: SecretRef) -> String {
@@ -780,19 +768,7 @@ impl fmt::Display for Approver {
     }
 }
 
-impl FromStr for Approver {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Approver::parse(s)
-    }
-}
-
-impl TryFrom<String> for Approver {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Approver::parse(&value)
-    }
-}
+parse_impls!(Approver);
 
 impl From<Approver> for String {
     fn from(value: Approver) -> String {
@@ -858,19 +834,7 @@ impl fmt::Display for Threshold {
     }
 }
 
-impl FromStr for Threshold {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Threshold::parse(s)
-    }
-}
-
-impl TryFrom<String> for Threshold {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Threshold::parse(&value)
-    }
-}
+parse_impls!(Threshold);
 
 impl From<Threshold> for String {
     fn from(value: Threshold) -> String {
