@@ -23,6 +23,7 @@ mod roundtrip_tests;
 mod tree;
 pub mod yaml;
 
+use super::secrets::is_secret_name;
 use super::text::parse_impls;
 use super::{
     AppName, DomainError, Duration, PipelineName, Schedule, SlotName, StageName, VersionTemplate,
@@ -658,14 +659,6 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
         Some('?') => t.first().is_some_and(|c| *c != '/') && glob_at(&p[1..], &t[1..]),
         Some(c) => t.first() == Some(c) && glob_at(&p[1..], &t[1..]),
     }
-}
-
-fn is_secret_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl SecretRef {
