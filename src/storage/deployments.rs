@@ -165,27 +165,32 @@ pub fn find_deployments(
         .load(conn)?)
 }
 
+/// Per stage of the pipeline `$pipeline_id`, the deployment with the highest
+/// id (of those in `$state`, when given), ordered by stage name: one query
+/// with a grouped subquery, shared by the two "newest per stage" reads.
+macro_rules! newest_per_stage {
+    ($conn:expr, $pipeline_id:expr $(, $state:expr)?) => {{
+        let newest = diesel::alias!(deployments as newest);
+        let newest_ids = newest
+            .filter(newest.field(deployments::pipeline_id).eq($pipeline_id))
+            $(.filter(newest.field(deployments::state).eq($state.as_str())))?
+            .group_by(newest.field(deployments::stage))
+            .select(max(newest.field(deployments::id)));
+        Ok(deployments::table
+            .filter(deployments::id.nullable().eq_any(newest_ids))
+            .order(deployments::stage.asc())
+            .select(DeploymentRow::as_select())
+            .load($conn)?)
+    }};
+}
+
 /// What runs in each stage of a pipeline now: per stage, the newest
 /// succeeded deployment (ordered by stage name).
 pub fn latest_deployment_per_stage(
     conn: &mut DbConn,
     pipeline_id: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
-    let newest = diesel::alias!(deployments as newest);
-    let newest_ids = newest
-        .filter(newest.field(deployments::pipeline_id).eq(pipeline_id))
-        .filter(
-            newest
-                .field(deployments::state)
-                .eq(DeploymentState::Succeeded.as_str()),
-        )
-        .group_by(newest.field(deployments::stage))
-        .select(max(newest.field(deployments::id)));
-    Ok(deployments::table
-        .filter(deployments::id.nullable().eq_any(newest_ids))
-        .order(deployments::stage.asc())
-        .select(DeploymentRow::as_select())
-        .load(conn)?)
+    newest_per_stage!(conn, pipeline_id, DeploymentState::Succeeded)
 }
 
 /// The newest deployment of each stage of a pipeline, whatever its state
@@ -194,16 +199,7 @@ pub fn newest_deployment_per_stage(
     conn: &mut DbConn,
     pipeline_id: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
-    let newest = diesel::alias!(deployments as newest);
-    let newest_ids = newest
-        .filter(newest.field(deployments::pipeline_id).eq(pipeline_id))
-        .group_by(newest.field(deployments::stage))
-        .select(max(newest.field(deployments::id)));
-    Ok(deployments::table
-        .filter(deployments::id.nullable().eq_any(newest_ids))
-        .order(deployments::stage.asc())
-        .select(DeploymentRow::as_select())
-        .load(conn)?)
+    newest_per_stage!(conn, pipeline_id)
 }
 
 /// The newest deployments to a stage, newest first, at most `limit`.
