@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use super::StorageError;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::{DeploymentRow, LogChunkRow, TaskRunRow};
+use super::runs::run_lease_queries;
 use super::schema::{deployments, log_chunks, pipelines, task_runs};
 use crate::domain::{DeploymentState, TaskRunState};
 
@@ -464,53 +465,16 @@ pub fn queued_deployments(
         .load(conn)?)
 }
 
-/// Marks the running deployments of `runner` alive; returns how many.
-pub fn heartbeat_deployments(conn: &mut DbConn, runner: &str) -> Result<usize, StorageError> {
-    Ok(diesel::update(
-        deployments::table
-            .filter(deployments::runner.eq(runner))
-            .filter(deployments::state.eq(DeploymentState::Running.as_str())),
-    )
-    .set(deployments::heartbeat_at.eq(now()))
-    .execute(conn)?)
-}
-
-/// Running deployments whose runner is gone: those of any runner not heard
-/// from since `stale_before`, and, when given, every one of `runner` (an
-/// instance that has just started: they are left from its previous process).
-pub fn orphaned_deployments(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<DeploymentRow>, StorageError> {
-    let stale = deployments::runner
-        .is_null()
-        .or(deployments::heartbeat_at.is_null())
-        .or(deployments::heartbeat_at.lt(stale_before));
-    let query = deployments::table
-        .filter(deployments::state.eq(DeploymentState::Running.as_str()))
-        .order(deployments::id.asc())
-        .select(DeploymentRow::as_select());
-    Ok(match runner {
-        Some(runner) => query
-            .filter(stale.or(deployments::runner.eq(runner)))
-            .load(conn)?,
-        None => query.filter(stale).load(conn)?,
-    })
-}
-
-/// The states of these deployments, by id.
-pub fn deployment_states(
-    conn: &mut DbConn,
-    ids: &[i64],
-) -> Result<Vec<(i64, DeploymentState)>, StorageError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(deployments::table
-        .filter(deployments::id.eq_any(ids))
-        .select((deployments::id, deployments::state))
-        .load::<(i64, DeploymentState)>(conn)?)
+run_lease_queries! {
+    table: deployments, row: DeploymentRow, state: DeploymentState,
+    /// Marks the running deployments of `runner` alive; returns how many.
+    heartbeat: heartbeat_deployments,
+    /// Running deployments whose runner is gone: those of any runner not heard
+    /// from since `stale_before`, and, when given, every one of `runner` (an
+    /// instance that has just started: they are left from its previous process).
+    orphaned: orphaned_deployments,
+    /// The states of these deployments, by id.
+    states: deployment_states,
 }
 
 /// The task runs of a deployment, in order.
