@@ -60,6 +60,30 @@ macro_rules! text_enum_impls {
 }
 pub(crate) use text_enum_impls;
 
+/// `transition` (applies an event, refusing illegal moves) and
+/// `can_transition_to` for a state enum `$state` with `next(event)` and
+/// `as_str`, over the events `$event` (with `ALL` and `as_str`).
+macro_rules! transition_impls {
+    ($state:ident, $event:ident) => {
+        impl $state {
+            /// Applies `event`, refusing illegal moves.
+            pub fn transition(self, event: $event) -> Result<$state, DomainError> {
+                self.next(event).ok_or(DomainError::IllegalTransition {
+                    from: self.as_str(),
+                    event: event.as_str(),
+                })
+            }
+
+            /// Whether some event moves this state to `next`.
+            pub fn can_transition_to(&self, next: $state) -> bool {
+                $event::ALL
+                    .iter()
+                    .any(|event| self.next(*event) == Some(next))
+            }
+        }
+    };
+}
+
 /// The state of one deployment of a release to a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,22 +263,9 @@ impl DeploymentState {
         };
         Some(next)
     }
-
-    /// Applies `event`, refusing illegal moves.
-    pub fn transition(self, event: DeploymentEvent) -> Result<DeploymentState, DomainError> {
-        self.next(event).ok_or(DomainError::IllegalTransition {
-            from: self.as_str(),
-            event: event.as_str(),
-        })
-    }
-
-    /// Whether some event moves this state to `next`.
-    pub fn can_transition_to(&self, next: DeploymentState) -> bool {
-        DeploymentEvent::ALL
-            .iter()
-            .any(|event| self.next(*event) == Some(next))
-    }
 }
+
+transition_impls!(DeploymentState, DeploymentEvent);
 
 text_enum_impls!(DeploymentState, "deployment state");
 
@@ -367,22 +378,9 @@ impl BuildState {
             _ => return None,
         })
     }
-
-    /// Applies `event`, refusing illegal moves.
-    pub fn transition(self, event: BuildEvent) -> Result<BuildState, DomainError> {
-        self.next(event).ok_or(DomainError::IllegalTransition {
-            from: self.as_str(),
-            event: event.as_str(),
-        })
-    }
-
-    /// Whether some event moves this state to `next`.
-    pub fn can_transition_to(&self, next: BuildState) -> bool {
-        BuildEvent::ALL
-            .iter()
-            .any(|event| self.next(*event) == Some(next))
-    }
 }
+
+transition_impls!(BuildState, BuildEvent);
 
 text_enum_impls!(BuildState, "build state");
 
