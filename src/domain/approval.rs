@@ -16,14 +16,13 @@
 //!   person for every listed approver (a group by one of its members).
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::authz::names;
 use super::definition::{ApprovalMode, ApprovalPolicy, Approver};
-use super::deployment::{by_name, unknown};
+use super::deployment::{text_enum_impls, unknown};
 use super::duration::Duration;
 use super::error::DomainError;
 
@@ -86,23 +85,7 @@ impl ApprovalState {
     }
 }
 
-impl fmt::Display for ApprovalState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ApprovalState {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        by_name(
-            &ApprovalState::ALL,
-            ApprovalState::as_str,
-            "approval state",
-            s,
-        )
-    }
-}
+text_enum_impls!(ApprovalState, "approval state");
 
 /// What one person decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,18 +125,7 @@ impl Decision {
     }
 }
 
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Decision {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        by_name(&Decision::ALL, Decision::as_str, "decision", s)
-    }
-}
+text_enum_impls!(Decision, "decision");
 
 /// The policy as stored with an approval: `any`, `all` or `n:K`.
 pub fn mode_text(mode: ApprovalMode) -> String {

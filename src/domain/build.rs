@@ -2,12 +2,10 @@
 //! triggers obey the branch filter, and fix lineage (which release a new
 //! release fixes).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-use super::{DeploymentState, DomainError, PipelineDefinition, Source};
+use super::deployment::text_enum_impls;
+use super::{DeploymentState, PipelineDefinition, Source};
 
 /// The state of one task run (of a build now, of a deployment later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,29 +71,7 @@ impl TaskRunState {
     }
 }
 
-impl fmt::Display for TaskRunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TaskRunState {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskRunState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| DomainError::UnknownValue {
-                kind: "task run state",
-                value: s.to_owned(),
-                expected: TaskRunState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-    }
-}
+text_enum_impls!(TaskRunState, "task run state");
 
 /// Whether a build trigger is automatic (a webhook push or polling), so that
 /// the pipeline's `source.branches` filter applies. A person asking for a

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +23,8 @@ mod roundtrip_tests;
 mod tree;
 pub mod yaml;
 
+use super::secrets::is_secret_name;
+use super::text::parse_impls;
 use super::{
     AppName, DomainError, Duration, PipelineName, Schedule, SlotName, StageName, VersionTemplate,
 };
@@ -660,14 +661,6 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
     }
 }
 
-fn is_secret_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 impl SecretRef {
     /// A reference to the secret called `name` (`[A-Za-z_][A-Za-z0-9_]*`).
     pub fn new(name: impl Into<String>) -> Result<Self, DomainError> {
@@ -709,19 +702,7 @@ impl fmt::Display for SecretRef {
     }
 }
 
-impl FromStr for SecretRef {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SecretRef::parse(s)
-    }
-}
-
-impl TryFrom<String> for SecretRef {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        SecretRef::parse(&value)
-    }
-}
+parse_impls!(SecretRef);
 
 impl From<SecretRef> for String {
     fn from(value: SecretRef) -> String {
@@ -780,19 +761,7 @@ impl fmt::Display for Approver {
     }
 }
 
-impl FromStr for Approver {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Approver::parse(s)
-    }
-}
-
-impl TryFrom<String> for Approver {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Approver::parse(&value)
-    }
-}
+parse_impls!(Approver);
 
 impl From<Approver> for String {
     fn from(value: Approver) -> String {
@@ -858,19 +827,7 @@ impl fmt::Display for Threshold {
     }
 }
 
-impl FromStr for Threshold {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Threshold::parse(s)
-    }
-}
-
-impl TryFrom<String> for Threshold {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Threshold::parse(&value)
-    }
-}
+parse_impls!(Threshold);
 
 impl From<Threshold> for String {
     fn from(value: Threshold) -> String {

@@ -38,6 +38,52 @@ pub(crate) fn by_name<T: Copy>(
         })
 }
 
+/// `Display` (the `as_str` text) for an enum with `as_str`, and, given the
+/// `kind` named in errors, `FromStr` by [`by_name`] over its `ALL` (an
+/// unknown text is a [`DomainError::UnknownValue`] listing the names).
+macro_rules! text_enum_impls {
+    ($name:ident $(, $kind:literal)?) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        $(
+            impl std::str::FromStr for $name {
+                type Err = $crate::domain::DomainError;
+                fn from_str(s: &str) -> Result<Self, Self::Err> {
+                    $crate::domain::deployment::by_name(&$name::ALL[..], $name::as_str, $kind, s)
+                }
+            }
+        )?
+    };
+}
+pub(crate) use text_enum_impls;
+
+/// `transition` (applies an event, refusing illegal moves) and
+/// `can_transition_to` for a state enum `$state` with `next(event)` and
+/// `as_str`, over the events `$event` (with `ALL` and `as_str`).
+macro_rules! transition_impls {
+    ($state:ident, $event:ident) => {
+        impl $state {
+            /// Applies `event`, refusing illegal moves.
+            pub fn transition(self, event: $event) -> Result<$state, DomainError> {
+                self.next(event).ok_or(DomainError::IllegalTransition {
+                    from: self.as_str(),
+                    event: event.as_str(),
+                })
+            }
+
+            /// Whether some event moves this state to `next`.
+            pub fn can_transition_to(&self, next: $state) -> bool {
+                $event::ALL
+                    .iter()
+                    .any(|event| self.next(*event) == Some(next))
+            }
+        }
+    };
+}
+
 /// The state of one deployment of a release to a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,11 +170,7 @@ impl DeploymentEvent {
     }
 }
 
-impl fmt::Display for DeploymentEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_enum_impls!(DeploymentEvent);
 
 impl DeploymentState {
     /// Every state, in lifecycle order.
@@ -221,40 +263,11 @@ impl DeploymentState {
         };
         Some(next)
     }
-
-    /// Applies `event`, refusing illegal moves.
-    pub fn transition(self, event: DeploymentEvent) -> Result<DeploymentState, DomainError> {
-        self.next(event).ok_or(DomainError::IllegalTransition {
-            from: self.as_str(),
-            event: event.as_str(),
-        })
-    }
-
-    /// Whether some event moves this state to `next`.
-    pub fn can_transition_to(&self, next: DeploymentState) -> bool {
-        DeploymentEvent::ALL
-            .iter()
-            .any(|event| self.next(*event) == Some(next))
-    }
 }
 
-impl fmt::Display for DeploymentState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+transition_impls!(DeploymentState, DeploymentEvent);
 
-impl FromStr for DeploymentState {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        by_name(
-            &DeploymentState::ALL,
-            DeploymentState::as_str,
-            "deployment state",
-            s,
-        )
-    }
-}
+text_enum_impls!(DeploymentState, "deployment state");
 
 /// The state of one build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -365,35 +378,11 @@ impl BuildState {
             _ => return None,
         })
     }
-
-    /// Applies `event`, refusing illegal moves.
-    pub fn transition(self, event: BuildEvent) -> Result<BuildState, DomainError> {
-        self.next(event).ok_or(DomainError::IllegalTransition {
-            from: self.as_str(),
-            event: event.as_str(),
-        })
-    }
-
-    /// Whether some event moves this state to `next`.
-    pub fn can_transition_to(&self, next: BuildState) -> bool {
-        BuildEvent::ALL
-            .iter()
-            .any(|event| self.next(*event) == Some(next))
-    }
 }
 
-impl fmt::Display for BuildState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+transition_impls!(BuildState, BuildEvent);
 
-impl FromStr for BuildState {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        by_name(&BuildState::ALL, BuildState::as_str, "build state", s)
-    }
-}
+text_enum_impls!(BuildState, "build state");
 
 /// What a user may do, from least to most powerful (`Ord` follows power).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,11 +1,11 @@
 //! Durations written as `30s`, `5m`, `2h`, `7d` or combinations (`1h30m`).
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
+use super::text::parse_impls;
 
 const MINUTE: u64 = 60;
 const HOUR: u64 = 60 * MINUTE;
@@ -140,19 +140,7 @@ impl fmt::Display for Duration {
     }
 }
 
-impl FromStr for Duration {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Duration::parse(s)
-    }
-}
-
-impl TryFrom<String> for Duration {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Duration::parse(&value)
-    }
-}
+parse_impls!(Duration);
 
 impl From<Duration> for String {
     fn from(value: Duration) -> String {

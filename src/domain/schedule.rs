@@ -10,7 +10,8 @@ use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::DomainError;
-use super::text::edit_distance;
+use super::deployment::text_enum_impls;
+use super::text::{edit_distance, parse_impls};
 
 /// A six-field cron expression, seconds first (`0 0 3 * * *` is 03:00:00 every day).
 ///
@@ -120,19 +121,7 @@ impl Hash for Cron {
     }
 }
 
-impl FromStr for Cron {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Cron::parse(s)
-    }
-}
-
-impl TryFrom<String> for Cron {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Cron::parse(&value)
-    }
-}
+parse_impls!(Cron);
 
 impl From<Cron> for String {
     fn from(value: Cron) -> String {
@@ -331,25 +320,7 @@ impl TriggerOutcome {
     }
 }
 
-impl fmt::Display for TriggerOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TriggerOutcome {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TriggerOutcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| DomainError::UnknownValue {
-                kind: "trigger outcome",
-                value: s.to_owned(),
-                expected: "deployed, skipped, missed, failed".to_owned(),
-            })
-    }
-}
+text_enum_impls!(TriggerOutcome, "trigger outcome");
 
 impl Schedule {
     /// The instants that are due at `now` when the next fire was stored as

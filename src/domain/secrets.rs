@@ -147,7 +147,9 @@ fn expressions(text: &str) -> Vec<Expression<'_>> {
     found
 }
 
-fn is_secret_name(name: &str) -> bool {
+/// Whether `name` is a valid secret name: `[A-Za-z_][A-Za-z0-9_]*` (shared
+/// with [`SecretRef`](super::definition::SecretRef)).
+pub(crate) fn is_secret_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

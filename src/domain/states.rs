@@ -4,17 +4,13 @@
 //!
 //! Each has exactly one text mapping, written once in [`stored_enum!`]:
 //! `as_str` for writes and JSON, `FromStr` for reads (an unknown value is a
-//! [`DomainError::UnknownValue`], never a default), so storage, engine and
-//! web compare enums rather than strings.
-
-use std::fmt;
-use std::str::FromStr;
+//! [`DomainError::UnknownValue`](super::DomainError::UnknownValue), never a
+//! default), so storage, engine and web compare enums rather than strings.
 
 use serde::{Deserialize, Serialize};
 
 use super::definition::{ApprovalPolicy, Approvals, GatePolicy, Gates};
-use super::deployment::by_name;
-use super::error::DomainError;
+use super::deployment::text_enum_impls;
 
 /// Declares an enum stored as text, with `ALL`, `as_str`, `Display` and
 /// `FromStr` from one table of `Variant => "text"`.
@@ -44,18 +40,7 @@ macro_rules! stored_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = DomainError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                by_name($name::ALL, $name::as_str, $kind, s)
-            }
-        }
+        text_enum_impls!($name, $kind);
     };
 }
 
@@ -177,6 +162,10 @@ stored_enum! {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use super::super::error::DomainError;
     use super::*;
 
     /// Every value's text parses back to it and is its JSON form; texts are

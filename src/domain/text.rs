@@ -23,6 +23,34 @@ impl<T: Count + ?Sized> Count for &T {
     }
 }
 
+/// `FromStr` and `TryFrom<String>` for a type read from text by its
+/// `parse` (errors are its [`DomainError`](super::DomainError)s); with
+/// `owned`, `parse` takes the `String` itself.
+macro_rules! parse_impls {
+    ($name:ident $(, $owned:ident)?) => {
+        impl std::str::FromStr for $name {
+            type Err = $crate::domain::DomainError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::domain::DomainError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                parse_impls!(@arg $name, value $(, $owned)?)
+            }
+        }
+    };
+    (@arg $name:ident, $value:ident) => {
+        $name::parse(&$value)
+    };
+    (@arg $name:ident, $value:ident, owned) => {
+        $name::parse($value)
+    };
+}
+pub(crate) use parse_impls;
+
 /// A count with its noun, singular for exactly one: `plural(1, "round",
 /// "rounds")` is "1 round", `plural(0, …)` "0 rounds", `plural(2, …)`
 /// "2 rounds". Every "N things" shown to a person goes through it.

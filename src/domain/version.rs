@@ -1,12 +1,12 @@
 //! Release versions and the templates that make them.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
+use super::text::parse_impls;
 
 /// The longest version accepted, in characters.
 pub const MAX_VERSION_LEN: usize = 100;
@@ -56,19 +56,7 @@ impl fmt::Display for Version {
     }
 }
 
-impl FromStr for Version {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Version::parse(s)
-    }
-}
-
-impl TryFrom<String> for Version {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Version::parse(value)
-    }
-}
+parse_impls!(Version, owned);
 
 impl From<Version> for String {
     fn from(value: Version) -> String {
@@ -258,19 +246,7 @@ impl fmt::Display for VersionTemplate {
     }
 }
 
-impl FromStr for VersionTemplate {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        VersionTemplate::parse(s)
-    }
-}
-
-impl TryFrom<String> for VersionTemplate {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        VersionTemplate::parse(value)
-    }
-}
+parse_impls!(VersionTemplate, owned);
 
 impl From<VersionTemplate> for String {
     fn from(value: VersionTemplate) -> String {

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::deployment::text_enum_impls;
+
 /// Where a webhook comes from: the `{provider}` segment of `/hooks/{provider}/{pipeline}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
@@ -83,11 +85,7 @@ impl Provider {
     }
 }
 
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_enum_impls!(Provider);
 
 impl FromStr for Provider {
     type Err = WebhookError;

@@ -110,16 +110,7 @@ pub fn list_audit(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditEventRow>, StorageError> {
-    let mut query = audit_events::table
-        .select(AuditEventRow::as_select())
-        .into_boxed();
-    if let Some(before) = before {
-        query = query.filter(audit_events::id.lt(before));
-    }
-    Ok(query
-        .order(audit_events::id.desc())
-        .limit(limit)
-        .load(conn)?)
+    search_audit(conn, &AuditFilter::default(), before, limit)
 }
 
 /// What the audit page narrows its list to; an empty field does not filter.

@@ -6,6 +6,7 @@ use super::StorageError;
 use super::audit::append_audit;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::BuildRow;
+use super::runs::run_lease_queries;
 use super::schema::{builds, pipelines};
 use crate::domain::BuildState;
 
@@ -247,54 +248,17 @@ pub fn transition_build(
     Ok(updated > 0)
 }
 
-/// Marks the running builds of `runner` alive; returns how many.
-pub fn heartbeat_builds(conn: &mut DbConn, runner: &str) -> Result<usize, StorageError> {
-    Ok(diesel::update(
-        builds::table
-            .filter(builds::runner.eq(runner))
-            .filter(builds::state.eq(BuildState::Running.as_str())),
-    )
-    .set(builds::heartbeat_at.eq(now()))
-    .execute(conn)?)
-}
-
-/// Running builds whose runner is gone: those of any runner not heard from
-/// since `stale_before`, and, when given, every one of `runner` (an
-/// instance that has just started: its running builds are left over from
-/// its previous process).
-pub fn orphaned_builds(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<BuildRow>, StorageError> {
-    let stale = builds::runner
-        .is_null()
-        .or(builds::heartbeat_at.is_null())
-        .or(builds::heartbeat_at.lt(stale_before));
-    let query = builds::table
-        .filter(builds::state.eq(BuildState::Running.as_str()))
-        .order(builds::id.asc())
-        .select(BuildRow::as_select());
-    Ok(match runner {
-        Some(runner) => query
-            .filter(stale.or(builds::runner.eq(runner)))
-            .load(conn)?,
-        None => query.filter(stale).load(conn)?,
-    })
-}
-
-/// The states of these builds, by id.
-pub fn build_states(
-    conn: &mut DbConn,
-    build_ids: &[i64],
-) -> Result<Vec<(i64, BuildState)>, StorageError> {
-    if build_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(builds::table
-        .filter(builds::id.eq_any(build_ids))
-        .select((builds::id, builds::state))
-        .load::<(i64, BuildState)>(conn)?)
+run_lease_queries! {
+    table: builds, row: BuildRow, state: BuildState,
+    /// Marks the running builds of `runner` alive; returns how many.
+    heartbeat: heartbeat_builds,
+    /// Running builds whose runner is gone: those of any runner not heard from
+    /// since `stale_before`, and, when given, every one of `runner` (an
+    /// instance that has just started: its running builds are left over from
+    /// its previous process).
+    orphaned: orphaned_builds,
+    /// The states of these builds, by id.
+    states: build_states,
 }
 
 /// A page of a pipeline's builds, newest first (by number), at most `limit`;

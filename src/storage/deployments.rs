@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use super::StorageError;
 use super::conn::{DbConn, now, write_transaction};
 use super::models::{DeploymentRow, LogChunkRow, TaskRunRow};
+use super::runs::run_lease_queries;
 use super::schema::{deployments, log_chunks, pipelines, task_runs};
 use crate::domain::{DeploymentState, TaskRunState};
 
@@ -165,27 +166,32 @@ pub fn find_deployments(
         .load(conn)?)
 }
 
+/// Per stage of the pipeline `$pipeline_id`, the deployment with the highest
+/// id (of those in `$state`, when given), ordered by stage name: one query
+/// with a grouped subquery, shared by the two "newest per stage" reads.
+macro_rules! newest_per_stage {
+    ($conn:expr, $pipeline_id:expr $(, $state:expr)?) => {{
+        let newest = diesel::alias!(deployments as newest);
+        let newest_ids = newest
+            .filter(newest.field(deployments::pipeline_id).eq($pipeline_id))
+            $(.filter(newest.field(deployments::state).eq($state.as_str())))?
+            .group_by(newest.field(deployments::stage))
+            .select(max(newest.field(deployments::id)));
+        Ok(deployments::table
+            .filter(deployments::id.nullable().eq_any(newest_ids))
+            .order(deployments::stage.asc())
+            .select(DeploymentRow::as_select())
+            .load($conn)?)
+    }};
+}
+
 /// What runs in each stage of a pipeline now: per stage, the newest
 /// succeeded deployment (ordered by stage name).
 pub fn latest_deployment_per_stage(
     conn: &mut DbConn,
     pipeline_id: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
-    let newest = diesel::alias!(deployments as newest);
-    let newest_ids = newest
-        .filter(newest.field(deployments::pipeline_id).eq(pipeline_id))
-        .filter(
-            newest
-                .field(deployments::state)
-                .eq(DeploymentState::Succeeded.as_str()),
-        )
-        .group_by(newest.field(deployments::stage))
-        .select(max(newest.field(deployments::id)));
-    Ok(deployments::table
-        .filter(deployments::id.nullable().eq_any(newest_ids))
-        .order(deployments::stage.asc())
-        .select(DeploymentRow::as_select())
-        .load(conn)?)
+    newest_per_stage!(conn, pipeline_id, DeploymentState::Succeeded)
 }
 
 /// The newest deployment of each stage of a pipeline, whatever its state
@@ -194,16 +200,7 @@ pub fn newest_deployment_per_stage(
     conn: &mut DbConn,
     pipeline_id: i64,
 ) -> Result<Vec<DeploymentRow>, StorageError> {
-    let newest = diesel::alias!(deployments as newest);
-    let newest_ids = newest
-        .filter(newest.field(deployments::pipeline_id).eq(pipeline_id))
-        .group_by(newest.field(deployments::stage))
-        .select(max(newest.field(deployments::id)));
-    Ok(deployments::table
-        .filter(deployments::id.nullable().eq_any(newest_ids))
-        .order(deployments::stage.asc())
-        .select(DeploymentRow::as_select())
-        .load(conn)?)
+    newest_per_stage!(conn, pipeline_id)
 }
 
 /// The newest deployments to a stage, newest first, at most `limit`.
@@ -468,53 +465,16 @@ pub fn queued_deployments(
         .load(conn)?)
 }
 
-/// Marks the running deployments of `runner` alive; returns how many.
-pub fn heartbeat_deployments(conn: &mut DbConn, runner: &str) -> Result<usize, StorageError> {
-    Ok(diesel::update(
-        deployments::table
-            .filter(deployments::runner.eq(runner))
-            .filter(deployments::state.eq(DeploymentState::Running.as_str())),
-    )
-    .set(deployments::heartbeat_at.eq(now()))
-    .execute(conn)?)
-}
-
-/// Running deployments whose runner is gone: those of any runner not heard
-/// from since `stale_before`, and, when given, every one of `runner` (an
-/// instance that has just started: they are left from its previous process).
-pub fn orphaned_deployments(
-    conn: &mut DbConn,
-    runner: Option<&str>,
-    stale_before: chrono::NaiveDateTime,
-) -> Result<Vec<DeploymentRow>, StorageError> {
-    let stale = deployments::runner
-        .is_null()
-        .or(deployments::heartbeat_at.is_null())
-        .or(deployments::heartbeat_at.lt(stale_before));
-    let query = deployments::table
-        .filter(deployments::state.eq(DeploymentState::Running.as_str()))
-        .order(deployments::id.asc())
-        .select(DeploymentRow::as_select());
-    Ok(match runner {
-        Some(runner) => query
-            .filter(stale.or(deployments::runner.eq(runner)))
-            .load(conn)?,
-        None => query.filter(stale).load(conn)?,
-    })
-}
-
-/// The states of these deployments, by id.
-pub fn deployment_states(
-    conn: &mut DbConn,
-    ids: &[i64],
-) -> Result<Vec<(i64, DeploymentState)>, StorageError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(deployments::table
-        .filter(deployments::id.eq_any(ids))
-        .select((deployments::id, deployments::state))
-        .load::<(i64, DeploymentState)>(conn)?)
+run_lease_queries! {
+    table: deployments, row: DeploymentRow, state: DeploymentState,
+    /// Marks the running deployments of `runner` alive; returns how many.
+    heartbeat: heartbeat_deployments,
+    /// Running deployments whose runner is gone: those of any runner not heard
+    /// from since `stale_before`, and, when given, every one of `runner` (an
+    /// instance that has just started: they are left from its previous process).
+    orphaned: orphaned_deployments,
+    /// The states of these deployments, by id.
+    states: deployment_states,
 }
 
 /// The task runs of a deployment, in order.

@@ -306,24 +306,32 @@ pub fn finish_gate_run(
     Ok(n > 0)
 }
 
+/// The column values of the sample `$s` (a [`NewGateSample`]) stored at
+/// `$at`, for [`insert_gate_sample`] and [`insert_gate_samples`].
+macro_rules! sample_values {
+    ($s:expr, $at:expr) => {
+        (
+            gate_samples::gate_run_id.eq(Some($s.gate_run_id)),
+            gate_samples::deployment_id.eq($s.deployment_id),
+            gate_samples::phase.eq($s.phase.as_str()),
+            gate_samples::round.eq($s.round),
+            gate_samples::check_name.eq($s.check_name),
+            gate_samples::scheduled_at.eq(Some($s.scheduled_at)),
+            gate_samples::sampled_at.eq($s.sampled_at),
+            gate_samples::duration_ms.eq($s.duration_ms),
+            gate_samples::request.eq($s.request),
+            gate_samples::value.eq($s.value),
+            gate_samples::verdict.eq($s.verdict),
+            gate_samples::body.eq($s.body),
+            gate_samples::created_at.eq($at),
+        )
+    };
+}
+
 /// Stores one sample.
 pub fn insert_gate_sample(conn: &mut DbConn, s: &NewGateSample<'_>) -> Result<(), StorageError> {
     diesel::insert_into(gate_samples::table)
-        .values((
-            gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
-            gate_samples::deployment_id.eq(s.deployment_id),
-            gate_samples::phase.eq(s.phase.as_str()),
-            gate_samples::round.eq(s.round),
-            gate_samples::check_name.eq(s.check_name),
-            gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
-            gate_samples::sampled_at.eq(s.sampled_at),
-            gate_samples::duration_ms.eq(s.duration_ms),
-            gate_samples::request.eq(s.request),
-            gate_samples::value.eq(s.value),
-            gate_samples::verdict.eq(s.verdict),
-            gate_samples::body.eq(s.body),
-            gate_samples::created_at.eq(now()),
-        ))
+        .values(sample_values!(s, now()))
         .execute(conn)?;
     Ok(())
 }
@@ -335,26 +343,7 @@ pub fn insert_gate_samples(
 ) -> Result<(), StorageError> {
     let at = now();
     for chunk in samples.chunks(500) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|s| {
-                (
-                    gate_samples::gate_run_id.eq(Some(s.gate_run_id)),
-                    gate_samples::deployment_id.eq(s.deployment_id),
-                    gate_samples::phase.eq(s.phase.as_str()),
-                    gate_samples::round.eq(s.round),
-                    gate_samples::check_name.eq(s.check_name),
-                    gate_samples::scheduled_at.eq(Some(s.scheduled_at)),
-                    gate_samples::sampled_at.eq(s.sampled_at),
-                    gate_samples::duration_ms.eq(s.duration_ms),
-                    gate_samples::request.eq(s.request),
-                    gate_samples::value.eq(s.value),
-                    gate_samples::verdict.eq(s.verdict),
-                    gate_samples::body.eq(s.body),
-                    gate_samples::created_at.eq(at),
-                )
-            })
-            .collect();
+        let rows: Vec<_> = chunk.iter().map(|s| sample_values!(s, at)).collect();
         // The multi-backend connection has no multi-row `INSERT`; each
         // backend's own connection has.
         let insert = diesel::insert_into(gate_samples::table).values(rows);

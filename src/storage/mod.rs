@@ -25,6 +25,7 @@ pub mod models;
 pub mod notifications;
 pub mod pipelines;
 pub mod releases;
+mod runs;
 pub mod schedules;
 pub mod schema;
 pub mod secrets;

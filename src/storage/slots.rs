@@ -120,6 +120,22 @@ pub fn list_all_slots(conn: &mut DbConn) -> Result<Vec<SlotListing>, StorageErro
         .collect())
 }
 
+/// The columns that say what a slot serves: `$content` (a [`SlotContent`])
+/// and `$previous` (its previous release), for a deploy and a swap.
+macro_rules! content_changes {
+    ($content:expr, $previous:expr) => {
+        (
+            slots::release_id.eq($content.release_id),
+            slots::workdir.eq(&$content.workdir),
+            slots::port.eq($content.port),
+            slots::settings.eq(&$content.settings),
+            slots::since.eq($content.since),
+            slots::process_state.eq($content.process_state.as_str()),
+            slots::previous_release_id.eq($previous),
+        )
+    };
+}
+
 /// Records that `slot_id` now serves `content` (a deployment finished):
 /// the release it served before becomes its previous release. One
 /// transaction with the audit record `slot.deploy`.
@@ -144,13 +160,7 @@ pub fn record_slot_deploy(
         let at = now();
         diesel::update(slots::table.find(slot_id))
             .set((
-                slots::release_id.eq(content.release_id),
-                slots::workdir.eq(&content.workdir),
-                slots::port.eq(content.port),
-                slots::settings.eq(&content.settings),
-                slots::since.eq(content.since),
-                slots::process_state.eq(content.process_state.as_str()),
-                slots::previous_release_id.eq(previous),
+                content_changes!(content, previous),
                 slots::error.eq(None::<String>),
                 slots::updated_at.eq(at),
             ))
@@ -235,13 +245,7 @@ pub fn record_swap(conn: &mut DbConn, swap: &SwapRecord) -> Result<SlotSwapRow, 
         ] {
             diesel::update(slots::table.find(slot_id))
                 .set((
-                    slots::release_id.eq(content.release_id),
-                    slots::workdir.eq(&content.workdir),
-                    slots::port.eq(content.port),
-                    slots::settings.eq(&content.settings),
-                    slots::since.eq(content.since),
-                    slots::process_state.eq(content.process_state.as_str()),
-                    slots::previous_release_id.eq(previous),
+                    content_changes!(content, previous),
                     slots::last_swap_at.eq(at),
                     slots::error.eq(None::<String>),
                     slots::updated_at.eq(at),

@@ -45,45 +45,31 @@ pub fn advance_source_head(
 ) -> Result<bool, StorageError> {
     let at = now();
     match seen {
-        None => {
-            // In a savepoint: on PostgreSQL a failed insert would abort
-            // the caller's whole transaction.
-            let inserted = write_transaction(conn, |conn| {
-                diesel::insert_into(source_heads::table)
-                    .values((
-                        source_heads::pipeline_id.eq(pipeline_id),
-                        source_heads::branch.eq(branch),
-                        source_heads::commit_sha.eq(head),
-                        source_heads::checked_at.eq(at),
-                        source_heads::changed_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .map_err(StorageError::from)
-            });
-            match inserted {
-                Ok(n) => Ok(n > 0),
-                Err(StorageError::Conflict(_)) => Ok(false),
-                Err(other) => Err(other),
-            }
-        }
+        None => insert_unless_taken(conn, |conn| {
+            diesel::insert_into(source_heads::table)
+                .values((
+                    source_heads::pipeline_id.eq(pipeline_id),
+                    source_heads::branch.eq(branch),
+                    source_heads::commit_sha.eq(head),
+                    source_heads::checked_at.eq(at),
+                    source_heads::changed_at.eq(at),
+                ))
+                .execute(conn)
+        }),
         Some(row) => {
             let target = source_heads::table.find(row.id);
+            let moved = (
+                source_heads::commit_sha.eq(head),
+                source_heads::error.eq(None::<String>),
+                source_heads::checked_at.eq(at),
+                source_heads::changed_at.eq(at),
+            );
             let changed = match &row.commit_sha {
                 Some(old) => diesel::update(target.filter(source_heads::commit_sha.eq(old)))
-                    .set((
-                        source_heads::commit_sha.eq(head),
-                        source_heads::error.eq(None::<String>),
-                        source_heads::checked_at.eq(at),
-                        source_heads::changed_at.eq(at),
-                    ))
+                    .set(moved)
                     .execute(conn)?,
                 None => diesel::update(target.filter(source_heads::commit_sha.is_null()))
-                    .set((
-                        source_heads::commit_sha.eq(head),
-                        source_heads::error.eq(None::<String>),
-                        source_heads::checked_at.eq(at),
-                        source_heads::changed_at.eq(at),
-                    ))
+                    .set(moved)
                     .execute(conn)?,
             };
             Ok(changed > 0)
@@ -111,7 +97,7 @@ pub fn record_source_check(
     ))
     .execute(conn)?;
     if updated == 0 {
-        let inserted = write_transaction(conn, |conn| {
+        insert_unless_taken(conn, |conn| {
             diesel::insert_into(source_heads::table)
                 .values((
                     source_heads::pipeline_id.eq(pipeline_id),
@@ -122,12 +108,21 @@ pub fn record_source_check(
                     source_heads::changed_at.eq(at),
                 ))
                 .execute(conn)
-                .map_err(StorageError::from)
-        });
-        match inserted {
-            Ok(_) | Err(StorageError::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
+        })?;
     }
     Ok(())
+}
+
+/// Runs `insert` (of a `source_heads` row) in a savepoint, since on
+/// PostgreSQL a failed insert would abort the caller's whole transaction.
+/// `Ok(false)` when another instance inserted the row first (a conflict).
+fn insert_unless_taken(
+    conn: &mut DbConn,
+    insert: impl FnOnce(&mut DbConn) -> QueryResult<usize>,
+) -> Result<bool, StorageError> {
+    match write_transaction(conn, |conn| insert(conn).map_err(StorageError::from)) {
+        Ok(n) => Ok(n > 0),
+        Err(StorageError::Conflict(_)) => Ok(false),
+        Err(other) => Err(other),
+    }
 }

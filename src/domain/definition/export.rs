@@ -37,6 +37,16 @@ impl Map {
         self
     }
 
+    /// `key: [items…]` (each by `f`), left out when there are none.
+    fn put_list<T>(&mut self, key: &str, items: &[T], f: impl Fn(&T) -> Value) -> &mut Self {
+        self.put_if(!items.is_empty(), key, || list(items, f))
+    }
+
+    /// `key: {name: text…}`, left out when the map is empty.
+    fn put_strings(&mut self, key: &str, map: &BTreeMap<String, String>) -> &mut Self {
+        self.put_if(!map.is_empty(), key, || string_map(map))
+    }
+
     fn done(&mut self) -> Value {
         Value::Mapping(std::mem::take(&mut self.0))
     }
@@ -83,19 +93,15 @@ pub(crate) fn definition(def: &PipelineDefinition) -> Value {
         })
         .put("source", source(&def.source))
         .put("version", s(&def.version))
-        .put_if(!def.variables.is_empty(), "variables", || {
-            string_map(&def.variables)
-        })
-        .put_if(!def.apps.is_empty(), "apps", || list(&def.apps, app))
+        .put_strings("variables", &def.variables)
+        .put_list("apps", &def.apps, app)
         .put_if(
             !def.build.tasks.is_empty() || !def.build.artifacts.is_empty(),
             "build",
             || build(&def.build),
         )
         .put("stages", list(&def.stages, stage))
-        .put_if(!def.notifications.is_empty(), "notifications", || {
-            list(&def.notifications, notification)
-        })
+        .put_list("notifications", &def.notifications, notification)
         .done()
 }
 
@@ -143,12 +149,8 @@ pub(crate) fn source(source: &Source) -> Value {
 
 pub(crate) fn branch_filter(filter: &BranchFilter) -> Value {
     Map::new()
-        .put_if(!filter.include.is_empty(), "include", || {
-            list(&filter.include, text)
-        })
-        .put_if(!filter.exclude.is_empty(), "exclude", || {
-            list(&filter.exclude, text)
-        })
+        .put_list("include", &filter.include, text)
+        .put_list("exclude", &filter.exclude, text)
         .done()
 }
 
@@ -181,12 +183,8 @@ pub(crate) fn setting(setting: &Setting) -> Value {
 
 pub(crate) fn build(build: &Build) -> Value {
     Map::new()
-        .put_if(!build.tasks.is_empty(), "tasks", || {
-            list(&build.tasks, task)
-        })
-        .put_if(!build.artifacts.is_empty(), "artifacts", || {
-            list(&build.artifacts, text)
-        })
+        .put_list("tasks", &build.tasks, task)
+        .put_list("artifacts", &build.artifacts, text)
         .done()
 }
 
@@ -202,21 +200,15 @@ pub(crate) fn stage(stage: &Stage) -> Value {
                 .map(environment)
                 .unwrap_or(Value::Null)
         })
-        .put_if(!stage.variables.is_empty(), "variables", || {
-            string_map(&stage.variables)
-        })
-        .put_if(!stage.deployers.is_empty(), "deployers", || {
-            list(&stage.deployers, text)
-        })
+        .put_strings("variables", &stage.variables)
+        .put_list("deployers", &stage.deployers, text)
         .put_if(stage.approvals != Approvals::default(), "approvals", || {
             approvals(&stage.approvals)
         })
         .put_if(stage.gates != Gates::default(), "gates", || {
             gates(&stage.gates)
         })
-        .put_if(!stage.tasks.is_empty(), "tasks", || {
-            list(&stage.tasks, task)
-        })
+        .put_list("tasks", &stage.tasks, task)
         .put_if(stage.queue != QueuePolicy::default(), "queue", || {
             queue(&stage.queue)
         })
@@ -370,7 +362,7 @@ pub(crate) fn check(check: &GateCheck) -> Value {
                 Map::new()
                     .put("url", s(url))
                     .put_if(method != defaults::HTTP_METHOD, "method", || s(method))
-                    .put_if(!headers.is_empty(), "headers", || string_map(headers))
+                    .put_strings("headers", headers)
                     .put_if(body.is_some(), "body", || {
                         s(body.as_deref().unwrap_or_default())
                     })
@@ -465,7 +457,7 @@ pub(crate) fn task(task: &TaskSpec) -> Value {
     out.put_if(task.name.is_some(), "name", || {
         s(task.name.as_deref().unwrap_or_default())
     })
-    .put_if(!task.env.is_empty(), "env", || string_map(&task.env))
+    .put_strings("env", &task.env)
     .put_if(task.timeout.is_some(), "timeout", || {
         task.timeout.map(s).unwrap_or(Value::Null)
     })
