@@ -292,10 +292,7 @@ pub async fn list(
     user.require_action(Action::Read)?;
     let pipeline = path.into_inner();
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(WebError::BadRequest("`limit` must be between 1 and 200".into()).into());
-    }
+    let limit = super::page_size(query.limit)?;
     let name = pipeline.clone();
     let mut page = state
         .with_conn::<_, ApiError, _>(move |conn| {
