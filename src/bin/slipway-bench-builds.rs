@@ -27,7 +27,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use slipway::domain::BuildState;
 use slipway::domain::webhook::sign;
 use slipway::engine::{pipelines, secrets};
-use slipway::storage::{self, Db, testing::TestDb};
+use slipway::storage;
 
 const SECRET: &str = "bench webhook secret";
 const PIPELINE: &str = "bench-app";
@@ -47,28 +47,13 @@ fn since(t0: DateTime<Utc>, t: NaiveDateTime) -> Duration {
 fn main() -> anyhow::Result<()> {
     let o = bench::Options::from_args()?;
     let dir = std::env::temp_dir().join(format!("slipway-bench-builds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = bench(&o, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    bench::in_temp_dir(dir, |dir| bench(&o, dir))
 }
 
 fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
-    let (url, _pg) = if o.postgres {
-        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
-        (test_db.url.clone(), Some(test_db))
-    } else {
-        (format!("sqlite://{}/bench.db", dir.display()), None)
-    };
-    let db = Db::connect(&url, 8)?;
-    db.run_migrations()?;
+    let (db, url, _pg) = bench::database(o, dir)?;
 
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo)?;
-    bench::git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
-    std::fs::write(repo.join("README"), "bench\n")?;
-    bench::git(&repo, &["add", "--all"])?;
-    bench::git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    let repo = bench::init_repo(dir, "README", "bench\n")?;
     let marker = dir.join("task-clock");
     let yaml = format!(
         r#"pipeline: {PIPELINE}
@@ -180,13 +165,8 @@ stages:
         }
     }
 
-    let backend = o.backend();
-    println!(
-        "{} runs (after {warm_up} warm-up runs), {backend}, a new commit per run, no-op build task",
-        o.runs
-    );
-    type Figure = fn(&Run) -> Duration;
-    let rows: &[(&str, Figure)] = &[
+    bench::print_summary(o, warm_up, "run", "a new commit per run, no-op build task");
+    let rows: &[bench::Figure<'_, Run>] = &[
         ("the webhook's 202 answer", |r| r.answered),
         ("the first task recorded as started", |r| r.task_recorded),
         ("the first task's process running", |r| r.task_running),

@@ -26,7 +26,7 @@ use chrono::DateTime;
 use slipway::domain::{BuildState, DeploymentState};
 use slipway::engine::builds::{BuildRequest, QueueOutcome};
 use slipway::engine::{pipelines, secrets};
-use slipway::storage::{self, Db, testing::TestDb};
+use slipway::storage;
 
 const PIPELINE: &str = "bench-deploy";
 
@@ -41,28 +41,13 @@ struct Run {
 fn main() -> anyhow::Result<()> {
     let o = bench::Options::from_args()?;
     let dir = std::env::temp_dir().join(format!("slipway-bench-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = bench(&o, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    bench::in_temp_dir(dir, |dir| bench(&o, dir))
 }
 
 fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
-    let (url, _pg) = if o.postgres {
-        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
-        (test_db.url.clone(), Some(test_db))
-    } else {
-        (format!("sqlite://{}/bench.db", dir.display()), None)
-    };
-    let db = Db::connect(&url, 8)?;
-    db.run_migrations()?;
+    let (db, url, _pg) = bench::database(o, dir)?;
 
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo)?;
-    bench::git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
-    std::fs::write(repo.join("app.js"), "console.log('bench');\n")?;
-    bench::git(&repo, &["add", "--all"])?;
-    bench::git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    let repo = bench::init_repo(dir, "app.js", "console.log('bench');\n")?;
     let marker = dir.join("task-clock");
     let yaml = format!(
         r#"pipeline: {PIPELINE}
@@ -155,13 +140,8 @@ stages:
     }
     drop(slipway);
 
-    let backend = o.backend();
-    println!(
-        "{} runs (after {warm_up} warm-up runs), {backend}, one artifact, no-op tasks",
-        o.runs
-    );
-    type Figure = fn(&Run) -> Duration;
-    let rows: &[(&str, Figure)] = &[
+    bench::print_summary(o, warm_up, "run", "one artifact, no-op tasks");
+    let rows: &[bench::Figure<'_, Run>] = &[
         ("the after: build deployment queued", |r| r.queued),
         ("the deployment claimed (running)", |r| r.claimed),
         ("its first task recorded as started", |r| r.task_recorded),

@@ -27,9 +27,7 @@ use diesel::prelude::*;
 use slipway::domain::{DeploymentState, TriggerOutcome};
 use slipway::engine::{pipelines, secrets};
 use slipway::storage::schedules as store;
-use slipway::storage::{
-    self, Db, DeploymentRow, NewArtifact, NewDeployment, NewRelease, testing::TestDb,
-};
+use slipway::storage::{self, Db, DeploymentRow, NewArtifact, NewDeployment, NewRelease};
 
 const PIPELINE: &str = "bench-schedule";
 
@@ -39,10 +37,7 @@ fn main() -> anyhow::Result<()> {
         "slipway-bench-schedule-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir)?;
-    let result = bench(&o, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    bench::in_temp_dir(dir, |dir| bench(&o, dir))
 }
 
 /// One measured fire.
@@ -90,14 +85,7 @@ fn add_release(db: &Db, pipeline_id: i64, revision_id: i64, n: usize) -> anyhow:
 }
 
 fn bench(o: &bench::Options, dir: &Path) -> anyhow::Result<()> {
-    let (url, _pg) = if o.postgres {
-        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
-        (test_db.url.clone(), Some(test_db))
-    } else {
-        (format!("sqlite://{}/bench.db", dir.display()), None)
-    };
-    let db = Db::connect(&url, 8)?;
-    db.run_migrations()?;
+    let (db, url, _pg) = bench::database(o, dir)?;
     let yaml = format!(
         r#"pipeline: {PIPELINE}
 source: {{ repo: /srv/git/{PIPELINE}, branch: main }}
@@ -165,13 +153,13 @@ stages:
     }
     drop(slipway);
 
-    let backend = o.backend();
-    println!(
-        "{} fires (after {warm_up} warm-up fires), {backend}, a schedule due every second, a new release before each fire",
-        o.runs
+    bench::print_summary(
+        o,
+        warm_up,
+        "fire",
+        "a schedule due every second, a new release before each fire",
     );
-    type Figure = fn(&Run) -> Duration;
-    let rows: &[(&str, Figure)] = &[
+    let rows: &[bench::Figure<'_, Run>] = &[
         ("the fire recorded (claim + request)", |r| r.recorded),
         ("the deployment queued", |r| r.queued),
         ("the deployment started", |r| r.started),

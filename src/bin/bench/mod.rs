@@ -5,7 +5,7 @@
 //! stored times, and the figures table.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use chrono::NaiveDateTime;
 use slipway::app::{self, Application, Spawned};
 use slipway::config::Settings;
 use slipway::engine::secrets::SecretKey;
+use slipway::storage::{Db, testing::TestDb};
 
 /// `--runs N` (default 50) and `--postgres`.
 pub struct Options {
@@ -55,6 +56,48 @@ impl Options {
             "SQLite"
         }
     }
+}
+
+/// Makes the directory `dir`, runs `bench` in it and removes it again,
+/// whatever the run's result.
+#[allow(dead_code)]
+pub fn in_temp_dir(
+    dir: PathBuf,
+    bench: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The run's migrated database (8 connections) and its URL: a fresh
+/// PostgreSQL database with `--postgres` (it lives as long as the returned
+/// guard), else SQLite in `dir`.
+#[allow(dead_code)]
+pub fn database(o: &Options, dir: &Path) -> anyhow::Result<(Db, String, Option<TestDb>)> {
+    let (url, pg) = if o.postgres {
+        let test_db = TestDb::postgres().context("PostgreSQL for --postgres")?;
+        (test_db.url.clone(), Some(test_db))
+    } else {
+        (format!("sqlite://{}/bench.db", dir.display()), None)
+    };
+    let db = Db::connect(&url, 8)?;
+    db.run_migrations()?;
+    Ok((db, url, pg))
+}
+
+/// A git repository `dir/repo` on branch `main` with one commit holding
+/// `file` with `content`; its path.
+#[allow(dead_code)]
+pub fn init_repo(dir: &Path, file: &str, content: &str) -> anyhow::Result<PathBuf> {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo)?;
+    git(&repo, &["init", "--quiet", "--initial-branch=main"])?;
+    std::fs::write(repo.join(file), content)?;
+    git(&repo, &["add", "--all"])?;
+    git(&repo, &["commit", "--quiet", "-m", "initial"])?;
+    Ok(repo)
 }
 
 /// Starts Slipway (`slipway::app::Application`: web server and engine) on
@@ -111,6 +154,16 @@ pub fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
 #[allow(dead_code)]
 pub fn between(from: NaiveDateTime, to: NaiveDateTime) -> Duration {
     (to - from).to_std().unwrap_or_default()
+}
+
+/// The line above the figures table: how many runs (`unit`: `run`,
+/// `fire`) after how many warm-up ones, on which database, with what setup.
+pub fn print_summary(o: &Options, warm_up: usize, unit: &str, setup: &str) {
+    println!(
+        "{} {unit}s (after {warm_up} warm-up {unit}s), {}, {setup}",
+        o.runs,
+        o.backend()
+    );
 }
 
 /// One line of the figures table: its label and how to read it off a run.

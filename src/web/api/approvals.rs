@@ -4,19 +4,16 @@
 //! `{"decision": "approve"|"reject"|"defer", "comment": "...", "until": RFC3339}`).
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::dto::utc;
 use crate::domain::Decision;
 use crate::domain::authz::Action;
 use crate::engine::deploy::approvals::{self, ApprovalItem, DecideError, DecisionInput, Person};
 use crate::web::auth::{AuthUser, CurrentUser};
 use crate::web::{ApiError, State, WebError, urls};
-
-fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
-}
 
 /// A commit the release adds over the one in the stage.
 #[derive(Debug, Serialize, ToSchema)]

@@ -2,18 +2,16 @@
 //! commit, list and get builds with their tasks, tail a build's log, cancel.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::dto::utc;
 use crate::domain::authz::Action;
 use crate::engine::builds::{self, BuildDetail, BuildLog, BuildRequest, QueueOutcome};
+use crate::storage::TaskRunRow;
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError, urls};
-
-fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
-}
 
 /// One task of a build.
 #[derive(Debug, Serialize, ToSchema)]
@@ -26,6 +24,19 @@ pub struct TaskRunDto {
     pub exit_code: Option<i32>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&TaskRunRow> for TaskRunDto {
+    fn from(t: &TaskRunRow) -> Self {
+        TaskRunDto {
+            name: t.name.clone(),
+            kind: t.kind.clone(),
+            state: t.state.as_str().to_string(),
+            exit_code: t.exit_code,
+            started_at: t.started_at.as_ref().map(utc),
+            finished_at: t.finished_at.as_ref().map(utc),
+        }
+    }
 }
 
 /// A build.
@@ -73,18 +84,7 @@ impl From<&BuildDetail> for BuildDto {
             created_at: utc(&b.created_at),
             started_at: b.started_at.as_ref().map(utc),
             finished_at: b.finished_at.as_ref().map(utc),
-            tasks: d
-                .tasks
-                .iter()
-                .map(|t| TaskRunDto {
-                    name: t.name.clone(),
-                    kind: t.kind.clone(),
-                    state: t.state.as_str().to_string(),
-                    exit_code: t.exit_code,
-                    started_at: t.started_at.as_ref().map(utc),
-                    finished_at: t.finished_at.as_ref().map(utc),
-                })
-                .collect(),
+            tasks: d.tasks.iter().map(TaskRunDto::from).collect(),
             url: urls::build(&d.pipeline, b.number),
         }
     }
@@ -178,6 +178,25 @@ pub struct BuildLogDto {
     pub next_after: i64,
 }
 
+/// A log's chunks (the engine's build and deployment chunks have the same
+/// fields) as `$dto`: `LogChunkDto` or `DeploymentLogChunkDto`.
+macro_rules! log_chunk_dtos {
+    ($chunks:expr, $dto:ident) => {
+        $chunks
+            .into_iter()
+            .map(|c| $dto {
+                seq: c.seq,
+                task: c.task,
+                task_position: c.task_position,
+                stream: c.stream,
+                text: c.text,
+                created_at: $crate::web::api::dto::utc(&c.created_at),
+            })
+            .collect()
+    };
+}
+pub(super) use log_chunk_dtos;
+
 impl BuildLogDto {
     fn new(pipeline: &str, log: BuildLog, after: i64) -> Self {
         let next_after = log.chunks.last().map(|c| c.seq).unwrap_or(after);
@@ -186,18 +205,7 @@ impl BuildLogDto {
             number: log.build.number,
             state: log.build.state.as_str().to_string(),
             finished: log.finished,
-            chunks: log
-                .chunks
-                .into_iter()
-                .map(|c| LogChunkDto {
-                    seq: c.seq,
-                    task: c.task,
-                    task_position: c.task_position,
-                    stream: c.stream,
-                    text: c.text,
-                    created_at: utc(&c.created_at),
-                })
-                .collect(),
+            chunks: log_chunk_dtos!(log.chunks, LogChunkDto),
             next_after,
         }
     }
@@ -284,10 +292,7 @@ pub async fn list(
     user.require_action(Action::Read)?;
     let pipeline = path.into_inner();
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(WebError::BadRequest("`limit` must be between 1 and 200".into()).into());
-    }
+    let limit = super::page_size(query.limit)?;
     let name = pipeline.clone();
     let mut page = state
         .with_conn::<_, ApiError, _>(move |conn| {

@@ -3,21 +3,18 @@
 //! tasks, tail its log, cancel it, redeploy it.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::builds::{LogQuery, TaskRunDto};
+use super::builds::{LogQuery, TaskRunDto, log_chunk_dtos};
+use super::dto::utc;
 use crate::domain::authz::Action;
 use crate::engine::deploy::requests::{
     self, DeployOutcome, DeployRequest, DeploymentDetail, DeploymentLog,
 };
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError, urls};
-
-fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
-}
 
 /// `/api/v1/deployments/{id}`
 pub fn deployment_api_url(id: i64) -> String {
@@ -89,18 +86,7 @@ impl From<&DeploymentDetail> for DeploymentDetailDto {
             reason: d.reason.clone(),
             superseded_by: detail.superseded_by.clone(),
             error: d.error.clone(),
-            tasks: detail
-                .tasks
-                .iter()
-                .map(|t| TaskRunDto {
-                    name: t.name.clone(),
-                    kind: t.kind.clone(),
-                    state: t.state.as_str().to_string(),
-                    exit_code: t.exit_code,
-                    started_at: t.started_at.as_ref().map(utc),
-                    finished_at: t.finished_at.as_ref().map(utc),
-                })
-                .collect(),
+            tasks: detail.tasks.iter().map(TaskRunDto::from).collect(),
             approvals: Vec::new(),
             gate_samples: Vec::new(),
             gates: Vec::new(),
@@ -159,18 +145,7 @@ impl DeploymentLogDto {
             deployment: log.deployment.id,
             state: log.deployment.state.as_str().to_string(),
             finished: log.finished,
-            chunks: log
-                .chunks
-                .into_iter()
-                .map(|c| DeploymentLogChunkDto {
-                    seq: c.seq,
-                    task: c.task,
-                    task_position: c.task_position,
-                    stream: c.stream,
-                    text: c.text,
-                    created_at: utc(&c.created_at),
-                })
-                .collect(),
+            chunks: log_chunk_dtos!(log.chunks, DeploymentLogChunkDto),
             next_after,
         }
     }

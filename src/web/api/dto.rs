@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use crate::storage::{ArtifactRow, DeploymentRow, ReleaseRow};
 
-fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
+/// A stored (UTC, zone-less) time as the API sends it.
+pub(crate) fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 

@@ -4,10 +4,11 @@
 //! (release manager), answer a run's question (the stage's approvers).
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::dto::utc;
 use crate::domain::GateRunState;
 use crate::domain::authz::Action;
 use crate::engine::deploy::gates::questions::{Answerer, GateAnswer};
@@ -15,10 +16,6 @@ use crate::engine::deploy::gates::{self, GateRunView};
 use crate::storage::{DbConn, GateSampleRow};
 use crate::web::auth::CurrentUser;
 use crate::web::{ApiError, State, WebError, urls};
-
-fn utc(t: &NaiveDateTime) -> DateTime<Utc> {
-    t.and_utc()
-}
 
 /// One sample of one check.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,6 +14,8 @@ pub mod slots;
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 
+use super::WebError;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -82,4 +84,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/pipelines/{pipeline}/releases/{version}",
             web::get().to(releases::get),
         );
+}
+
+/// The page size of a list (`limit`, builds and releases): 1 to 200,
+/// default 50.
+pub(crate) fn page_size(limit: Option<i64>) -> Result<i64, WebError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(WebError::BadRequest(
+            "`limit` must be between 1 and 200".into(),
+        ));
+    }
+    Ok(limit)
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::dto::{ReleaseDto, ReleaseListDto};
 use crate::storage;
 use crate::web::pages::releases::{HistoryQuery, release_filter};
-use crate::web::{ApiError, State, WebError, urls};
+use crate::web::{ApiError, State, urls};
 
 /// Query of the release list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -34,10 +34,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(WebError::BadRequest("`limit` must be between 1 and 200".into()).into());
-    }
+    let limit = super::page_size(query.limit)?;
     let dto = state
         .with_conn::<_, ApiError, _>(move |conn| {
             let pipeline = crate::engine::pipelines::find(conn, &name)?;

@@ -3,7 +3,7 @@
 //! session's CSRF token, calls one engine function, and redirects.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -11,14 +11,9 @@ use crate::domain::authz::Action;
 use crate::engine::builds::{BuildRequest, QueueOutcome};
 use crate::engine::secrets;
 use crate::web::auth::CurrentUser;
-use crate::web::session::{check_csrf, safe_next, set_flash};
+use crate::web::pages::{next_or, see_other};
+use crate::web::session::{check_csrf, set_flash};
 use crate::web::{State, WebError, urls};
-
-fn see_other(location: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish()
-}
 
 #[derive(Debug, Deserialize)]
 pub struct BuildNowForm {
@@ -123,16 +118,10 @@ pub async fn retry_build(
                     build.number
                 ),
             );
-            let location = match form
-                .next
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-            {
-                Some(next) => safe_next(Some(next)),
-                None => urls::build(&pipeline, build.number),
-            };
-            Ok(see_other(location))
+            Ok(see_other(next_or(
+                form.next.as_deref(),
+                urls::build(&pipeline, build.number),
+            )))
         }
         QueueOutcome::Filtered { branch } => Err(WebError::Unprocessable(format!(
             "The pipeline's branch filter excludes `{branch}`."

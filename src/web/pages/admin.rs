@@ -6,11 +6,12 @@
 //! replaces them at every SSO sign-in.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use super::see_other;
 use crate::domain::Role;
 use crate::domain::authz::Action;
 use crate::engine::users::{self, UserChange};
@@ -134,25 +135,26 @@ async fn apply(
     state
         .with_conn::<_, WebError, _>(move |conn| Ok(users::change_user(conn, id, &change, &actor)?))
         .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, format!("{USERS_URL}#user-{id}")))
-        .finish())
+    Ok(see_other(format!("{USERS_URL}#user-{id}")))
 }
 
-/// `POST /admin/users/{id}/role` (`role`)
-pub async fn set_role(
-    state: State,
-    session: Session,
-    user: CurrentUser,
-    path: web::Path<i64>,
-    form: web::Form<ChangeForm>,
-) -> Result<HttpResponse, WebError> {
-    let change = form
-        .role
-        .parse::<Role>()
-        .map(UserChange::Role)
-        .map_err(|e| WebError::Unprocessable(e.to_string()));
-    apply(state, session, user, path.into_inner(), &form.csrf, change).await
+/// Defines a `POST /admin/users/{id}/…` handler: `$change` reads the
+/// change from the form, `apply` checks the CSRF token and the role, makes
+/// it and comes back to the list.
+macro_rules! change_handler {
+    ($(#[$doc:meta])* $name:ident, |$form:ident| $change:expr) => {
+        $(#[$doc])*
+        pub async fn $name(
+            state: State,
+            session: Session,
+            user: CurrentUser,
+            path: web::Path<i64>,
+            $form: web::Form<ChangeForm>,
+        ) -> Result<HttpResponse, WebError> {
+            let change = $change;
+            apply(state, session, user, path.into_inner(), &$form.csrf, change).await
+        }
+    };
 }
 
 fn group_of(form: &ChangeForm) -> Result<String, WebError> {
@@ -164,50 +166,36 @@ fn group_of(form: &ChangeForm) -> Result<String, WebError> {
     Ok(group.to_string())
 }
 
-/// `POST /admin/users/{id}/groups` (`group`): adds a local membership.
-pub async fn add_group(
-    state: State,
-    session: Session,
-    user: CurrentUser,
-    path: web::Path<i64>,
-    form: web::Form<ChangeForm>,
-) -> Result<HttpResponse, WebError> {
-    let change = group_of(&form).map(UserChange::AddGroup);
-    apply(state, session, user, path.into_inner(), &form.csrf, change).await
-}
+change_handler!(
+    /// `POST /admin/users/{id}/role` (`role`)
+    set_role,
+    |form| form
+        .role
+        .parse::<Role>()
+        .map(UserChange::Role)
+        .map_err(|e| WebError::Unprocessable(e.to_string()))
+);
 
-/// `POST /admin/users/{id}/groups/remove` (`group`): ends a local membership.
-pub async fn remove_group(
-    state: State,
-    session: Session,
-    user: CurrentUser,
-    path: web::Path<i64>,
-    form: web::Form<ChangeForm>,
-) -> Result<HttpResponse, WebError> {
-    let change = group_of(&form).map(UserChange::RemoveGroup);
-    apply(state, session, user, path.into_inner(), &form.csrf, change).await
-}
+change_handler!(
+    /// `POST /admin/users/{id}/groups` (`group`): adds a local membership.
+    add_group,
+    |form| group_of(&form).map(UserChange::AddGroup)
+);
 
-/// `POST /admin/users/{id}/disable`: the account's sessions and tokens stop working.
-pub async fn disable(
-    state: State,
-    session: Session,
-    user: CurrentUser,
-    path: web::Path<i64>,
-    form: web::Form<ChangeForm>,
-) -> Result<HttpResponse, WebError> {
-    let change = Ok(UserChange::Disabled(true));
-    apply(state, session, user, path.into_inner(), &form.csrf, change).await
-}
+change_handler!(
+    /// `POST /admin/users/{id}/groups/remove` (`group`): ends a local membership.
+    remove_group,
+    |form| group_of(&form).map(UserChange::RemoveGroup)
+);
 
-/// `POST /admin/users/{id}/enable`
-pub async fn enable(
-    state: State,
-    session: Session,
-    user: CurrentUser,
-    path: web::Path<i64>,
-    form: web::Form<ChangeForm>,
-) -> Result<HttpResponse, WebError> {
-    let change = Ok(UserChange::Disabled(false));
-    apply(state, session, user, path.into_inner(), &form.csrf, change).await
-}
+change_handler!(
+    /// `POST /admin/users/{id}/disable`: the account's sessions and tokens stop working.
+    disable,
+    |form| Ok(UserChange::Disabled(true))
+);
+
+change_handler!(
+    /// `POST /admin/users/{id}/enable`
+    enable,
+    |form| Ok(UserChange::Disabled(false))
+);

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
@@ -43,6 +43,7 @@ use crate::web::api::approvals::person;
 use crate::web::auth::{AuthUser, CurrentUser};
 use crate::web::nav::Nav;
 use crate::web::oidc::fresh_sign_in_url;
+use crate::web::pages::see_other;
 use crate::web::session::check_csrf;
 use crate::web::views::{iso, time};
 use crate::web::{State, WebError, urls};
@@ -495,12 +496,6 @@ fn with_status<T: Template>(page: &T, status: StatusCode) -> Result<HttpResponse
 
 fn take_flash(session: &Session) -> Option<String> {
     session.remove_as::<String>(FLASH).and_then(Result::ok)
-}
-
-fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location.to_string()))
-        .finish()
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::render;
 use crate::domain::BuildState;
-use crate::engine::builds::{self, BuildDetail, BuildLogChunk};
+use crate::engine::builds::{self, BuildDetail};
+use crate::storage::TaskRunRow;
 use crate::web::nav::Nav;
 use crate::web::views::{StateBadge, sha7, time};
 use crate::web::{State, WebError, urls};
@@ -140,10 +141,14 @@ pub struct BuildPage {
     pub cancel_url: String,
 }
 
-/// Groups log chunks under their task, as lines.
-fn task_views(detail: &BuildDetail, chunks: &[BuildLogChunk]) -> Vec<TaskView> {
-    detail
-        .tasks
+/// Groups log chunks under their task, as lines (build and deployment
+/// pages); `part` reads a chunk's task position, stream and text.
+pub(super) fn task_views<C>(
+    tasks: &[TaskRunRow],
+    chunks: &[C],
+    part: impl Fn(&C) -> (i32, &str, &str),
+) -> Vec<TaskView> {
+    tasks
         .iter()
         .map(|t| TaskView {
             position: t.position,
@@ -152,10 +157,11 @@ fn task_views(detail: &BuildDetail, chunks: &[BuildLogChunk]) -> Vec<TaskView> {
             exit_code: t.exit_code,
             lines: chunks
                 .iter()
-                .filter(|c| c.task_position == t.position)
-                .flat_map(|c| {
-                    c.text.lines().map(|l| LogLine {
-                        stream: c.stream.clone(),
+                .map(&part)
+                .filter(|(position, _, _)| *position == t.position)
+                .flat_map(|(_, stream, text)| {
+                    text.lines().map(|l| LogLine {
+                        stream: stream.to_string(),
                         text: l.to_string(),
                     })
                 })
@@ -192,7 +198,9 @@ pub async fn detail(
         author: b.author.clone(),
         started: b.started_at.as_ref().map(time),
         finished: b.finished_at.as_ref().map(time),
-        tasks: task_views(&detail, &log.chunks),
+        tasks: task_views(&detail.tasks, &log.chunks, |c| {
+            (c.task_position, c.stream.as_str(), c.text.as_str())
+        }),
         last_seq: log.chunks.last().map(|c| c.seq).unwrap_or(0),
         running: !b.state.is_terminal(),
         log_url: format!("/api/v1/pipelines/{name}/builds/{number}/log"),

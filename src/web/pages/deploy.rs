@@ -14,7 +14,7 @@
 //! required reason.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::DeploymentState;
@@ -24,7 +24,8 @@ use crate::engine::{EngineError, pipelines};
 use crate::storage::{self, DbConn};
 use crate::web::auth::CurrentUser;
 use crate::web::nav::Nav;
-use crate::web::session::{check_csrf, safe_next, set_flash};
+use crate::web::pages::{next_or, see_other};
+use crate::web::session::{check_csrf, set_flash};
 use crate::web::{State, WebError, urls};
 
 /// How many releases the picker offers (newest first).
@@ -185,13 +186,10 @@ async fn after_deploy(
         .await?;
     let words = outcome_words(outcome, &detail.release, &detail.deployment.stage, rollback);
     set_flash(session, words);
-    let location = match next.map(str::trim).filter(|n| !n.is_empty()) {
-        Some(next) => safe_next(Some(next)),
-        None => urls::deployment(&detail.pipeline, &detail.release, id),
-    };
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish())
+    Ok(see_other(next_or(
+        next,
+        urls::deployment(&detail.pipeline, &detail.release, id),
+    )))
 }
 
 /// `POST /pipelines/{p}/stages/{s}/deploy`: deploys the picked release and

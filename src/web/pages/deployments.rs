@@ -4,20 +4,21 @@
 //! Cancel and Redeploy forms.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::actions::CsrfForm;
-use super::builds::{LogLine, TaskView};
+use super::builds::{TaskView, task_views};
 use super::gates::{GateRunEvidence, gate_evidence};
 use super::render;
 use crate::domain::DeploymentState;
 use crate::domain::authz::Action;
-use crate::engine::deploy::requests::{self, DeploymentDetail, DeploymentLogChunk};
+use crate::engine::deploy::requests::{self, DeploymentDetail};
 use crate::web::api::deployments::log_api_url;
 use crate::web::auth::CurrentUser;
 use crate::web::nav::Nav;
-use crate::web::session::{check_csrf, safe_next, set_flash};
+use crate::web::pages::{next_or, see_other};
+use crate::web::session::{check_csrf, set_flash};
 use crate::web::views::{StateBadge, time};
 use crate::web::{State, WebError, urls};
 
@@ -67,29 +68,6 @@ pub struct DeploymentPage {
 
 /// How many log chunks the page shows at once (the rest: the log API).
 const LOG_CHUNKS: i64 = 5000;
-
-fn task_views(detail: &DeploymentDetail, chunks: &[DeploymentLogChunk]) -> Vec<TaskView> {
-    detail
-        .tasks
-        .iter()
-        .map(|t| TaskView {
-            position: t.position,
-            name: t.name.clone(),
-            badge: StateBadge::task(t.state),
-            exit_code: t.exit_code,
-            lines: chunks
-                .iter()
-                .filter(|c| c.task_position == t.position)
-                .flat_map(|c| {
-                    c.text.lines().map(|l| LogLine {
-                        stream: c.stream.clone(),
-                        text: l.to_string(),
-                    })
-                })
-                .collect(),
-        })
-        .collect()
-}
 
 fn waiting_text(state: DeploymentState, stage: &str) -> Option<String> {
     match state {
@@ -169,7 +147,9 @@ pub async fn detail(
         started: d.started_at.as_ref().map(time),
         finished: d.finished_at.as_ref().map(time),
         ended: d.state.is_terminal(),
-        tasks: task_views(&detail, &log.chunks),
+        tasks: task_views(&detail.tasks, &log.chunks, |c| {
+            (c.task_position, c.stream.as_str(), c.text.as_str())
+        }),
         gate_evidence: evidence,
         approvals,
         last_seq: log.chunks.last().map(|c| c.seq).unwrap_or(0),
@@ -184,12 +164,6 @@ pub async fn detail(
         pipeline,
         version,
     })
-}
-
-fn see_other(location: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish()
 }
 
 /// `POST …/deployments/{id}/cancel`
@@ -246,14 +220,8 @@ pub async fn redeploy(
             }
         },
     );
-    let location = match form
-        .next
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        Some(next) => safe_next(Some(next)),
-        None => urls::deployment(&pipeline, &version, new),
-    };
-    Ok(see_other(location))
+    Ok(see_other(next_or(
+        form.next.as_deref(),
+        urls::deployment(&pipeline, &version, new),
+    )))
 }

@@ -4,11 +4,12 @@
 //! release managers.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use super::see_other;
 use crate::domain::authz::Action;
 use crate::domain::{SwapState, slot_ops};
 use crate::engine::deploy::swaps::{SwapAsk, SwapReview};
@@ -450,9 +451,7 @@ pub struct CsrfForm {
 }
 
 fn back() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, urls::environments()))
-        .finish()
+    see_other(urls::environments())
 }
 
 /// `POST /environments/{app}/swap`: swap (or prepare a swap with preview).
@@ -525,9 +524,7 @@ fn after_swap(app: &str, done: SwapDone) -> HttpResponse {
             urls::query(&[("swapped", app)])
         ),
     };
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish()
+    see_other(location)
 }
 
 /// The confirmation page again, with why the swap was refused (and the

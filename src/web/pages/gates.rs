@@ -11,11 +11,12 @@
 //! which the deployment page and the approval inbox include.
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use super::see_other;
 use crate::domain::authz::Action;
 use crate::domain::gate_eval::Verdict;
 use crate::domain::{GateRunState, Role};
@@ -440,9 +441,7 @@ pub async fn answer(
         .gates()
         .answer(id, who, answer, &form.comment)
         .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, urls::gate_run(id)))
-        .finish())
+    Ok(see_other(urls::gate_run(id)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -465,9 +464,7 @@ pub async fn reevaluate(
     let actor = user.require_action(Action::OverrideGates)?.username.clone();
     let id = path.into_inner();
     state.engine.gates().reevaluate(id, &actor).await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, urls::gate_run(id)))
-        .finish())
+    Ok(see_other(urls::gate_run(id)))
 }
 
 /// `POST /gates/{id}/bypass` (release manager, with a reason)
@@ -491,9 +488,7 @@ pub async fn bypass(
         .gates()
         .bypass(id, &actor, &form.reason)
         .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, urls::gate_run(id)))
-        .finish())
+    Ok(see_other(urls::gate_run(id)))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub mod settings;
 pub mod stage_overview;
 pub mod stages;
 
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, http::header};
 use askama::Template;
 
 use super::WebError;
@@ -30,4 +30,20 @@ pub fn render<T: Template>(page: &T) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(body))
+}
+
+/// A 303 to `location`: where a form post goes on to (post, redirect, get).
+pub fn see_other(location: impl Into<String>) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location.into()))
+        .finish()
+}
+
+/// Where a form goes on to: its `next` when not blank (kept inside Slipway
+/// by `safe_next`), else `default`.
+pub fn next_or(next: Option<&str>, default: String) -> String {
+    match next.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(next) => super::session::safe_next(Some(next)),
+        None => default,
+    }
 }

@@ -4,11 +4,12 @@
 //! audited as `notification.retry` by `Deliveries::retry_now`).
 
 use actix_session::Session;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::render;
+use super::see_other;
 use crate::domain::DeliveryState;
 use crate::domain::authz::Action;
 use crate::storage::notifications as store;
@@ -149,10 +150,5 @@ pub async fn retry(
     let actor = user.require_action(Action::ManageUsers)?.username.clone();
     let id = path.into_inner();
     state.engine.notifications().retry_now(id, &actor).await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((
-            header::LOCATION,
-            format!("{NOTIFICATIONS_URL}#delivery-{id}"),
-        ))
-        .finish())
+    Ok(see_other(format!("{NOTIFICATIONS_URL}#delivery-{id}")))
 }

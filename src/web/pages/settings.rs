@@ -17,6 +17,7 @@ use crate::engine::users;
 use crate::storage;
 use crate::web::auth::CurrentUser;
 use crate::web::nav::Nav;
+use crate::web::pages::see_other;
 use crate::web::session::check_csrf;
 use crate::web::views::{ago, iso, time};
 use crate::web::{State, WebError};
@@ -172,9 +173,7 @@ pub async fn revoke(
     state
         .with_conn::<_, WebError, _>(move |conn| Ok(users::revoke_token(conn, id, &actor)?))
         .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, TOKENS_URL))
-        .finish())
+    Ok(see_other(TOKENS_URL))
 }
 
 /// `POST /settings/sessions/revoke`: ends every browser session of the
@@ -192,7 +191,5 @@ pub async fn sign_out_everywhere(
         .with_conn::<_, WebError, _>(move |conn| Ok(users::end_all_sessions(conn, &actor)?))
         .await?;
     session.purge();
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
-        .finish())
+    Ok(see_other("/"))
 }

@@ -24,7 +24,7 @@ mod views;
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -42,6 +42,7 @@ use crate::storage::schedules as store;
 use crate::storage::{self, DefinitionRevisionRow};
 use crate::web::auth::CurrentUser;
 use crate::web::nav::Nav;
+use crate::web::pages::see_other;
 use crate::web::session::check_csrf;
 use crate::web::{State, WebError, urls};
 use form::form_of;
@@ -336,9 +337,7 @@ pub async fn save(
                 urls::stage_configure(&l.name, &stage),
                 outcome.revision
             );
-            Ok(HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, location))
-                .finish())
+            Ok(see_other(location))
         }
         Err(EngineError::Definition(errors)) => {
             let errors = place_errors(&errors, l.index, &form);
