@@ -11,7 +11,7 @@ use super::fields::field_id;
 use super::gates::{CheckForm, GateErrors, GateForm};
 use super::views::approvers_text;
 use crate::domain::definition::defaults;
-use crate::domain::{ApprovalMode, ApprovalPolicy, Stage, Trigger, Upstream};
+use crate::domain::{ApprovalMode, ApprovalPolicy, Phase, Stage, Trigger, Upstream};
 use crate::engine::pipelines::stages as edit;
 
 /// What the form shows: the user's input as typed.
@@ -113,11 +113,11 @@ impl FieldErrors {
         }
         one(&mut out, "parallel", &self.parallel);
         one(&mut out, "policy", &self.policy);
-        self.approvals_before.summary("before", &mut out);
-        self.approvals_after.summary("after", &mut out);
+        self.approvals_before.summary(PHASES[0], &mut out);
+        self.approvals_after.summary(PHASES[1], &mut out);
         one(&mut out, "approvals-order", &self.approvals_order);
-        self.gates_before.summary("before", &mut out);
-        self.gates_after.summary("after", &mut out);
+        self.gates_before.summary(PHASES[0], &mut out);
+        self.gates_after.summary(PHASES[1], &mut out);
         for e in &self.general {
             out.push(("stage-form".into(), e.clone()));
         }
@@ -126,7 +126,7 @@ impl FieldErrors {
 }
 
 /// Before or after the deployment: the two phases of approvals and gates.
-pub(super) const PHASES: [&str; 2] = ["before", "after"];
+pub(super) const PHASES: [&str; 2] = [Phase::Before.as_str(), Phase::After.as_str()];
 
 /// One approval policy as typed: fields `approvals.before.*` or
 /// `approvals.after.*`.

@@ -8,8 +8,8 @@ use chrono_tz::Tz;
 use super::FIRE_TIMES;
 use super::REVISIONS;
 use crate::domain::{
-    ApprovalMode, ApprovalPolicy, Approver, CheckKind, GatePolicy, Schedule, Stage, TaskKind,
-    TaskSpec, TriggerOutcome,
+    ApprovalMode, ApprovalPolicy, Approver, CheckKind, GatePolicy, Phase, Schedule, Stage,
+    TaskKind, TaskSpec, TriggerOutcome,
 };
 use crate::engine::pipelines::schedules::{self as sched, FireRecord};
 use crate::storage::DefinitionRevisionRow;
@@ -125,15 +125,15 @@ pub(super) fn check_text(kind: &CheckKind) -> String {
 /// A stage's approvals and gates (before, then after) as the pages show them.
 pub(crate) fn guard_views(stage: &Stage) -> (Vec<ApprovalView>, Vec<GateView>) {
     let approvals = [
-        ("before", &stage.approvals.before),
-        ("after", &stage.approvals.after),
+        (Phase::Before.as_str(), &stage.approvals.before),
+        (Phase::After.as_str(), &stage.approvals.after),
     ]
     .into_iter()
     .filter_map(|(phase, p)| p.as_ref().map(|p| approval_view(phase, p)))
     .collect();
     let gates = [
-        ("before", &stage.gates.before),
-        ("after", &stage.gates.after),
+        (Phase::Before.as_str(), &stage.gates.before),
+        (Phase::After.as_str(), &stage.gates.after),
     ]
     .into_iter()
     .filter_map(|(phase, g)| g.as_ref().map(|g| gate_view(phase, g)))
