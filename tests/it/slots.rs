@@ -5,7 +5,7 @@
 //! Both databases.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slipway::domain::Role;
 use slipway::engine::{pipelines, users};
@@ -342,7 +342,11 @@ fn a_release_that_fails_its_health_check_never_takes_traffic() {
         s.deploy("production", "1.0.1").unwrap();
         let client = s.client();
         let load = Load::start(s, "shop", "/", 2);
-        let err = s.deploy("production", "1.0.2").unwrap_err().to_string();
+        // 3 s of answering 500: the error keeps its first lines too.
+        let err = s
+            .deploy_within("production", "1.0.2", Duration::from_secs(3))
+            .unwrap_err()
+            .to_string();
         let samples = load.finish();
         assert!(err.contains("did not become healthy"), "[{label}] {err}");
         assert!(err.contains("answered 500"), "[{label}] {err}");

@@ -259,7 +259,20 @@ impl Slipway {
         .unwrap();
     }
 
+    /// Deploys `version` into `slot` of the app `shop` (the health check
+    /// waits up to 10 s).
     pub fn deploy(&self, slot: &str, version: &str) -> Result<SlotDeployed, EngineError> {
+        // Long enough for the app to start on a loaded machine.
+        self.deploy_within(slot, version, Duration::from_secs(10))
+    }
+
+    /// [`Slipway::deploy`] with the health check's time limit.
+    pub fn deploy_within(
+        &self,
+        slot: &str,
+        version: &str,
+        health_timeout: Duration,
+    ) -> Result<SlotDeployed, EngineError> {
         let running = self.running();
         let engine = running.engine.clone();
         let request = SlotDeploy {
@@ -267,9 +280,7 @@ impl Slipway {
             slot: slot.into(),
             release: version.into(),
             artifacts_dir: None,
-            // Long enough for the app to start on a loaded machine; a
-            // release that answers 500 fails when it runs out.
-            health_timeout: Some(Duration::from_secs(10)),
+            health_timeout: Some(health_timeout),
             actor: "test".into(),
         };
         running
