@@ -98,7 +98,8 @@ pub fn stale_before(stale_after: Duration) -> chrono::NaiveDateTime {
 /// How a job's run ended before its final transaction.
 #[derive(Debug)]
 pub enum Stop {
-    /// Fail the job with this message (masked before it is stored).
+    /// Fail the job with this message (a deployment masks its secrets
+    /// before storing it; a build stores it as it is, as before).
     Fail(String),
     /// The token fired: canceled by a person, or the engine is stopping.
     Canceled,
